@@ -1,0 +1,73 @@
+"""Checkpoints: weights in safetensors with the model config in its metadata, plus trainer state."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+from endolight.model import DeepUPE, ModelConfig
+
+DEFAULT_WEIGHTS = "endolight-default.safetensors"
+
+
+def _atomic(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(model: DeepUPE, path: str | Path, meta: dict[str, Any] | None = None) -> None:
+    """Write the model's weights and config (and any ``meta``, JSON-encoded) atomically."""
+    metadata = {"model_config": model.cfg.to_json()}
+    metadata.update({k: json.dumps(v) for k, v in (meta or {}).items()})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a weights file, JSON-decoded (``model_config`` stays a JSON string)."""
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    return {k: v if k == "model_config" else json.loads(v) for k, v in meta.items()}
+
+
+def default_weights_path() -> Path:
+    """The weights shipped inside the package."""
+    return Path(str(resources.files("endolight") / "weights" / DEFAULT_WEIGHTS))
+
+
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> DeepUPE:
+    """Build a :class:`DeepUPE` from a weights file (default: the shipped weights), in eval mode.
+
+    Raises:
+        FileNotFoundError: the weights file does not exist.
+    """
+    p = Path(path) if path else default_weights_path()
+    if not p.is_file():
+        raise FileNotFoundError(f"weights file {p} not found")
+    cfg = ModelConfig.from_json(read_metadata(p)["model_config"])
+    model = DeepUPE(cfg)
+    model.load_state_dict(load_file(str(p)))
+    return model.to(device).eval()
+
+
+def save_trainer_state(state: dict[str, Any], path: str | Path) -> None:
+    """Optimizer, scheduler and progress, for ``--resume`` (torch pickle, written atomically)."""
+    _atomic(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load_trainer_state(path: str | Path) -> dict[str, Any]:
+    return torch.load(str(path), map_location="cpu", weights_only=False)

@@ -1,0 +1,81 @@
+"""Training losses of DeepUPE: reconstruction ``Lm``, smoothness ``Ls`` and ``Lt`` (SSIM + MAE).
+
+All take ``(B, C, H, W)`` float tensors in [0, 1] and return a scalar; each is a pure function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import kornia
+import torch
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """``L = wm * Lm + wt * Lt + ws * Ls``. Defaults were chosen on the validation split."""
+
+    wm: float = 1.0
+    wt: float = 0.5
+    ws: float = 0.002
+    ssim_alpha: float = 0.84  # Zhao et al. 2017's mix of (1 - SSIM) and MAE
+    smooth_alpha: float = 1.2  # DeepUPE's exponent on the log-luminance gradient
+    smooth_lambda: float = 1.5  # DeepUPE's scale of the smoothness weight
+    smooth_eps: float = 1e-4
+
+
+def reconstruction_loss(image: torch.Tensor, illum: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``Lm = mean(|| I / S - T ||^2)``.
+
+    The form DeepUPE's authors train with: the error is measured on the enhanced output the user
+    sees, so dark regions (small ``S``) count as much as bright ones. ``|| I - S * T ||^2``
+    would down-weight them by ``S^2``, which is exactly where endoscope frames need the most care.
+    ``I / S`` is not clamped here so the loss keeps a gradient when it overshoots 1.
+    """
+    return torch.mean((image / illum - target) ** 2)
+
+
+def _log_luminance(image: torch.Tensor) -> torch.Tensor:
+    y = kornia.color.rgb_to_grayscale(image)
+    return torch.log(y + 1e-4)
+
+
+def smoothness_loss(
+    illum: torch.Tensor,
+    image: torch.Tensor,
+    alpha: float = 1.2,
+    lam: float = 1.5,
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """``Ls``: weighted least squares smoothness of ``S`` (Farbman et al. 2008).
+
+    ``sum_p  w_x(p) (dS/dx)^2 + w_y(p) (dS/dy)^2`` averaged over pixels, with
+    ``w = lam / (|dL|^alpha + eps)`` and ``L`` the input's log-luminance: ``S`` may change
+    across the input's edges but must be flat where the input is flat. Zero for constant ``S``.
+    """
+    log_l = _log_luminance(image)
+    wx = lam / (torch.abs(log_l[..., :, 1:] - log_l[..., :, :-1]) ** alpha + eps)
+    wy = lam / (torch.abs(log_l[..., 1:, :] - log_l[..., :-1, :]) ** alpha + eps)
+    dx = illum[..., :, 1:] - illum[..., :, :-1]
+    dy = illum[..., 1:, :] - illum[..., :-1, :]
+    return torch.mean(wx * dx**2) + torch.mean(wy * dy**2)
+
+
+def ssim_mae_loss(output: torch.Tensor, target: torch.Tensor, alpha: float = 0.84) -> torch.Tensor:
+    """``Lt = alpha * (1 - SSIM) + (1 - alpha) * MAE``, SSIM from kornia (11x11 Gaussian window)."""
+    ssim = kornia.metrics.ssim(output, target, window_size=11, max_val=1.0, padding="valid")
+    return alpha * (1 - ssim.mean()) + (1 - alpha) * torch.mean(torch.abs(output - target))
+
+
+def total_loss(
+    image: torch.Tensor,
+    illum: torch.Tensor,
+    output: torch.Tensor,
+    target: torch.Tensor,
+    w: LossWeights,
+) -> dict[str, torch.Tensor]:
+    """All terms and their weighted sum under key ``"loss"``."""
+    lm = reconstruction_loss(image, illum, target)
+    lt = ssim_mae_loss(output, target, w.ssim_alpha)
+    ls = smoothness_loss(illum, image, w.smooth_alpha, w.smooth_lambda, w.smooth_eps)
+    return {"loss": w.wm * lm + w.wt * lt + w.ws * ls, "lm": lm, "lt": lt, "ls": ls}

@@ -1,0 +1,49 @@
+"""Model configuration: a dataclass saved inside every checkpoint."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the bilateral-grid Retinex network (DeepUPE / HDRNet).
+
+    Attributes:
+        lowres: side of the square low-resolution input of the coefficient network.
+        grid_size: spatial side of the bilateral grid; ``lowres / grid_size`` must be a power
+            of two, and its log2 is the number ``ns`` of stride-2 splat convolutions.
+        grid_depth: number of luminance bins ``d`` of the grid.
+        channel_mult: channel multiplier of the splat/local/global convolutions.
+        fc_width: width of the first fully connected layer of the global path.
+        guide_knots: number of ReLU knots of the per-channel guidance curve.
+    """
+
+    lowres: int = 256
+    grid_size: int = 16
+    grid_depth: int = 8
+    channel_mult: int = 1
+    fc_width: int = 256
+    guide_knots: int = 16
+
+    def __post_init__(self) -> None:
+        ratio = self.lowres // self.grid_size
+        if self.lowres % self.grid_size or ratio & (ratio - 1) or ratio < 2:
+            raise ValueError(
+                f"lowres/grid_size must be a power of two >= 2, got {self.lowres}/{self.grid_size}"
+            )
+
+    @property
+    def n_splat(self) -> int:
+        """Number ``ns`` of stride-2 convolutions from ``lowres`` down to ``grid_size``."""
+        return (self.lowres // self.grid_size).bit_length() - 1
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

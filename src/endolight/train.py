@@ -1,0 +1,226 @@
+"""The training loop: on-the-fly pairs from real frames, validation each epoch, resumable.
+
+The library never prints: progress goes through ``on_step`` / ``on_epoch`` callbacks, which the
+CLI turns into a progress bar.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader
+
+from endolight.checkpoint import load_trainer_state, save_trainer_state, save_weights
+from endolight.data import (
+    PairDataset,
+    degraded_pair,
+    list_frames,
+    load_frame,
+    to_tensor,
+)
+from endolight.degrade import DegradeConfig
+from endolight.losses import LossWeights, total_loss
+from endolight.metrics import psnr, ssim
+from endolight.model import DeepUPE, ModelConfig
+
+VAL_SEED = 12345  # fixed degradations of the validation frames, the same every epoch and run
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; saved beside its checkpoints."""
+
+    out_dir: str = "runs/default"
+    data_root: str | None = None
+    epochs: int = 30
+    batch_size: int = 8
+    crop: int = 256
+    max_side: int = 640  # training frames are shrunk to this longer side once, at load
+    repeats: int = 4  # each training frame gives this many random crops per epoch
+    lr: float = 5e-4
+    lr_min: float = 1e-5  # cosine schedule from lr to lr_min over all epochs
+    weight_decay: float = 0.0
+    val_max_side: int = 384
+    seed: int = 0
+    device: str = "auto"
+    max_frames: int | None = None  # use only the first N training frames (tests, smoke runs)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    names = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    conv = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**conv)
+
+
+def load_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
+    """Read a TOML config (sections ``[model]``, ``[loss]``, ``[degrade]``; the rest is top level)."""
+    data: dict[str, Any] = {}
+    if path:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    sub = {
+        "model": _build(ModelConfig, data.pop("model", {})),
+        "loss": _build(LossWeights, data.pop("loss", {})),
+        "degrade": _build(DegradeConfig, data.pop("degrade", {})),
+    }
+    cfg = _build(TrainConfig, {**data, **sub})
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_psnr: float
+    val_ssim: float
+    lr: float
+    seconds: float
+
+
+def validation_pairs(cfg: TrainConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The fixed validation pairs: whole val frames, shrunk, degraded with fixed seeds."""
+    refs = list_frames("val", Path(cfg.data_root) if cfg.data_root else None)
+    if cfg.max_frames:
+        refs = refs[: max(2, cfg.max_frames // 4)]
+    pairs = []
+    for i, ref in enumerate(refs):
+        target = to_tensor(load_frame(ref, cfg.val_max_side))
+        dim, target, _ = degraded_pair(target, VAL_SEED + i, cfg.degrade)
+        pairs.append((dim[None], target[None]))
+    return pairs
+
+
+@torch.no_grad()
+def validate(model: DeepUPE, pairs: list[tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig,
+             device: torch.device) -> tuple[float, float, float]:
+    """Mean (loss, PSNR, SSIM) over the validation pairs."""
+    model.eval()
+    losses, psnrs, ssims = [], [], []
+    for dim, target in pairs:
+        dim, target = dim.to(device), target.to(device)
+        pred = model(dim)
+        losses.append(float(total_loss(dim, pred.illumination, pred.output, target, cfg.loss)["loss"]))
+        psnrs.append(float(psnr(pred.output, target)[0]))
+        ssims.append(float(ssim(pred.output, target)[0]))
+    model.train()
+    return float(np.mean(losses)), float(np.mean(psnrs)), float(np.mean(ssims))
+
+
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    on_step: Callable[[int, int, dict[str, float]], None] | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> list[EpochLog]:
+    """Train (or resume) a model; writes ``last``/``best`` checkpoints and ``log.csv`` in ``out_dir``.
+
+    Returns the log of the epochs run by this call.
+    """
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    model = DeepUPE(cfg.model).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr_min)
+    start, best = 0, -float("inf")
+    state_path = out / "last.state.pt"
+    if resume and state_path.is_file():
+        state = load_trainer_state(state_path)
+        model.load_state_dict(load_file(str(out / "last.safetensors"), device=str(device)))
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, best = state["epoch"], state["best_psnr"]
+        torch.set_rng_state(state["torch_rng"])
+
+    refs = list_frames("train", Path(cfg.data_root) if cfg.data_root else None)
+    if cfg.max_frames:
+        refs = refs[:: max(1, len(refs) // cfg.max_frames)][: cfg.max_frames]
+    dataset = PairDataset(refs, cfg.crop, cfg.max_side, cfg.degrade, cfg.seed, cfg.repeats)
+    val_pairs = validation_pairs(cfg)
+    logs: list[EpochLog] = []
+    (out / "config.json").write_text(_config_json(cfg))
+    for epoch in range(start, cfg.epochs):
+        t0 = time.time()
+        dataset.epoch = epoch
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                            generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+        model.train()
+        run_loss = []
+        for step, (dim, target) in enumerate(loader):
+            dim, target = dim.to(device), target.to(device)
+            pred = model(dim)
+            terms = total_loss(dim, pred.illumination, pred.output, target, cfg.loss)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            opt.step()
+            run_loss.append(terms["loss"].item())
+            if on_step:
+                with torch.no_grad():
+                    p = float(psnr(pred.output, target).mean())
+                on_step(step + 1, len(loader), {"loss": run_loss[-1], "psnr": p})
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        v_loss, v_psnr, v_ssim = validate(model, val_pairs, cfg, device)
+        log = EpochLog(epoch + 1, float(np.mean(run_loss)), v_loss, v_psnr, v_ssim, lr, time.time() - t0)
+        meta = {"epoch": epoch + 1, "val_psnr": v_psnr, "val_ssim": v_ssim}
+        if v_psnr > best:
+            best = v_psnr
+            save_weights(model, out / "best.safetensors", meta)
+        save_weights(model, out / "last.safetensors", meta)
+        save_trainer_state(
+            {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
+             "best_psnr": best, "torch_rng": torch.get_rng_state()},
+            state_path,
+        )
+        _append_csv(out / "log.csv", log)
+        logs.append(log)
+        if on_epoch:
+            on_epoch(log)
+    return logs
+
+
+def _config_json(cfg: TrainConfig) -> str:
+    import json
+
+    return json.dumps(asdict(cfg), indent=2, sort_keys=True)
+
+
+def _append_csv(path: Path, log: EpochLog) -> None:
+    row = asdict(log)
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
