@@ -100,5 +100,6 @@ def expand_sources(source: str | Path) -> list[Path]:
     else:
         files = sorted(Path(q) for q in glob.glob(s, recursive=True) if Path(q).is_file())
     if not files:
-        raise InputError(f"{s}: no such file, folder or matching images")
+        what = "folder has no images" if p.is_dir() else "no such file, folder or matching images"
+        raise InputError(f"{s}: {what}")
     return files
