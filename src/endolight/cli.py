@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -115,7 +116,9 @@ def train(
                           max_frames=max_frames)
     except (OSError, ValueError, TypeError) as exc:
         _fail(str(exc))
-    bar = tqdm(desc="epoch 1", unit="step")
+    # Under torchrun only rank 0 reports (the library calls back on rank 0 only).
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    bar = tqdm(desc="epoch 1", unit="step", disable=not main_rank)
 
     def on_step(step: int, total: int, stats: dict[str, float]) -> None:
         bar.total = total
@@ -130,7 +133,8 @@ def train(
 
     run(cfg, resume=resume, on_step=on_step, on_epoch=on_epoch)
     bar.close()
-    typer.echo(f"checkpoints in {cfg.out_dir}")
+    if main_rank:
+        typer.echo(f"checkpoints in {cfg.out_dir}")
 
 
 @app.command("eval")
@@ -161,6 +165,245 @@ def evaluate_cmd(
     bar.close()
     typer.echo(write_report(rows, output))
     typer.echo(f"per-image metrics: {output / 'metrics.csv'}")
+
+
+@app.command("export")
+def export_cmd(
+    output: Annotated[Path, typer.Option("-o", "--output", help="File to write (.onnx, .pt).")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    weights: Annotated[Path | None, typer.Option(help="Weights file (default: shipped).")] = None,
+    layout: Annotated[str, typer.Option(help="nhwc: (N,H,W,3) frames; nchw: (N,3,H,W).")] = "nhwc",
+    strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="Baked-in strength.")] = 1.0,
+    check: Annotated[bool, typer.Option(help="Compare the file with PyTorch on a 480x640 frame.")] = True,
+) -> None:
+    """Export a deployable model: uint8 frame 'frame' in, enhanced uint8 frame 'enhanced' out.
+
+    Batch, height and width are dynamic; the whole pipeline (low-res net, guide, slicing, I/S)
+    is in the graph. ONNX uses opset 20 (5-D GridSample). See docs/deploy.md.
+    """
+    from endolight.checkpoint import load_model
+    from endolight.export import FORMATS, LAYOUTS, example_frame, export_model, max_abs_difference
+
+    if fmt not in FORMATS or layout not in LAYOUTS:
+        _fail(f"--format must be one of {', '.join(FORMATS)} and --layout one of {', '.join(LAYOUTS)}")
+    try:
+        model = load_model(weights)
+        path = export_model(model, output, fmt, layout, strength)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    except ImportError as exc:
+        _fail(f"{exc.name or exc}: ONNX export needs onnx and onnxscript (pip install 'endolight[export]')")
+    typer.echo(f"{fmt} model written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    if not check:
+        return
+    frame = example_frame("nhwc", 480, 640, seed=1)[0].numpy()
+    try:
+        diff = max_abs_difference(path, model, frame, fmt, layout, strength)
+    except ImportError:
+        typer.echo("check skipped: onnxruntime is not installed (pip install 'endolight[export]')")
+        return
+    typer.echo(f"check: max |exported - PyTorch| = {diff}/255 on a 480x640 frame")
+    if diff > 1:
+        _fail(f"exported model differs from PyTorch by {diff}/255 (> 1/255)", code=1)
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface; the default serves this machine only.")] = "127.0.0.1",
+    source: Annotated[str | None, typer.Option(help="Live source: video file, frame folder, camera "
+                                                    "index (0) or stream URL (rtsp://...).")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Weights file (default: shipped).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="Initial strength.")] = 1.0,
+    keep_border: Annotated[bool, typer.Option(help="Leave black borders untouched.")] = True,
+    max_upload_mb: Annotated[float, typer.Option(min=0.1, help="Largest accepted upload.")] = 32.0,
+    live_max_side: Annotated[int, typer.Option(min=64, help="Shrink live frames to this side.")] = 720,
+) -> None:
+    """Before/after viewer in the browser: drop an image, or play a live source through the model.
+
+    Open http://HOST:PORT/ (no internet needed: the page ships with the package). See docs/deploy.md.
+    """
+    try:
+        import uvicorn
+
+        from endolight.serve import ServeConfig, create_app
+    except ImportError as exc:
+        _fail(f"{exc.name}: the viewer needs the serve extra (pip install 'endolight[serve]')")
+    from endolight.enhancer import Enhancer
+    from endolight.io.images import InputError
+    from endolight.io.sources import open_source
+
+    try:
+        if source:
+            open_source(source).close()  # a bad source fails here, not in the browser
+        enhancer = Enhancer(weights, device=device, strength=strength, keep_border=keep_border)
+    except (InputError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    cfg = ServeConfig(max_upload_mb=max_upload_mb, source=source, live_max_side=live_max_side,
+                      strength=strength)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: serving on {host}: anyone who can reach this port can use the viewer", err=True)
+    web = create_app(enhancer, cfg)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if web.state.live:  # end open live streams, or shutdown would wait for them
+                web.state.live.close()
+            super().handle_exit(sig, frame)
+
+    typer.echo(f"endolight viewer on http://{host}:{port}/  (Ctrl+C to stop)")
+    Server(uvicorn.Config(web, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)).run()
+
+
+@app.command()
+def compare(
+    quick: Annotated[bool, typer.Option(help="Tiny CI version: few steps, frames and figure rows.")] = False,
+    steps: Annotated[int | None, typer.Option(help="Training steps of every learned method.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size of every learned method.")] = None,
+    crop: Annotated[int | None, typer.Option(help="Training crop side of every learned method.")] = None,
+    max_side: Annotated[int | None, typer.Option(help="Evaluation frames' longer side.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Results folder.")] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache of trained methods.")] = None,
+    doc: Annotated[Path | None, typer.Option(help="Also write the report here "
+                                                  "(default: docs/results.md, none with --quick).")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Our model's weights (default: shipped).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (default: torch's).")] = None,
+) -> None:
+    """Re-run the paper's comparison: Table 1, Figures 3 and 4, no-reference measures.
+
+    Trains every learned comparator (RetinexNet, FEQE, DPED, Zero-DCE, Zero-DCE++) and our model
+    under one budget on the same pairs (cached in RUNS_DIR: a re-run only trains what is missing),
+    evaluates them with the classical methods on the held-out pairs and real dim frames, and
+    writes tables (Markdown + CSV), figures and a report. See docs/results.md.
+    """
+    import shlex
+    from dataclasses import replace
+
+    import torch
+
+    from endolight.compare import QUICK, CompareConfig, run
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = QUICK if quick else CompareConfig()
+    budget = replace(cfg.budget, **{k: v for k, v in
+                                    {"steps": steps, "batch_size": batch_size, "crop": crop}.items() if v})
+    cfg = replace(cfg, budget=budget, device=device,
+                  **{k: str(v) if isinstance(v, Path) else v for k, v in
+                     {"eval_max_side": max_side, "out_dir": output, "runs_dir": runs_dir,
+                      "ours_weights": weights}.items() if v is not None})
+    doc = doc or (None if quick else Path("docs/results.md"))
+    bars: dict[str, tqdm] = {}
+
+    def on_progress(task: str, done: int, total: int) -> None:
+        if task not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[task] = tqdm(total=total, desc=task, unit="it")
+        bars[task].update(done - bars[task].n)
+
+    command = "endolight compare " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else "endolight compare"
+    try:
+        run(cfg, on_progress, command=command.strip(), doc=doc)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    finally:
+        for bar in bars.values():
+            bar.close()
+    typer.echo(f"results in {cfg.out_dir}/" + (f", report {doc}" if doc else ""))
+
+
+@app.command()
+def video(
+    source: Annotated[str, typer.Argument(help="Video file, folder or glob of frames, camera index (0) "
+                                               "or stream URL (rtsp://, http://, udp://...).")],
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="Video file (.mp4, .mkv, .mov, .avi, .ts) or folder of frames.")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Weights file (default: shipped).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="0 = input, 1 = full.")] = 1.0,
+    keep_border: Annotated[bool, typer.Option(help="Leave black borders untouched.")] = True,
+    temporal: Annotated[bool, typer.Option(help="Smooth the illumination over time (cut-aware).")] = True,
+    side_by_side: Annotated[bool, typer.Option(help="Write input | output side by side.")] = False,
+    low_latency: Annotated[bool, typer.Option(help="Queue depth 1, no encoder buffering; a live "
+                                                   "source skips late frames. Reports latency.")] = False,
+    show: Annotated[bool, typer.Option(help="Also show a live window (needs a display).")] = False,
+) -> None:
+    """Enhance a video or live stream: H.264 output keeps frame rate, timestamps, frame count and
+    audio. Ctrl-C (or a fault part-way) still leaves a playable file up to the last frame.
+    """
+    from endolight.enhancer import Enhancer
+    from endolight.io.images import InputError
+    from endolight.temporal import TemporalConfig
+    from endolight.video import VideoError, VideoOptions, enhance_video
+
+    opts = VideoOptions(side_by_side=side_by_side, low_latency=low_latency,
+                        temporal=TemporalConfig() if temporal else None)
+    bar = tqdm(desc="video", unit="frame", disable=None)
+
+    def on_start(src) -> None:
+        bar.total = src.info.frames
+        bar.refresh()
+
+    def on_frame(report) -> None:
+        bar.update(report.written - bar.n)
+        if report.written % 10 == 0:
+            bar.set_postfix(fps=f"{report.written / max(bar.format_dict['elapsed'], 1e-9):.1f}")
+
+    try:
+        enhancer = Enhancer(weights, device=device, strength=strength, keep_border=keep_border)
+        report = enhance_video(source, output, enhancer, opts, show=show, on_start=on_start,
+                               on_frame=on_frame)
+    except (InputError, FileNotFoundError, ValueError) as exc:
+        bar.close()
+        _fail(str(exc))
+    except VideoError as exc:
+        bar.close()
+        _fail(str(exc), code=1)
+    bar.close()
+    where = ", ".join(str(p) for p in report.outputs) or "the window"
+    typer.echo(f"{report.written} frames written to {where} in {report.seconds:.1f} s ({report.fps:.1f} fps)"
+               + (f", {report.dropped} late frames skipped" if report.dropped else ""))
+    typer.echo(f"latency per frame (decoded -> written): p50 {report.latency(50):.1f} ms, "
+               f"p99 {report.latency(99):.1f} ms")
+    if report.interrupted:
+        typer.echo("interrupted: the output ends at the last frame enhanced", err=True)
+        raise typer.Exit(130)
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option(help="CI size: 720p and 1080p, a few frames each.")] = False,
+    weights: Annotated[Path | None, typer.Option(help="Weights file (default: shipped).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output",
+                                                help="Also write the tables here (.md).")] = None,
+) -> None:
+    """Video speed (ms/frame, fps, peak RSS, latency) at 720p, 1080p and 4K, compute-only and
+    file -> file, for the fused CPU kernel and the plain PyTorch path; and flicker with and
+    without temporal smoothing. Numbers are for this machine: stop other work first.
+    """
+    from endolight.bench import QUICK, BenchConfig, FlickerRow, markdown, run
+
+    def on_row(row) -> None:
+        if isinstance(row, FlickerRow):
+            tqdm.write(f"flicker  {row.clip}, smoothing {'on' if row.temporal else 'off'}: "
+                       f"{row.flicker:.3f}  PSNR {row.psnr:.2f} dB")
+        else:
+            tqdm.write(f"{row.size:>5} {row.path:<7} {row.mode:<10} {row.ms_per_frame:8.1f} ms/frame "
+                       f"{row.fps:7.1f} fps  peak RSS {row.peak_rss_mb:.0f} MB")
+
+    try:
+        result = run(QUICK if quick else BenchConfig(), weights, on_row)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    table = markdown(result)
+    typer.echo("")
+    typer.echo(table)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(table + "\n")
 
 
 def main() -> None:

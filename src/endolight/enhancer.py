@@ -6,17 +6,23 @@ Every user-facing path (``enhance``, ``eval``, ``video``, the Python API) goes t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from endolight.checkpoint import load_model
 from endolight.data import to_tensor, to_uint8
 from endolight.fov import fov_mask
 from endolight.io.images import validate_frame
+from endolight.kernels.fused import GuideParams, render_uint8
 from endolight.model import DeepUPE
 from endolight.train import resolve_device
+
+# (grid (1, 12, D, Gh, Gw), low-res frame (1, 3, h, w)) -> grid, e.g. temporal.GridSmoother
+GridFilter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Enhancer:
@@ -27,6 +33,7 @@ class Enhancer:
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         strength: 0 returns the input, 1 the full model (illumination ``S ** strength``).
         keep_border: leave pixels outside the field of view (black borders) untouched.
+        fused: render uint8 frames with the fused CPU kernel; default: on CPU only.
     """
 
     def __init__(
@@ -36,6 +43,7 @@ class Enhancer:
         strength: float = 1.0,
         keep_border: bool = True,
         model: DeepUPE | None = None,
+        fused: bool | None = None,
     ) -> None:
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
@@ -43,6 +51,12 @@ class Enhancer:
         self.model = (model or load_model(weights)).to(self.device).eval()
         self.strength = strength
         self.keep_border = keep_border
+        # On CPU a fused numba kernel renders the full-res stage of uint8 frames (within 1/255 of
+        # the PyTorch path, same weights); on a GPU the PyTorch path is already fast.
+        if fused and self.device.type != "cpu":
+            raise ValueError("the fused kernel runs on CPU only")
+        use_fused = self.device.type == "cpu" if fused is None else fused
+        self.guide_params = GuideParams.from_module(self.model.guide) if use_fused else None
 
     @torch.no_grad()
     def enhance_tensor(self, image: torch.Tensor, strength: float | None = None) -> torch.Tensor:
@@ -53,14 +67,48 @@ class Enhancer:
         x = image.to(self.device, torch.float32)
         return self.model(x, strength=k).output.to(image.device, image.dtype)
 
-    def enhance_array(self, image: np.ndarray, strength: float | None = None) -> np.ndarray:
-        """Enhance one ``(H, W, 3)`` uint8 RGB frame; returns ``(H, W, 3)`` uint8 RGB."""
-        frame = validate_frame(image)
-        out = to_uint8(self.enhance_tensor(to_tensor(frame)[None], strength)[0])
-        if self.keep_border:
-            outside = ~fov_mask(frame)
-            out[outside] = frame[outside]
+    @torch.no_grad()
+    def grid(self, frame: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bilateral grid ``(1, 12, D, Gh, Gw)`` of a ``(H, W, 3)`` uint8 frame, and the low-res
+        ``(1, 3, h, w)`` float frame the network saw."""
+        if self.guide_params is None:
+            lowres = self.model.lowres(to_tensor(frame)[None].to(self.device))
+        else:
+            # The same antialiased resize on the uint8 frame: ~10x cheaper than converting the
+            # full-res frame to float first, and within 1/255 of it at low res.
+            size = (self.model.cfg.lowres, self.model.cfg.lowres)
+            lowres = F.interpolate(torch.from_numpy(frame).permute(2, 0, 1)[None], size=size,
+                                   mode="bilinear", antialias=True, align_corners=False).float() / 255
+        return self.model.coeffs(lowres), lowres
+
+    @torch.no_grad()
+    def render(self, frame: np.ndarray, grid: torch.Tensor, strength: float | None = None,
+               keep: np.ndarray | None = None) -> np.ndarray:
+        """Full-res stage for a given grid: ``(H, W, 3)`` uint8 frame -> uint8 output; pixels
+        where the ``(H, W)`` bool mask ``keep`` is True stay as in ``frame``."""
+        k = self.strength if strength is None else strength
+        if self.guide_params is not None:
+            return render_uint8(frame, grid, self.guide_params, k, keep=keep)
+        x = to_tensor(frame)[None].to(self.device)
+        out = to_uint8(self.model.render(grid, x, k).output[0])
+        if keep is not None:
+            np.copyto(out, frame, where=keep[..., None])
         return out
+
+    def enhance_array(self, image: np.ndarray, strength: float | None = None,
+                      grid_filter: GridFilter | None = None, fov: np.ndarray | None = None) -> np.ndarray:
+        """Enhance one ``(H, W, 3)`` uint8 RGB frame; returns ``(H, W, 3)`` uint8 RGB.
+
+        ``grid_filter`` sees each frame's grid before rendering (video: temporal smoothing);
+        ``fov`` is a field-of-view mask detected beforehand (video: once per scene).
+        """
+        frame = validate_frame(image)
+        k = self.strength if strength is None else strength
+        if k == 0.0:
+            return frame.copy()
+        keep = ~(fov if fov is not None else fov_mask(frame)) if self.keep_border else None
+        grid, lowres = self.grid(frame)
+        return self.render(frame, grid_filter(grid, lowres) if grid_filter else grid, k, keep)
 
     def __call__(self, image: np.ndarray | torch.Tensor, strength: float | None = None):
         """Enhance a numpy ``(H, W, 3)`` uint8 frame or a torch ``(B, 3, H, W)``/``(3, H, W)`` float

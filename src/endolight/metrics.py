@@ -6,10 +6,15 @@ one value per image ``(B,)``.
 
 from __future__ import annotations
 
+import math
+
+import cv2
 import kornia
 import numpy as np
 import torch
+import torch.nn.functional as F
 from skimage.color import deltaE_ciede2000, rgb2lab
+from skimage.measure import shannon_entropy
 
 SSIM_WINDOW = 11  # Wang et al. 2004: 11x11 Gaussian, sigma 1.5, 'valid' borders
 
@@ -67,4 +72,150 @@ def full_reference(output: torch.Tensor, target: torch.Tensor) -> dict[str, torc
         "ssim": ssim(output, target),
         "delta_e": delta_e2000(output, target),
         "loe": lightness_order_error(output, target),
+    }
+
+
+def _warp_previous(clip: torch.Tensor, flows: list[np.ndarray]) -> torch.Tensor:
+    """Frames ``0..T-2`` of ``(T, 3, H, W)`` warped onto frames ``1..T-1`` along ``flows``."""
+    h, w = clip.shape[-2:]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    out = []
+    for prev, fl in zip(clip[:-1], flows, strict=True):
+        img = np.ascontiguousarray(prev.permute(1, 2, 0).cpu().numpy())
+        warped = cv2.remap(img, gx + fl[..., 0], gy + fl[..., 1], cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+        out.append(torch.from_numpy(warped).permute(2, 0, 1))
+    return torch.stack(out).to(clip)
+
+
+def flicker(inputs: torch.Tensor, outputs: torch.Tensor, cells: int = 16, flow: bool = False) -> torch.Tensor:
+    """Temporal flicker of an enhanced clip relative to its input; scalar tensor, 1 = as steady.
+
+    ``(mean |dO| / mean O) / (mean |dI| / mean I)`` where ``d`` is the change between
+    consecutive frames of the ``(T, 3, H, W)`` clips in [0, 1], taken on the means of
+    ``cells`` x ``cells`` regions (the bilateral grid's resolution): flicker is a change of
+    regional brightness, not per-pixel grain, which averages out there. Each change is
+    relative to the clip's mean level, so a steady gain scores 1 and extra frame-to-frame
+    wobble of the enhancement scores above 1. With ``flow``, each previous frame is first warped
+    onto the next by dense optical flow of the input (OpenCV Farneback), so motion does not
+    count (the warping error of Lai et al., ECCV 2018, normalised the same way).
+    """
+    if inputs.shape != outputs.shape or inputs.dim() != 4 or inputs.shape[0] < 2:
+        raise ValueError(f"need two (T >= 2, 3, H, W) clips of one shape, got {tuple(inputs.shape)} "
+                         f"and {tuple(outputs.shape)}")
+    prev_in, prev_out = inputs[:-1], outputs[:-1]
+    if flow:
+        gray = [cv2.cvtColor(np.ascontiguousarray((f.permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)),
+                             cv2.COLOR_RGB2GRAY) for f in inputs]
+        flows = [cv2.calcOpticalFlowFarneback(cur, prev, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+                 for prev, cur in zip(gray[:-1], gray[1:], strict=True)]
+        prev_in, prev_out = _warp_previous(inputs, flows), _warp_previous(outputs, flows)
+    size = (min(cells, inputs.shape[-2]), min(cells, inputs.shape[-1]))
+
+    def change(cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        a, b = F.adaptive_avg_pool2d(cur, size), F.adaptive_avg_pool2d(prev, size)
+        return (a - b).abs().mean() / a.mean().clamp_min(1e-6)
+
+    return change(outputs[1:], prev_out) / change(inputs[1:], prev_in).clamp_min(1e-12)
+
+
+# --- No-reference metrics (real dim frames have no ground truth) ---------------------------
+# Each takes ``(B, 3, H, W)`` float [0, 1] and an optional ``mask`` ``(B, 1, H, W)`` bool (the
+# field of view, e.g. from ``endolight.fov.fov_mask``; default: every pixel) and returns ``(B,)``.
+
+
+def _luma(image: torch.Tensor) -> torch.Tensor:
+    return kornia.color.rgb_to_grayscale(image)
+
+
+def _mask_or_all(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return torch.ones_like(image[:, :1], dtype=torch.bool) if mask is None else mask.bool()
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(x.dtype)
+    return (x * m).sum((1, 2, 3)) / m.sum((1, 2, 3)).clamp_min(1)
+
+
+def mean_brightness(image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean luma (ITU-R 601, kornia) inside the mask."""
+    return _masked_mean(_luma(image), _mask_or_all(image, mask))
+
+
+def brightness_uniformity(
+    image: torch.Tensor, mask: torch.Tensor | None = None, centre: float = 0.35, periphery: float = 0.7
+) -> torch.Tensor:
+    """Periphery-to-centre luma ratio: 1 is even light, below 1 a dark periphery (the endoscope's
+    falloff), above 1 a periphery brighter than the centre.
+
+    Radius is measured in the frame's inscribed ellipse (1 at its edge): centre is ``r < centre``,
+    periphery ``r > periphery``, both inside the mask.
+    """
+    h, w = image.shape[-2:]
+    ys = (torch.arange(h, device=image.device) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w, device=image.device) + 0.5) / w * 2 - 1
+    r = torch.sqrt(ys[:, None] ** 2 + xs[None, :] ** 2)[None, None]
+    m = _mask_or_all(image, mask)
+    y = _luma(image)
+    return _masked_mean(y, m & (r > periphery)) / _masked_mean(y, m & (r < centre)).clamp_min(1e-6)
+
+
+def noise_sigma(image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Noise standard deviation of the luma, in 8-bit levels, inside the mask.
+
+    Immerkaer's estimator (CVIU 1996): ``sigma = sqrt(pi / 2) / 6 * mean |I * N|`` with ``N`` the
+    3x3 difference-of-Laplacians kernel, which cancels smooth structure. Hand-written because
+    scikit-image's ``estimate_sigma`` works on whole images only, and this one is needed on a mask.
+    """
+    kernel = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]], device=image.device)
+    resp = F.conv2d(_luma(image) * 255, kernel[None, None]).abs()
+    m = _mask_or_all(image, mask)[..., 1:-1, 1:-1]
+    return math.sqrt(math.pi / 2) / 6 * _masked_mean(resp, m)
+
+
+def lifted_noise(
+    output: torch.Tensor, image: torch.Tensor, mask: torch.Tensor | None = None, quantile: float = 0.25
+) -> torch.Tensor:
+    """Noise (:func:`noise_sigma`, 8-bit levels) of the output where the enhancer lifts most: the
+    darkest ``quantile`` of the input's luma inside the mask."""
+    m = _mask_or_all(image, mask)
+    y = _luma(image)
+    dark = torch.zeros_like(m)
+    for b in range(y.shape[0]):
+        level = torch.quantile(y[b][m[b]].float(), quantile) if m[b].any() else y.new_tensor(0.0)
+        dark[b] = m[b] & (y[b] <= level)
+    return noise_sigma(output, dark)
+
+
+def colourfulness(image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Hasler & Suesstrunk (2003) colourfulness on the 8-bit scale, inside the mask:
+    ``sqrt(var(rg) + var(yb)) + 0.3 sqrt(mean(rg)^2 + mean(yb)^2)``, ``rg = R - G``,
+    ``yb = (R + G) / 2 - B``."""
+    m = _mask_or_all(image, mask)
+    r, g, b = (image * 255).unbind(1)
+    rg, yb = (r - g)[:, None], (0.5 * (r + g) - b)[:, None]
+    mu_rg, mu_yb = _masked_mean(rg, m), _masked_mean(yb, m)
+    var_rg = _masked_mean(rg**2, m) - mu_rg**2
+    var_yb = _masked_mean(yb**2, m) - mu_yb**2
+    return torch.sqrt((var_rg + var_yb).clamp_min(0)) + 0.3 * torch.sqrt(mu_rg**2 + mu_yb**2)
+
+
+def entropy(image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Shannon entropy (bits) of the 8-bit luma histogram inside the mask (scikit-image)."""
+    m = _mask_or_all(image, mask)
+    y = (_luma(image) * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+    return torch.tensor([float(shannon_entropy(y[b][m[b]].cpu().numpy(), base=2)) for b in range(len(y))])
+
+
+def no_reference(output: torch.Tensor, image: torch.Tensor, mask: torch.Tensor | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """Every no-reference measure of an enhanced frame ``output`` of the dim ``image``; LOE is
+    against the input's lightness order (the enhancer should not reorder it)."""
+    return {
+        "brightness": mean_brightness(output, mask),
+        "uniformity": brightness_uniformity(output, mask),
+        "loe_input": lightness_order_error(output, image),
+        "lifted_noise": lifted_noise(output, image, mask),
+        "colourfulness": colourfulness(output, mask),
+        "entropy": entropy(output, mask),
     }

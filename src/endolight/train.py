@@ -2,11 +2,17 @@
 
 The library never prints: progress goes through ``on_step`` / ``on_epoch`` callbacks, which the
 CLI turns into a progress bar.
+
+Under ``torchrun`` (``WORLD_SIZE > 1`` in the environment) the same call trains with
+DistributedDataParallel: gloo on CPU, nccl on CUDA (one GPU per process, ``cuda:LOCAL_RANK``), a
+DistributedSampler gives each process its share of every epoch (``batch_size`` is per process),
+and only rank 0 validates, writes checkpoints and logs, and calls the callbacks.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import random
 import time
 import tomllib
@@ -17,8 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from endolight.checkpoint import load_trainer_state, save_trainer_state, save_weights
 from endolight.data import (
@@ -90,6 +98,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _init_distributed(device: torch.device) -> tuple[torch.device, int, int]:
+    """Join the ``torchrun`` process group if there is one; returns ``(device, rank, world_size)``.
+
+    A single process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) is left alone: rank 0 of 1.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return device, 0, 1
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device, dist.get_rank(), dist.get_world_size()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -144,11 +168,28 @@ def train(
 ) -> list[EpochLog]:
     """Train (or resume) a model; writes ``last``/``best`` checkpoints and ``log.csv`` in ``out_dir``.
 
-    Returns the log of the epochs run by this call.
+    Returns the log of the epochs run by this call (on rank 0; other ``torchrun`` ranks get ``[]``).
     """
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    device, rank, world = _init_distributed(resolve_device(cfg.device))
+    try:
+        return _train(cfg, out, device, rank, world, resume, on_step, on_epoch)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _train(
+    cfg: TrainConfig,
+    out: Path,
+    device: torch.device,
+    rank: int,
+    world: int,
+    resume: bool,
+    on_step: Callable[[int, int, dict[str, float]], None] | None,
+    on_epoch: Callable[[EpochLog], None] | None,
+) -> list[EpochLog]:
     seed_everything(cfg.seed)
     model = DeepUPE(cfg.model).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -162,19 +203,32 @@ def train(
         sched.load_state_dict(state["scheduler"])
         start, best = state["epoch"], state["best_psnr"]
         torch.set_rng_state(state["torch_rng"])
+    net = model  # the bare network: validated and saved; ``model`` is what trains
+    if world > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    main = rank == 0
+    if not main:
+        on_step = on_epoch = None
 
     refs = list_frames("train", Path(cfg.data_root) if cfg.data_root else None)
     if cfg.max_frames:
         refs = refs[:: max(1, len(refs) // cfg.max_frames)][: cfg.max_frames]
     dataset = PairDataset(refs, cfg.crop, cfg.max_side, cfg.degrade, cfg.seed, cfg.repeats)
-    val_pairs = validation_pairs(cfg)
+    val_pairs = validation_pairs(cfg) if main else []
     logs: list[EpochLog] = []
-    (out / "config.json").write_text(_config_json(cfg))
+    if main:
+        (out / "config.json").write_text(_config_json(cfg))
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         dataset.epoch = epoch
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                            generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+        if world > 1:
+            sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed * 7919,
+                                         drop_last=True)
+            sampler.set_epoch(epoch)
+            loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True)
+        else:
+            loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                                generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
         model.train()
         run_loss = []
         for step, (dim, target) in enumerate(loader):
@@ -191,13 +245,20 @@ def train(
                 on_step(step + 1, len(loader), {"loss": run_loss[-1], "psnr": p})
         lr = opt.param_groups[0]["lr"]
         sched.step()
-        v_loss, v_psnr, v_ssim = validate(model, val_pairs, cfg, device)
-        log = EpochLog(epoch + 1, float(np.mean(run_loss)), v_loss, v_psnr, v_ssim, lr, time.time() - t0)
+        train_loss = float(np.mean(run_loss))
+        if world > 1:
+            mean = torch.tensor([train_loss], dtype=torch.float64, device=device)
+            dist.all_reduce(mean)
+            train_loss = float(mean) / world
+        if not main:
+            continue
+        v_loss, v_psnr, v_ssim = validate(net, val_pairs, cfg, device)
+        log = EpochLog(epoch + 1, train_loss, v_loss, v_psnr, v_ssim, lr, time.time() - t0)
         meta = {"epoch": epoch + 1, "val_psnr": v_psnr, "val_ssim": v_ssim}
         if v_psnr > best:
             best = v_psnr
-            save_weights(model, out / "best.safetensors", meta)
-        save_weights(model, out / "last.safetensors", meta)
+            save_weights(net, out / "best.safetensors", meta)
+        save_weights(net, out / "last.safetensors", meta)
         save_trainer_state(
             {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
              "best_psnr": best, "torch_rng": torch.get_rng_state()},

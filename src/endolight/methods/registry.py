@@ -3,31 +3,73 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
-from endolight.methods import classical
+from endolight.methods import classical, dped, feqe, retinexnet, zero_dce
 
 Method = Callable[[np.ndarray], np.ndarray]
 
 METHODS: dict[str, Method] = {
     "identity": classical.identity,
     "gamma": classical.auto_gamma,
+    "he": classical.histogram_equalisation,
     "clahe": classical.clahe,
+    "msrcr": classical.msrcr,
+    "lime": classical.lime,
 }
 
 
+@dataclass(frozen=True)
+class Learned:
+    """A learned comparator: its module (``Config``, ``Net``, ``Trainer``) and its settings."""
+
+    module: ModuleType
+    config: Any
+
+    def build(self) -> Any:
+        return self.module.Net(self.config)
+
+
+LEARNED: dict[str, Learned] = {
+    "retinexnet": Learned(retinexnet, retinexnet.Config()),
+    "feqe": Learned(feqe, feqe.Config()),
+    "dped": Learned(dped, dped.Config()),
+    "zero-dce": Learned(zero_dce, zero_dce.Config()),
+    "zero-dce++": Learned(zero_dce, zero_dce.Config.plus_defaults()),
+}
+COMPARE_RUNS = Path("runs/compare")  # where `endolight compare` caches trained comparators
+
+
+def comparator_weights(name: str, runs_dir: str | Path = COMPARE_RUNS) -> Path:
+    return Path(runs_dir) / f"{name}.safetensors"
+
+
 def get_method(name: str, weights: str | Path | None = None, device: str = "auto") -> Method:
-    """Look up a method by name; ``"endolight"`` is our model (``weights``: default shipped).
+    """Look up a method by name; ``"endolight"`` is our model (``weights``: default shipped); a
+    learned comparator loads ``weights`` (default: its checkpoint from ``endolight compare``).
 
     Raises:
         KeyError: unknown name.
+        FileNotFoundError: a learned method's weights file is missing.
     """
     if name == "endolight":
         from endolight.enhancer import Enhancer
 
         return Enhancer(weights, device=device).enhance_array
+    if name in LEARNED:
+        from endolight.methods.learned import NetMethod, load_net
+        from endolight.train import resolve_device
+
+        path = Path(weights) if weights else comparator_weights(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"{name}: weights {path} not found (run `endolight compare` first)")
+        spec = LEARNED[name]
+        return NetMethod(load_net(path, spec.module.Config, spec.module.Net), resolve_device(device))
     if name not in METHODS:
-        raise KeyError(f"unknown method {name!r}; choose from {['endolight', *METHODS]}")
+        raise KeyError(f"unknown method {name!r}; choose from {['endolight', *METHODS, *LEARNED]}")
     return METHODS[name]

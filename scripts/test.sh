@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh), lint, and run the whole test suite. This is README's test command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# The browser test drives Debian's Chromium (never a downloaded browser).
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
+. .venv/bin/activate
+ruff check src tests
+set +e
+python -m pytest -q "$@"
+code=$?
+set -e
+# pytest exits 5 when it collected no test: never a pass here.
+if [ "$code" -eq 5 ]; then
+  echo "pytest collected no tests" >&2
+  exit 1
+fi
+exit "$code"

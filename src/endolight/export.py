@@ -1,0 +1,167 @@
+"""Deployment export: one self-contained model from a uint8 frame to the enhanced uint8 frame.
+
+The exported graph is the whole full-resolution pipeline (resize to the low-res input, coefficient
+network, guide map, trilinear slicing, affine, ``R = I / S``, rounding), so a device team feeds
+camera frames straight in. ONNX uses opset 20, whose ``GridSample`` takes the 5-D bilateral grid.
+
+Interface (both formats):
+
+* input ``frame``: uint8, ``(N, H, W, 3)`` RGB for ``layout="nhwc"`` (what OpenCV/PyAV give) or
+  ``(N, 3, H, W)`` for ``layout="nchw"``; ``N``, ``H`` and ``W`` are dynamic.
+* output ``enhanced``: uint8, same shape and layout as ``frame``.
+
+The field-of-view border mask of :class:`endolight.Enhancer` (``keep_border``) is not part of the
+graph (it is a connected-component flood fill); the export matches ``Enhancer(keep_border=False)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from endolight.checkpoint import _atomic
+from endolight.io.images import MIN_SIDE
+from endolight.model import DeepUPE
+
+INPUT_NAME = "frame"
+OUTPUT_NAME = "enhanced"
+ONNX_OPSET = 20  # first opset whose GridSample accepts 5-D input (the bilateral grid)
+FORMATS = ("onnx", "torchscript")
+LAYOUTS = ("nhwc", "nchw")
+
+Format = Literal["onnx", "torchscript"]
+Layout = Literal["nhwc", "nchw"]
+
+
+class FrameModel(nn.Module):
+    """uint8 frame in, enhanced uint8 frame out: :class:`DeepUPE` wrapped for deployment.
+
+    Args:
+        model: the trained network.
+        layout: ``"nhwc"`` for ``(N, H, W, 3)`` frames, ``"nchw"`` for ``(N, 3, H, W)``.
+        strength: illumination strength baked into the graph (0 returns the input, 1 full).
+    """
+
+    def __init__(self, model: DeepUPE, layout: Layout = "nhwc", strength: float = 1.0) -> None:
+        super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        self.model = model.eval()
+        self.layout = layout
+        self.strength = strength
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        x = frame.permute(0, 3, 1, 2) if self.layout == "nhwc" else frame
+        out = self.model(x.float() / 255, strength=self.strength).output
+        # Same rounding as endolight.data.to_uint8; floor makes the uint8 cast exact in any runtime.
+        out = torch.floor(out * 255 + 0.5).to(torch.uint8)
+        return out.permute(0, 2, 3, 1) if self.layout == "nhwc" else out
+
+
+def example_frame(
+    layout: Layout = "nhwc", height: int = 240, width: int = 320, seed: int = 0, batch: int = 1
+) -> torch.Tensor:
+    """Random uint8 frames ``(batch, ...)`` of the given layout, for tracing and parity checks."""
+    gen = torch.Generator().manual_seed(seed)
+    frame = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8, generator=gen)
+    return frame if layout == "nhwc" else frame.permute(0, 3, 1, 2).contiguous()
+
+
+def export_model(
+    model: DeepUPE,
+    path: str | Path,
+    fmt: Format = "onnx",
+    layout: Layout = "nhwc",
+    strength: float = 1.0,
+) -> Path:
+    """Write ``model`` as a frame-to-frame ONNX (opset 20) or TorchScript file, atomically.
+
+    Raises:
+        ValueError: unknown format or layout, strength outside [0, 1].
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    wrapped = FrameModel(copy.deepcopy(model).cpu(), layout, strength).eval()  # caller's model untouched
+    example = example_frame(layout, batch=2)  # torch.export would freeze a batch of 1
+    dest = Path(path)
+    _atomic(dest, partial(_export_onnx if fmt == "onnx" else _export_torchscript, wrapped, example))
+    return dest
+
+
+def _export_onnx(wrapped: FrameModel, example: torch.Tensor, path: str) -> None:
+    h_axis, w_axis = (1, 2) if wrapped.layout == "nhwc" else (2, 3)
+    dims = {0: torch.export.Dim("N", min=1), h_axis: torch.export.Dim("H", min=MIN_SIDE),
+            w_axis: torch.export.Dim("W", min=MIN_SIDE)}
+    # The exporter warns about its own internals (optional torchvision ops, pytree deprecations);
+    # none concern this graph, and the library does not print.
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", category=FutureWarning)
+            torch.onnx.export(
+                wrapped, (example,), path, dynamo=True, opset_version=ONNX_OPSET, verbose=False,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_shapes={INPUT_NAME: dims}, external_data=False,
+            )
+    finally:
+        registry_log.setLevel(level)
+
+
+def _export_torchscript(wrapped: FrameModel, example: torch.Tensor, path: str) -> None:
+    # torch.jit is deprecated in favour of torch.export, but TorchScript is still what C++
+    # (libtorch) deployments load. Tracing records sizes symbolically, so H and W stay dynamic;
+    # the one shape test it freezes (skip the resize when the frame is already low-res) is
+    # harmless: an antialiased resize to the same size is the identity.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        with torch.no_grad():
+            traced = torch.jit.trace(wrapped, (example,), strict=False)
+    traced.save(path)
+
+
+def run_onnx(path: str | Path, frame: np.ndarray) -> np.ndarray:
+    """Run an exported ONNX file with ONNX Runtime (CPU) on one uint8 frame batch."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], {INPUT_NAME: frame})[0]
+
+
+def max_abs_difference(path: str | Path, model: DeepUPE, frame: np.ndarray, fmt: Format = "onnx",
+                       layout: Layout = "nhwc", strength: float = 1.0) -> int:
+    """Largest difference, in 8-bit levels, between an exported file and the PyTorch enhancer.
+
+    Args:
+        frame: one ``(H, W, 3)`` uint8 RGB frame; the reference is
+            ``Enhancer(model=model, strength=strength, keep_border=False)`` on it.
+    """
+    from endolight.enhancer import Enhancer
+
+    # fused=False: the reference is the PyTorch graph itself, not the CPU kernel (also within 1/255).
+    ref = Enhancer(model=model, device="cpu", strength=strength, keep_border=False,
+                   fused=False).enhance_array(frame)
+    batch = frame[None] if layout == "nhwc" else frame.transpose(2, 0, 1)[None]
+    batch = np.ascontiguousarray(batch)
+    if fmt == "onnx":
+        got = run_onnx(path, batch)
+    else:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", category=DeprecationWarning)  # torch.jit, see above
+            got = torch.jit.load(str(path))(torch.from_numpy(batch)).numpy()
+    got = got[0] if layout == "nhwc" else got[0].transpose(1, 2, 0)
+    if got.shape != ref.shape or got.dtype != np.uint8:
+        raise ValueError(f"exported model returned {got.dtype} {got.shape}, expected uint8 {ref.shape}")
+    return int(np.abs(got.astype(np.int16) - ref.astype(np.int16)).max())

@@ -1,0 +1,209 @@
+"""Video sources: a file, a folder or glob of frames, a camera or a stream URL -> RGB frames.
+
+Everything is decoded by FFmpeg through PyAV (files, cameras via V4L2, rtsp/http/udp streams);
+frame folders are read with :func:`endolight.io.images.read_image`. A source yields
+:class:`Frame` objects one at a time (no frame list: a video of any length runs in flat
+memory). Problems before the first frame raise :class:`InputError`; a fault in the middle (a
+truncated or corrupt file, a stream that drops) raises :class:`SourceError` after every frame
+decoded up to it has been yielded, so the caller can still write them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from endolight.io.images import (
+    IMAGE_SUFFIXES,
+    MAX_PIXELS,
+    MIN_SIDE,
+    InputError,
+    expand_sources,
+    read_image,
+    validate_frame,
+)
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".wmv")
+URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt", "rtp")
+DEFAULT_FPS = Fraction(25)
+STREAM_TIMEOUT = (10.0, 5.0)  # seconds to open a camera/stream, and to wait for each packet
+
+
+class SourceError(RuntimeError):
+    """Decoding failed part-way; every frame before the fault has already been yielded."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: ``image`` is ``(H, W, 3)`` uint8 RGB; ``pts`` counts ``time_base``."""
+
+    image: np.ndarray
+    index: int
+    pts: int
+    time_base: Fraction
+
+    @property
+    def time(self) -> float:
+        """Presentation time in seconds."""
+        return float(self.pts * self.time_base)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What is known before decoding: size, rate, length (``None`` when unknown)."""
+
+    name: str
+    width: int
+    height: int
+    fps: Fraction
+    time_base: Fraction
+    frames: int | None
+    live: bool  # a camera or stream: frames arrive in real time and may be dropped when late
+    audio: bool  # a file with an audio stream the output can copy
+
+
+def _is_url(spec: str) -> bool:
+    m = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", spec)
+    return bool(m) and m.group(1).lower() in URL_SCHEMES
+
+
+def _av_message(exc: Exception) -> str:
+    """FFmpeg's reason without PyAV's errno and file name decorations."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return str(text).split(":")[0].strip().rstrip(".").lower() or type(exc).__name__
+
+
+class VideoSource:
+    """A video file, camera or stream decoded by PyAV.
+
+    Args:
+        spec: file path, camera index (``0`` for ``/dev/video0``) or stream URL.
+        low_latency: decode frame by frame (no frame-threading delay), for live use.
+    """
+
+    def __init__(self, spec: str | int | Path, low_latency: bool = False) -> None:
+        s = str(spec)
+        self.path: Path | None = None
+        options: dict[str, str] = {}
+        open_kw: dict = {}
+        if isinstance(spec, int) or s.isdigit():
+            url, fmt, live = f"/dev/video{int(s)}", "v4l2", True
+            if not Path(url).exists():
+                raise InputError(f"camera {s}: not found ({url} does not exist)")
+            open_kw["timeout"] = STREAM_TIMEOUT
+        elif _is_url(s):
+            url, fmt, live = s, None, True
+            open_kw["timeout"] = STREAM_TIMEOUT
+            if s.lower().startswith("rtsp"):
+                options["rtsp_transport"] = "tcp"  # UDP loses packets on busy networks
+        else:
+            self.path = Path(s)
+            url, fmt, live = s, None, False
+            if not self.path.is_file():
+                raise InputError(f"{s}: no such file")
+            if self.path.stat().st_size == 0:
+                raise InputError(f"{s}: empty file")
+        self.name = s
+        try:
+            self._container = av.open(url, format=fmt, options=options, **open_kw)
+        except av.error.FFmpegError as exc:
+            what = "corrupt, truncated or not a video" if self.path else "cannot open"
+            raise InputError(f"{s}: {what} ({_av_message(exc)})") from exc
+        if not self._container.streams.video:
+            self._container.close()
+            raise InputError(f"{s}: no video stream")
+        self._stream = self._container.streams.video[0]
+        ctx = self._stream.codec_context
+        if ctx.codec is None or not ctx.width or not ctx.height:
+            self._container.close()
+            raise InputError(f"{s}: unsupported video codec or unknown frame size")
+        if min(ctx.width, ctx.height) < MIN_SIDE or ctx.width * ctx.height > MAX_PIXELS:
+            self._container.close()
+            raise InputError(f"{s}: {ctx.width}x{ctx.height} frames are outside the supported sizes "
+                             f"(minimum side {MIN_SIDE} px, at most {MAX_PIXELS // 1_000_000} MP)")
+        self._stream.thread_type = "SLICE" if low_latency else "AUTO"
+        rate = self._stream.average_rate or self._stream.guessed_rate or DEFAULT_FPS
+        self.info = SourceInfo(
+            name=s, width=ctx.width, height=ctx.height, fps=Fraction(rate),
+            time_base=Fraction(self._stream.time_base or 1 / Fraction(rate)),
+            frames=self._stream.frames or None, live=live,
+            audio=bool(self._container.streams.audio) and not live,
+        )
+
+    def __iter__(self) -> Iterator[Frame]:
+        tb, step = self.info.time_base, 1 / (self.info.fps * self.info.time_base)
+        index, last_pts = 0, None
+        try:
+            for vf in self._container.decode(self._stream):
+                if (vf.width, vf.height) != (self.info.width, self.info.height):
+                    raise SourceError(f"{self.name}: the frame size changed from {self.info.width}x"
+                                      f"{self.info.height} to {vf.width}x{vf.height} after {index} frames")
+                image = validate_frame(vf.to_ndarray(format="rgb24"), f"{self.name} frame {index}")
+                # Missing or repeated timestamps (some streams): continue at the nominal rate.
+                pts = vf.pts if vf.pts is not None else (0 if last_pts is None else last_pts + round(step))
+                if last_pts is not None and pts <= last_pts:
+                    pts = last_pts + max(1, round(step))
+                last_pts = pts
+                yield Frame(image, index, pts, tb)
+                index += 1
+        except av.error.FFmpegError as exc:
+            what = "stream dropped" if self.info.live else "decoding failed (truncated or corrupt file?)"
+            raise SourceError(f"{self.name}: {what} after {index} frames ({_av_message(exc)})") from exc
+        if self.info.frames and not self.info.live and index < self.info.frames:
+            raise SourceError(f"{self.name}: truncated: decoded {index} of {self.info.frames} frames")
+
+    def close(self) -> None:
+        self._container.close()
+
+
+class FolderSource:
+    """A folder (sorted, recursive) or glob pattern of image files, played at ``fps``."""
+
+    def __init__(self, spec: str | Path, fps: float = float(DEFAULT_FPS)) -> None:
+        self.name = str(spec)
+        self.files = expand_sources(spec)
+        first = read_image(self.files[0])
+        rate = Fraction(fps).limit_denominator(1001)
+        self.info = SourceInfo(name=self.name, width=first.shape[1], height=first.shape[0], fps=rate,
+                               time_base=1 / rate, frames=len(self.files), live=False, audio=False)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for index, path in enumerate(self.files):
+            try:
+                image = read_image(path)
+            except InputError as exc:
+                raise SourceError(f"{exc} (after {index} frames)") from exc
+            if image.shape[:2] != (self.info.height, self.info.width):
+                raise SourceError(f"{path}: {image.shape[1]}x{image.shape[0]} differs from the first "
+                                  f"frame's {self.info.width}x{self.info.height} (after {index} frames)")
+            yield Frame(image, index, index, self.info.time_base)
+
+    def close(self) -> None:
+        pass
+
+
+Source = VideoSource | FolderSource
+
+
+def open_source(spec: str | int | Path, low_latency: bool = False, fps: float = float(DEFAULT_FPS)) -> Source:
+    """Open any supported source: video file, camera index, stream URL, image folder or glob.
+
+    Args:
+        fps: frame rate given to image folders (videos keep their own).
+
+    Raises:
+        InputError: missing, empty, unreadable or unsupported, with a one-line reason.
+    """
+    s = str(spec)
+    if isinstance(spec, int) or s.isdigit() or _is_url(s):
+        return VideoSource(spec, low_latency)
+    p = Path(s)
+    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES or p.is_dir() or (not p.exists() and "*" in s):
+        return FolderSource(s, fps)
+    return VideoSource(p, low_latency)

@@ -1,0 +1,1 @@
+"""Fused CPU kernels for the inference fast path."""

@@ -1,0 +1,134 @@
+"""What every learned comparator shares: config serialisation, the step-based training loop on
+the project's on-the-fly pairs, checkpoints, and the wrapper that makes a network a ``Method``.
+
+A learned comparator lives in its own module (``retinexnet``, ``feqe``, ``dped``, ``zero_dce``)
+and provides ``Config`` (a dataclass with :class:`JsonConfig`), ``Net`` (an ``nn.Module`` whose
+``forward`` maps ``(B, 3, H, W)`` float [0, 1] to an enhanced image of the same shape, in [0, 1])
+and ``Trainer`` (``Trainer(net, steps, lr)``; ``step(dim, target) -> dict`` runs one optimisation
+step and returns its loss terms, the objective under ``"loss"``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import DataLoader
+
+from endolight.checkpoint import read_metadata, save_weights
+from endolight.data import PairDataset, to_tensor, to_uint8
+from endolight.io.images import validate_frame
+
+
+class JsonConfig:
+    """``to_json`` / ``from_json`` for a dataclass config, so it travels inside the checkpoint
+    (the same contract as :class:`endolight.model.ModelConfig`, which ``save_weights`` uses)."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known})
+
+
+class Trainer(Protocol):
+    net: nn.Module
+
+    def step(self, dim: torch.Tensor, target: torch.Tensor) -> dict[str, float]: ...
+
+
+def cosine_lr(
+    opt: torch.optim.Optimizer, steps: int, floor: float = 0.05
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Every learned method's schedule: cosine from the base rate to ``floor`` x base over ``steps``."""
+
+    def factor(i: int) -> float:
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / max(steps, 1)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The training budget every learned method gets: same steps, batch, crop and pairs."""
+
+    steps: int = 200  # sized so the whole comparison fits ~45 min on a shared 2-core CPU
+    batch_size: int = 8
+    crop: int = 128
+    seed: int = 0
+
+
+def batches(dataset: PairDataset, budget: Budget) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Exactly ``budget.steps`` batches, the same sequence for every method (seeded per epoch)."""
+    done, epoch = 0, 0
+    while done < budget.steps:
+        dataset.epoch = epoch
+        loader = DataLoader(dataset, batch_size=budget.batch_size, shuffle=True, drop_last=True,
+                            generator=torch.Generator().manual_seed(budget.seed * 7919 + epoch))
+        for dim, target in loader:
+            yield dim, target
+            done += 1
+            if done == budget.steps:
+                return
+        epoch += 1
+
+
+def fit(
+    trainer: Trainer,
+    data: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> list[dict[str, float]]:
+    """Run ``trainer.step`` over every batch; returns the per-step loss terms."""
+    trainer.net.to(device).train()
+    log = []
+    for i, (dim, target) in enumerate(data):
+        terms = trainer.step(dim.to(device), target.to(device))
+        if not all(np.isfinite(v) for v in terms.values()):
+            raise FloatingPointError(f"non-finite loss at step {i + 1}: {terms}")
+        log.append(terms)
+        if on_step:
+            on_step(i + 1, terms)
+    trainer.net.eval()
+    return log
+
+
+def save_net(net: nn.Module, path: str | Path, method: str, meta: dict[str, Any] | None = None) -> None:
+    """Weights + config (+ ``meta``) of a comparator, atomically (reuses ``save_weights``)."""
+    save_weights(net, path, {"method": method, **(meta or {})})  # type: ignore[arg-type]
+
+
+def load_net(path: str | Path, config_cls: type, net_cls: type) -> nn.Module:
+    """Rebuild a comparator saved by :func:`save_net`, in eval mode."""
+    cfg = config_cls.from_json(read_metadata(path)["model_config"])
+    net = net_cls(cfg)
+    net.load_state_dict(load_file(str(path)))
+    return net.eval()
+
+
+class NetMethod:
+    """A comparator network as a ``Method``: ``(H, W, 3)`` uint8 RGB in, same out."""
+
+    def __init__(self, net: nn.Module, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        x = to_tensor(validate_frame(image))[None].to(self.device)
+        return to_uint8(self.net(x)[0].cpu())

@@ -1,0 +1,271 @@
+"""Enhance a video stream in real time: decode | enhance | encode, overlapped in threads.
+
+A reader thread decodes, the calling thread enhances (the fused kernel and PyTorch release the
+GIL, so decoding and encoding run beside it), a writer thread encodes. Bounded queues between
+them keep memory flat for a video of any length. Whatever happens part-way (Ctrl-C, a truncated
+file, a stream that drops, a fault in a frame), every frame enhanced so far is written and the
+output file is finished cleanly; the report says what stopped it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from endolight.enhancer import Enhancer
+from endolight.fov import fov_mask
+from endolight.io.images import InputError
+from endolight.io.sinks import Sink, WindowSink, open_sink
+from endolight.io.sources import FolderSource, Source, SourceError, open_source
+from endolight.temporal import GridSmoother, TemporalConfig
+
+_END = object()  # end of stream marker on a queue
+LATENCY_WINDOW = 100_000  # frames (over an hour at 25 fps) kept for the latency percentiles
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How a stream is processed.
+
+    Attributes:
+        side_by_side: write input | output side by side (for review).
+        low_latency: queue depth 1 and no frame buffering in decoder or encoder; a live source
+            skips frames that arrived while the previous one was processed.
+        temporal: grid smoothing over time; ``None`` enhances every frame on its own.
+        queue_depth: frames buffered between the stages (ignored in low-latency mode).
+        max_frames: stop after this many frames (``None``: the whole source).
+    """
+
+    side_by_side: bool = False
+    low_latency: bool = False
+    temporal: TemporalConfig | None = field(default_factory=TemporalConfig)
+    queue_depth: int = 4
+    max_frames: int | None = None
+
+
+@dataclass
+class VideoReport:
+    """What a run did. ``latency_ms``: per frame, from decoded to written (the last
+    ``LATENCY_WINDOW`` frames, so a stream of any length keeps flat memory)."""
+
+    decoded: int = 0
+    written: int = 0
+    dropped: int = 0
+    cuts: int = 0
+    seconds: float = 0.0
+    latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    outputs: list[Path] = field(default_factory=list)
+    interrupted: bool = False
+    error: str | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    def latency(self, q: float) -> float:
+        """Latency percentile ``q`` in [0, 100], milliseconds."""
+        return float(np.percentile(self.latency_ms, q)) if self.latency_ms else float("nan")
+
+
+class VideoError(RuntimeError):
+    """A run stopped by a fault after some frames; ``report`` says what was written."""
+
+    def __init__(self, message: str, report: VideoReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Blocking put that gives up when ``stop`` is set (so no thread hangs on a full queue)."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _read(source: Source, q: queue.Queue, stop: threading.Event, drop_late: bool,
+          max_frames: int | None, report: VideoReport) -> None:
+    try:
+        for frame in source:
+            if stop.is_set() or (max_frames is not None and report.decoded >= max_frames):
+                break
+            item = (frame, time.perf_counter())
+            if drop_late:
+                # Live and low latency: a newer frame replaces one still waiting.
+                try:
+                    q.put_nowait(item)
+                except queue.Full:
+                    try:
+                        q.get_nowait()
+                        report.dropped += 1
+                    except queue.Empty:
+                        pass
+                    q.put_nowait(item)
+            elif not _put(q, item, stop):
+                break
+            report.decoded += 1
+    except (SourceError, InputError) as exc:
+        report.error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - any decoder fault must still end the stream cleanly
+        report.error = f"{source.info.name}: decoding failed ({type(exc).__name__}: {exc})"
+    finally:
+        _put(q, _END, stop)
+
+
+def _write(sinks: list[Sink], q: queue.Queue, report: VideoReport, failed: threading.Event,
+           on_frame: Callable[[VideoReport], None] | None) -> None:
+    while True:
+        item = q.get()
+        if item is _END:
+            return
+        frame, image, t0 = item
+        try:
+            for sink in sinks:
+                sink.write(frame, image)
+        except Exception as exc:  # noqa: BLE001 - a disk or encoder fault ends the run cleanly
+            report.error = f"writing the output failed after {report.written} frames ({exc})"
+            failed.set()
+            return
+        report.written += 1
+        report.latency_ms.append((time.perf_counter() - t0) * 1e3)
+        if on_frame:
+            on_frame(report)
+
+
+def process(
+    source: Source,
+    sinks: list[Sink],
+    enhancer: Enhancer,
+    options: VideoOptions | None = None,
+    on_frame: Callable[[VideoReport], None] | None = None,
+) -> VideoReport:
+    """Run ``source`` through ``enhancer`` into ``sinks`` (which this function closes).
+
+    ``on_frame`` is called from the writer thread after each frame is written. Ctrl-C stops
+    decoding, writes what was enhanced and finishes the outputs (``report.interrupted``).
+
+    Returns:
+        the report; ``report.error`` says what ended the stream early (a decoding, enhancing or
+        writing fault); the frames before it are in the outputs.
+    """
+    opts = options or VideoOptions()
+    depth = 1 if opts.low_latency else max(1, opts.queue_depth)
+    q_in: queue.Queue = queue.Queue(depth)
+    q_out: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    report, failed = VideoReport(), threading.Event()
+    smoother = GridSmoother(opts.temporal) if opts.temporal else None
+    drop_late = opts.low_latency and source.info.live
+    reader = threading.Thread(target=_read, args=(source, q_in, stop, drop_late, opts.max_frames, report),
+                              daemon=True)
+    writer = threading.Thread(target=_write, args=(sinks, q_out, report, failed, on_frame), daemon=True)
+    fov, fov_cuts, enhanced = None, -1, 0
+    start = time.perf_counter()
+    reader.start()
+    writer.start()
+    try:
+        while not failed.is_set():
+            try:
+                item = q_in.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is _END:
+                break
+            frame, t0 = item
+            # The field of view is detected once per scene (a new scope may follow a cut), not
+            # per frame: detection costs more than enhancing. After a cut the next frame has it.
+            cuts = smoother.cuts if smoother else 0
+            if enhancer.keep_border and (fov is None or cuts != fov_cuts):
+                fov, fov_cuts = fov_mask(frame.image), cuts
+            out = enhancer.enhance_array(frame.image, grid_filter=smoother, fov=fov)
+            if opts.side_by_side:
+                out = np.concatenate([frame.image, out], axis=1)
+            enhanced += 1
+            if not _put(q_out, (frame, out, t0), stop):
+                break
+    except KeyboardInterrupt:
+        report.interrupted = True
+    except Exception as exc:  # noqa: BLE001 - a fault in one frame still finishes the file
+        report.error = f"enhancing failed after {enhanced} frames ({type(exc).__name__}: {exc})"
+    finally:
+        stop.set()  # the reader stops decoding; frames already enhanced are still written
+        while writer.is_alive():
+            try:
+                q_out.put(_END, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        writer.join()
+        reader.join(timeout=15)  # a live stream's read times out within STREAM_TIMEOUT
+        if not reader.is_alive():
+            source.close()
+        report.seconds = time.perf_counter() - start
+        report.cuts = smoother.cuts if smoother else 0
+        for sink in sinks:
+            try:
+                path = sink.close()
+            except Exception as exc:  # noqa: BLE001 - reported, the other sinks still close
+                report.error = f"finishing the output failed ({exc})"
+                continue
+            if path is not None:
+                report.outputs.append(path)
+    return report
+
+
+def enhance_video(
+    source: str | int | Path,
+    output: str | Path | None,
+    enhancer: Enhancer,
+    options: VideoOptions | None = None,
+    show: bool = False,
+    on_start: Callable[[Source], None] | None = None,
+    on_frame: Callable[[VideoReport], None] | None = None,
+) -> VideoReport:
+    """Enhance ``source`` (file, folder or glob of frames, camera index, stream URL) into
+    ``output`` (a video file for a video suffix, else a folder of frames) and/or a window.
+
+    Raises:
+        InputError: the source or output cannot be used (nothing is written), or the source
+            holds no frame.
+        VideoError: a fault part-way; the frames before it were written (``.report``).
+    """
+    opts = options or VideoOptions()
+    if output is None and not show:
+        raise InputError("nothing to do: give an output (-o) or --show")
+    src = open_source(source, low_latency=opts.low_latency)
+    info = src.info
+    sinks: list[Sink] = []
+    try:
+        width = info.width * (2 if opts.side_by_side else 1)
+        protect = src.files if isinstance(src, FolderSource) else [src.path] if src.path else []
+        if output is not None:
+            audio = info.name if info.audio else None
+            sinks.append(open_sink(output, width, info.height, info.fps, info.time_base,
+                                   audio_from=audio, low_latency=opts.low_latency, protect=protect))
+        if show:
+            sinks.append(WindowSink(f"endolight: {info.name}"))
+    except BaseException:
+        src.close()
+        for sink in sinks:
+            sink.close()
+        raise
+    if on_start:
+        on_start(src)
+    report = process(src, sinks, enhancer, opts, on_frame)
+    if report.decoded == 0 and not report.interrupted:
+        reason = f" ({report.error})" if report.error else ""
+        raise InputError(f"{info.name}: no video frames decoded{reason}")
+    if report.error:
+        where = f"; the {report.written} frames before it were written" if report.outputs else ""
+        raise VideoError(f"{report.error}{where}", report)
+    return report

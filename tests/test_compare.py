@@ -1,0 +1,209 @@
+"""The comparison: every method is one same-size call, every learned comparator learns, metrics
+agree with scikit-image, trained methods are cached, and the CLI fails cleanly."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from skimage.measure import shannon_entropy
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.restoration import estimate_sigma
+from typer.testing import CliRunner
+
+from endolight.cli import app
+from endolight.compare import QUICK, figure_grid, train_all, where_not_best
+from endolight.data import PairDataset, list_frames, to_tensor
+from endolight.enhancer import Enhancer
+from endolight.methods import LEARNED, METHODS, get_method
+from endolight.methods import ours as ours_module
+from endolight.methods.learned import Budget, NetMethod, batches
+from endolight.metrics import (
+    brightness_uniformity,
+    colourfulness,
+    entropy,
+    lifted_noise,
+    lightness_order_error,
+    noise_sigma,
+    psnr,
+    ssim,
+)
+from endolight.model import DeepUPE
+from endolight.pairs import heldout_pairs
+from endolight.train import seed_everything
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: these small networks run faster so on a shared CPU (no oversubscription)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pairs(data_root):
+    it = heldout_pairs(160, data_root)
+    return [next(it) for _ in range(2)]
+
+
+@pytest.fixture(scope="module")
+def batch(data_root):
+    """One fixed batch of real training pairs (the comparators overfit it in a short run)."""
+    refs = list_frames("train", data_root)[::50][:4]
+    dataset = PairDataset(refs, crop=64, max_side=192)
+    return next(batches(dataset, Budget(steps=1, batch_size=4, crop=64)))
+
+
+def _all_methods():
+    seed_everything(0)
+    methods = dict(METHODS)
+    methods.update({name: NetMethod(spec.build()) for name, spec in LEARNED.items()})
+    methods["endolight"] = Enhancer(model=DeepUPE(), device="cpu").enhance_array
+    return methods
+
+
+def test_every_method_maps_a_frame_to_a_same_size_uint8_frame(pairs):
+    dim = pairs[0].dim[:-3, 1:]  # odd sizes: the networks must not assume multiples of 4 or 8
+    for name, method in _all_methods().items():
+        out = method(dim)
+        assert out.shape == dim.shape and out.dtype == np.uint8, name
+        assert not np.array_equal(out, dim) or name == "identity", f"{name} left the frame unchanged"
+
+
+@pytest.mark.parametrize("name", list(LEARNED))
+def test_learned_networks_stay_in_range_on_extreme_frames(name):
+    seed_everything(0)
+    net = LEARNED[name].build().eval()
+    frames = torch.stack([torch.zeros(3, 40, 52), torch.ones(3, 40, 52), torch.rand(3, 40, 52)])
+    with torch.no_grad():
+        out = net(frames)
+    assert out.shape == frames.shape and torch.isfinite(out).all()
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def _losses(name, batch, steps, key="loss", **kw):
+    seed_everything(0)
+    spec = LEARNED[name] if name in LEARNED else None
+    net = spec.build() if spec else ours_module.Net()
+    trainer = (spec.module if spec else ours_module).Trainer(net, steps, **kw)
+    return [trainer.step(*batch)[key] for _ in range(steps)]
+
+
+def _falls(losses, frac=0.9):
+    return np.mean(losses[-3:]) < frac * np.mean(losses[:3])
+
+
+@pytest.mark.parametrize("name", ["feqe", "zero-dce", "zero-dce++"])
+def test_comparator_loss_falls_on_a_short_run(name, batch):
+    losses = _losses(name, batch, 20, lr=1e-3)
+    assert _falls(losses), losses
+
+
+def test_retinexnet_both_phases_learn(batch):
+    losses = _losses("retinexnet", batch, 40, lr=3e-3)
+    decom, relight = losses[:20], losses[20:]
+    assert _falls(decom) and _falls(relight, 0.93), losses
+
+
+def test_dped_generator_fidelity_falls_while_adversarial_game_runs(batch):
+    # The generator's adversarial term is a two-player game and need not fall; what it must do
+    # is learn the pairs: its content + colour + TV terms.
+    losses = _losses("dped", batch, 20, key="fidelity")
+    assert _falls(losses, 0.7), losses
+
+
+@pytest.mark.parametrize("variant", list(ours_module.ABLATION))
+def test_our_model_learns_under_every_ablation_loss(variant, batch):
+    losses = _losses("ours", batch, 15, lr=2e-3, weights=ours_module.ABLATION[variant])
+    assert _falls(losses), losses
+
+
+def test_psnr_and_ssim_match_skimage(pairs):
+    for p in pairs:
+        a, b = to_tensor(p.dim)[None], to_tensor(p.target)[None]
+        ref_psnr = peak_signal_noise_ratio(p.target / 255, p.dim / 255, data_range=1)
+        ref_ssim = structural_similarity(p.dim / 255, p.target / 255, data_range=1, channel_axis=-1,
+                                         gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        assert float(psnr(a, b)) == pytest.approx(ref_psnr, abs=1e-4)
+        assert float(ssim(a, b)) == pytest.approx(ref_ssim, abs=1e-4)
+        assert 0 < ref_ssim < 1
+
+
+def test_no_reference_metrics_on_known_images(pairs):
+    rng = np.random.default_rng(0)
+    flat = np.full((1, 3, 96, 128), 0.5, np.float32)
+    noisy = torch.from_numpy(np.clip(flat + rng.normal(0, 4 / 255, flat.shape[-2:]), 0, 1).astype(np.float32))
+    # Gray noise of sigma 4 levels: Immerkaer's estimate and scikit-image's wavelet one agree.
+    sigma = float(noise_sigma(noisy))
+    assert sigma == pytest.approx(4.0, rel=0.1)
+    assert sigma == pytest.approx(255 * estimate_sigma(noisy[0, 0].numpy()), rel=0.1)
+    # Noise lifted only in the input's dark half is what lifted_noise reports.
+    image = torch.full((1, 3, 96, 128), 0.6)
+    image[..., :, :64] = 0.05
+    out = image.clone()
+    out[..., :, :64] = torch.from_numpy(noisy.numpy()[..., :, :64])
+    assert float(lifted_noise(out, image, quantile=0.4)) == pytest.approx(4.0, rel=0.15)
+    assert float(lifted_noise(image, image)) == pytest.approx(0.0, abs=1e-3)
+    # Even light is uniform; a bright centre with a dark rim is not.
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 96), torch.linspace(-1, 1, 128), indexing="ij")
+    cone = (1 - 0.8 * (yy**2 + xx**2).clamp(max=1)).expand(1, 3, 96, 128)
+    assert float(brightness_uniformity(torch.full((1, 3, 96, 128), 0.4))) == pytest.approx(1.0)
+    assert float(brightness_uniformity(cone)) < 0.5
+    # Colourfulness: zero for grey, Hasler & Suesstrunk's mean term for a flat colour.
+    assert float(colourfulness(torch.full((1, 3, 8, 8), 0.3))) == pytest.approx(0.0, abs=1e-3)
+    red = torch.zeros(1, 3, 8, 8)
+    red[:, 0] = 1.0
+    assert float(colourfulness(red)) == pytest.approx(0.3 * np.hypot(255, 127.5), rel=1e-4)
+    # Entropy equals scikit-image's on the 8-bit luma; LOE is zero against itself.
+    frame = to_tensor(pairs[0].target)[None]
+    luma = np.round(255 * (0.299 * frame[0, 0] + 0.587 * frame[0, 1] + 0.114 * frame[0, 2]).numpy())
+    assert float(entropy(frame)) == pytest.approx(shannon_entropy(luma.astype(np.uint8), base=2), abs=0.02)
+    assert float(lightness_order_error(frame, frame)) == 0.0
+    assert float(lightness_order_error(1 - frame, frame)) > 100
+
+
+def test_trained_methods_are_cached_and_reloaded(tmp_path, data_root):
+    cfg = replace(QUICK, budget=Budget(steps=2, batch_size=1, crop=32), train_frames=2,
+                  train_max_side=96, runs_dir=str(tmp_path / "runs"))
+    first = train_all(cfg)
+    assert set(first) == {*LEARNED, *(f"ours-{k}" for k in ("lm", "lm---2ls", "mae---ssim", "full"))}
+    assert not any(t.cached for t in first.values())
+    again = train_all(cfg)
+    assert all(t.cached for t in again.values())
+    for key in first:
+        a, b = first[key].net.state_dict(), again[key].net.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), key
+    # A different budget is not mistaken for the cached one.
+    changed = train_all(replace(cfg, budget=Budget(steps=3, batch_size=1, crop=32)))
+    assert not any(t.cached for t in changed.values())
+    # The registry loads a cached comparator as the same call as every other method.
+    method = get_method("feqe", tmp_path / "runs" / "feqe.safetensors", device="cpu")
+    assert method(np.zeros((20, 24, 3), np.uint8)).shape == (20, 24, 3)
+
+
+def test_where_not_best_reports_margins():
+    summary = {"ours": {"psnr": 20.0, "ssim": 0.80, "delta_e": 5.0, "loe": 100.0},
+               "a": {"psnr": 21.5, "ssim": 0.70, "delta_e": 4.0, "loe": 200.0},
+               "b": {"psnr": 19.0, "ssim": 0.90, "delta_e": 6.0, "loe": 50.0}}
+    lines = where_not_best(summary, "ours", ["ours", "a", "b"])
+    assert lines == ["- PSNR: a by 1.50", "- SSIM: b by 0.1000", "- ΔE2000: a by 1.00", "- LOE: b by 50.0"]
+    assert where_not_best({"ours": summary["ours"]}, "ours", ["ours"]) == []
+
+
+def test_figure_grid_lays_out_rows_and_columns():
+    rows = [[np.full((60, 80, 3), v, np.uint8) for v in (0, 128, 255)] for _ in range(2)]
+    grid = figure_grid(rows, ["input", "x", "ground truth"], cell=50)
+    assert grid.dtype == np.uint8 and grid.ndim == 3
+    assert grid.shape[1] == 3 * (50 + 4) and grid.shape[0] == 22 + 2 * (50 + 4)
+
+
+def test_cli_compare_bad_weights_is_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["compare", "--quick", "--weights", str(tmp_path / "none.safetensors"),
+                                      "--output", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "none.safetensors" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()  # failed before any training

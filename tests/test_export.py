@@ -1,0 +1,118 @@
+"""Exported models (ONNX via ONNX Runtime, TorchScript) match the PyTorch enhancer within 1/255."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from endolight.checkpoint import default_weights_path, load_model, save_weights
+from endolight.cli import app
+from endolight.export import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME, export_model, max_abs_difference
+from endolight.io.images import read_image
+from endolight.model import DeepUPE
+
+onnx = pytest.importorskip("onnx", reason="pip install 'endolight[export]'")
+pytest.importorskip("onnxruntime", reason="pip install 'endolight[export]'")
+
+FRAME = "bronchoscopy/edinburgh/edinburgh_00.png"  # real, dim and unevenly lit, 480x480
+
+
+@pytest.fixture(scope="module")
+def model() -> DeepUPE:
+    """The shipped weights when present; else a random network with a strongly varying grid and
+    guide, so slicing and the guide curve matter as much as in a trained one."""
+    if default_weights_path().is_file():
+        return load_model()
+    torch.manual_seed(0)
+    net = DeepUPE()
+    with torch.no_grad():
+        net.coeffs.pred.weight.normal_(std=0.3)
+        net.guide.slopes.add_(torch.randn_like(net.guide.slopes) * 0.2)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def frame(data_root) -> np.ndarray:
+    return read_image(data_root / FRAME)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(model: DeepUPE, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_model(model, tmp_path_factory.mktemp("onnx") / "endolight.onnx", "onnx", "nhwc")
+
+
+def test_onnx_interface_is_documented_and_dynamic(onnx_file: Path) -> None:
+    graph = onnx.load(str(onnx_file))
+    assert max(op.version for op in graph.opset_import if op.domain in ("", "ai.onnx")) >= ONNX_OPSET
+    assert any(node.op_type == "GridSample" for node in graph.graph.node)
+    (inp,), (out,) = graph.graph.input, graph.graph.output
+    assert (inp.name, out.name) == (INPUT_NAME, OUTPUT_NAME)
+    for tensor in (inp, out):
+        assert tensor.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+        dims = tensor.type.tensor_type.shape.dim
+        assert [d.dim_param for d in dims[:3]] == ["N", "H", "W"] and dims[3].dim_value == 3
+
+
+@pytest.mark.parametrize("size", [None, (301, 257)], ids=["480x480", "257x301"])
+def test_onnx_runtime_matches_pytorch(onnx_file: Path, model: DeepUPE, frame: np.ndarray, size) -> None:
+    # Sizes other than the 240x320 the graph was exported with: H and W are really dynamic.
+    image = frame if size is None else cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+    assert max_abs_difference(onnx_file, model, image, "onnx") <= 1
+
+
+def test_onnx_runtime_matches_pytorch_at_1080p(onnx_file: Path, model: DeepUPE, data_root) -> None:
+    # A real 1920x1080 sinus frame: a 7.5x antialiased downscale to the network's input.
+    image = read_image(sorted((data_root / "sinus" / "clip-b").glob("*.jpg"))[0])
+    assert image.shape == (1080, 1920, 3)
+    assert max_abs_difference(onnx_file, model, image, "onnx") <= 1
+
+
+def test_onnx_runs_batches_and_brightens(onnx_file: Path, frame: np.ndarray) -> None:
+    from endolight.export import run_onnx
+
+    batch = np.stack([frame, np.ascontiguousarray(frame[::-1])])  # the batch axis is dynamic too
+    out = run_onnx(onnx_file, batch)
+    assert out.shape == batch.shape and out.dtype == np.uint8
+    for enhanced, original in zip(out, batch, strict=True):  # Retinex output brightens
+        assert enhanced.astype(float).mean() > original.astype(float).mean() + 5
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_nchw_layout_and_strength(fmt: str, model: DeepUPE, frame: np.ndarray, tmp_path: Path) -> None:
+    small = cv2.resize(frame, (200, 160), interpolation=cv2.INTER_AREA)
+    path = export_model(model, tmp_path / f"half.{fmt}", fmt, "nchw", strength=0.5)
+    assert max_abs_difference(path, model, small, fmt, "nchw", strength=0.5) <= 1
+    # A wrong strength at check time is caught: the baked-in 0.5 is not the full model.
+    assert max_abs_difference(path, model, small, fmt, "nchw", strength=1.0) > 1
+
+
+def test_bad_arguments_raise(model: DeepUPE, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="format"):
+        export_model(model, tmp_path / "m.x", "tflite")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="layout"):
+        export_model(model, tmp_path / "m.onnx", "onnx", "hwc")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="strength"):
+        export_model(model, tmp_path / "m.onnx", "onnx", strength=1.5)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_cli_export_checks_the_file(model: DeepUPE, tmp_path: Path) -> None:
+    weights = tmp_path / "w.safetensors"
+    save_weights(model, weights)
+    runner = CliRunner()
+    out = tmp_path / "m.pt"
+    res = runner.invoke(app, ["export", "--format", "torchscript", "-o", str(out), "--weights", str(weights)])
+    assert res.exit_code == 0, res.output
+    assert "check: max |exported - PyTorch| = 0/255" in res.output or "= 1/255" in res.output
+    assert torch.jit.load(str(out))(torch.zeros(1, 64, 80, 3, dtype=torch.uint8)).shape == (1, 64, 80, 3)
+
+    res = runner.invoke(app, ["export", "--format", "tflite", "-o", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "--format must be one of onnx, torchscript" in res.output
+    res = runner.invoke(app, ["export", "-o", str(tmp_path / "x"), "--weights", str(tmp_path / "no")])
+    assert res.exit_code == 2 and "not found" in res.output and "Traceback" not in res.output

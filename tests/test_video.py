@@ -1,0 +1,280 @@
+"""Video path: sources and sinks, the threaded pipeline, temporal smoothing, bad input, CLI."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from endolight.bench import moving_clip, static_clip
+from endolight.checkpoint import default_weights_path, save_weights
+from endolight.cli import app
+from endolight.data import CLIP, FrameRef, load_frame, to_tensor
+from endolight.enhancer import Enhancer
+from endolight.io.images import InputError, expand_sources, write_image
+from endolight.io.sinks import VideoSink
+from endolight.io.sources import Frame, open_source
+from endolight.metrics import flicker, psnr
+from endolight.model import DeepUPE
+from endolight.temporal import GridSmoother, TemporalConfig
+from endolight.video import VideoError, VideoOptions, enhance_video, process
+
+SEQUENCE = "laparoscopy/sequence-320x240"  # 20 consecutive real frames
+
+
+def _jittery_model(seed: int = 0) -> DeepUPE:
+    """A random DeepUPE made sensitive to its input (weights x3, a live prediction head): its
+    illumination estimate jumps with sensor noise, as a poorly trained net's does."""
+    torch.manual_seed(seed)
+    model = DeepUPE().eval()
+    with torch.no_grad():
+        for m in model.coeffs.modules():
+            if isinstance(m, torch.nn.Conv2d | torch.nn.Linear):
+                m.weight.mul_(3.0)
+        torch.nn.init.normal_(model.coeffs.pred.weight, std=0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def enhancer() -> Enhancer:
+    return Enhancer(model=_jittery_model(), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sequence(data_root) -> list[np.ndarray]:
+    files = sorted(expand_sources(data_root / SEQUENCE), key=lambda p: int(p.stem.split("_")[1]))
+    return [load_frame(FrameRef(p, "laparoscopy")) for p in files]
+
+
+def _write_clip(path: Path, frames: list[np.ndarray], fps: Fraction, tb: Fraction, step: int,
+                faststart: bool = False) -> list[int]:
+    """Encode frames at pts 0, step, 2 step... (time base ``tb``); returns the pts written."""
+    h, w = frames[0].shape[:2]
+    # faststart: the index (moov atom) first, so a truncated copy still opens and decodes part-way.
+    sink = VideoSink(path, w, h, fps, tb, faststart=faststart)
+    pts = [i * step for i in range(len(frames))]
+    for i, (img, p) in enumerate(zip(frames, pts, strict=True)):
+        sink.write(Frame(img, i, p, tb), img)
+    sink.close()
+    return pts
+
+
+def _probe(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = list(c.decode(v))
+        return {"frames": len(frames), "times": [f.time for f in frames], "size": (v.width, v.height),
+                "rate": v.average_rate, "time_base": v.time_base, "audio": [a.codec_context.name for a in
+                                                                             c.streams.audio],
+                "images": [f.to_ndarray(format="rgb24") for f in frames]}
+
+
+def test_round_trip_keeps_count_size_rate_and_timestamps(tmp_path, sequence, enhancer):
+    fps, tb = Fraction(30000, 1001), Fraction(1, 30000)  # NTSC rate: a non-integer fps
+    src = tmp_path / "in.mp4"
+    pts = _write_clip(src, sequence, fps, tb, 1001)
+    report = enhance_video(src, tmp_path / "out.mp4", enhancer, VideoOptions(temporal=None))
+    out = _probe(tmp_path / "out.mp4")
+    assert report.written == report.decoded == len(sequence) == out["frames"]
+    assert out["size"] == (320, 240) and out["rate"] == fps
+    assert out["times"] == pytest.approx([float(p * tb) for p in pts], abs=1e-6)
+    assert report.latency_ms and 0 < report.latency(50) <= report.latency(99)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]  # no temp left
+    # The content is the enhancement of each frame (up to H.264 loss), in order.
+    decoded_in = [f.image for f in open_source(src)]
+    for k in (0, len(sequence) - 1):
+        expected = enhancer.enhance_array(decoded_in[k])
+        assert np.abs(out["images"][k].astype(int) - expected).mean() < 3
+
+
+def test_side_by_side_and_frame_folder_output(tmp_path, sequence, enhancer):
+    src = tmp_path / "frames"
+    for i, img in enumerate(sequence[:4]):
+        write_image(src / f"f{i:02d}.png", img)
+    report = enhance_video(src, tmp_path / "sbs.mkv", enhancer, VideoOptions(side_by_side=True))
+    out = _probe(tmp_path / "sbs.mkv")
+    assert report.written == out["frames"] == 4 and out["size"] == (640, 240)
+    assert np.abs(out["images"][0][:, :320].astype(int) - sequence[0]).mean() < 3  # left: input
+    report = enhance_video(src, tmp_path / "out-frames", enhancer, VideoOptions(low_latency=True))
+    written = sorted((tmp_path / "out-frames").iterdir())
+    assert [p.name for p in written] == [f"frame_{i:06d}.png" for i in range(4)] and report.dropped == 0
+    assert np.isfinite(report.latency(99))
+
+
+def test_audio_is_copied_up_to_the_last_frame(tmp_path, data_root, enhancer):
+    report = enhance_video(data_root / CLIP, tmp_path / "clip.mp4", enhancer, VideoOptions(max_frames=10))
+    assert report.written == 10
+    with av.open(str(tmp_path / "clip.mp4")) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert a.codec_context.name == "aac" and v.frames == 10
+        end = 10 / 25
+        packets = [p for p in c.demux(a) if p.dts is not None]
+        assert packets and float(packets[-1].pts * packets[-1].time_base) < end
+        assert float(packets[-1].pts * packets[-1].time_base) > end - 0.1  # ...but all of it
+
+
+def test_truncated_mp4_keeps_the_frames_before_the_fault(tmp_path, sequence, enhancer):
+    full = tmp_path / "full.mp4"
+    _write_clip(full, sequence, Fraction(25), Fraction(1, 25), 1, faststart=True)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    with pytest.raises(VideoError, match="truncated|decoding failed") as info:
+        enhance_video(cut, tmp_path / "out.mp4", enhancer)
+    report = info.value.report
+    assert 0 < report.written < len(sequence)
+    assert f"the {report.written} frames before it were written" in str(info.value)
+    out = _probe(tmp_path / "out.mp4")  # a complete, playable file
+    assert out["frames"] == report.written
+    assert out["times"] == pytest.approx([i / 25 for i in range(report.written)])
+    # A recording cut before its index (moov atom last) cannot be opened: nothing is written.
+    plain = tmp_path / "plain.mp4"
+    _write_clip(plain, sequence[:5], Fraction(25), Fraction(1, 25), 1)
+    (tmp_path / "plain-cut.mp4").write_bytes(plain.read_bytes()[:2000])
+    with pytest.raises(InputError, match="corrupt, truncated or not a video"):
+        enhance_video(tmp_path / "plain-cut.mp4", tmp_path / "none.mp4", enhancer)
+    assert not (tmp_path / "none.mp4").exists()
+    assert not [p for p in tmp_path.iterdir() if ".part" in p.name]
+
+
+def test_ctrl_c_finishes_a_playable_file(tmp_path, sequence, enhancer):
+    src = tmp_path / "in.mp4"
+    _write_clip(src, sequence, Fraction(25), Fraction(1, 25), 1)
+
+    class Interrupting:  # stops like Ctrl-C while enhancing frame 6
+        keep_border, calls = False, 0
+
+        def enhance_array(self, image, **kw):
+            self.calls += 1
+            if self.calls == 7:
+                raise KeyboardInterrupt
+            return enhancer.enhance_array(image, **kw)
+
+    source = open_source(src)
+    sink = VideoSink(tmp_path / "out.mp4", 320, 240, source.info.fps, source.info.time_base)
+    report = process(source, [sink], Interrupting())
+    assert report.interrupted and report.written == 6
+    assert _probe(tmp_path / "out.mp4")["frames"] == 6
+
+
+def test_odd_sizes(tmp_path, data_root, enhancer):
+    sinus = load_frame(FrameRef(expand_sources(data_root / "sinus/clip-a")[0], "sinus"))
+    odd = cv2.copyMakeBorder(sinus, 0, 1, 0, 1, cv2.BORDER_REFLECT)  # 1921 x 1081
+    for i in range(2):
+        write_image(tmp_path / "odd" / f"{i}.png", odd)
+    report = enhance_video(tmp_path / "odd", tmp_path / "odd.mp4", enhancer, VideoOptions(temporal=None))
+    out = _probe(tmp_path / "odd.mp4")
+    assert report.written == out["frames"] == 2 and out["size"] == (1921, 1081)
+    write_image(tmp_path / "tiny" / "0.png", np.zeros((1, 1, 3), np.uint8))
+    with pytest.raises(InputError, match="too small"):
+        enhance_video(tmp_path / "tiny", tmp_path / "tiny.mp4", enhancer)
+
+
+def test_missing_empty_and_zero_frame_sources(tmp_path, sequence, enhancer):
+    with pytest.raises(InputError, match="no such file"):
+        enhance_video(tmp_path / "missing.mp4", tmp_path / "o.mp4", enhancer)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(InputError, match="empty file"):
+        enhance_video(tmp_path / "empty.mp4", tmp_path / "o.mp4", enhancer)
+    (tmp_path / "noise.mp4").write_bytes(os.urandom(4000))
+    with pytest.raises(InputError, match="not a video"):
+        enhance_video(tmp_path / "noise.mp4", tmp_path / "o.mp4", enhancer)
+    for name in ("zero.mp4", "zero.mkv"):  # containers with a video track and no frame
+        with av.open(str(tmp_path / name), "w") as out:
+            st = out.add_stream("libx264", rate=25)
+            st.width, st.height, st.pix_fmt = 64, 64, "yuv420p"
+            out.start_encoding()
+        with pytest.raises(InputError, match="no video stream|not a video"):
+            enhance_video(tmp_path / name, tmp_path / "o.mp4", enhancer)
+    # Headers intact, first frame cut: the stream opens but yields nothing.
+    full = tmp_path / "full.mp4"
+    _write_clip(full, sequence[:3], Fraction(25), Fraction(1, 25), 1, faststart=True)
+    data = full.read_bytes()
+    (tmp_path / "head.mp4").write_bytes(data[: data.find(b"mdat") + 200])
+    with pytest.raises(InputError, match="no video frames decoded"):
+        enhance_video(tmp_path / "head.mp4", tmp_path / "o.mp4", enhancer)
+    assert not (tmp_path / "o.mp4").exists()
+    with pytest.raises(InputError, match="refusing to overwrite"):
+        enhance_video(full, full, enhancer)
+    with pytest.raises(InputError, match="camera 99"):
+        enhance_video(99, tmp_path / "o.mp4", enhancer)
+
+
+def _flicker_and_psnr(enh: Enhancer, dims: list[np.ndarray], targets: list[np.ndarray], smooth: bool,
+                      flow: bool = False) -> tuple[float, float]:
+    smoother = GridSmoother() if smooth else None
+    outs = torch.stack([to_tensor(enh.enhance_array(d, grid_filter=smoother)) for d in dims])
+    inputs = torch.stack([to_tensor(d) for d in dims])
+    target = torch.stack([to_tensor(t) for t in targets])
+    return float(flicker(inputs, outs, flow=flow)), float(psnr(outs, target).mean())
+
+
+def test_temporal_smoothing_lowers_flicker_on_a_static_real_clip(data_root):
+    enh = Enhancer(model=_jittery_model(), device="cpu", keep_border=False)
+    dims, targets = static_clip(data_root, 16, max_side=320)
+    fl_frame, psnr_frame = _flicker_and_psnr(enh, dims, targets, smooth=False)
+    fl_smooth, psnr_smooth = _flicker_and_psnr(enh, dims, targets, smooth=True)
+    assert fl_smooth < 0.95 * fl_frame
+    assert psnr_smooth >= psnr_frame - 0.01
+
+
+@pytest.mark.skipif(not default_weights_path().is_file(), reason="shipped weights not trained yet")
+def test_temporal_smoothing_with_the_shipped_weights(data_root):
+    enh = Enhancer(device="cpu", keep_border=False)
+    dims, targets = static_clip(data_root, 16, max_side=320)
+    fl_frame, psnr_frame = _flicker_and_psnr(enh, dims, targets, smooth=False)
+    fl_smooth, psnr_smooth = _flicker_and_psnr(enh, dims, targets, smooth=True)
+    assert fl_smooth < fl_frame and psnr_smooth >= psnr_frame - 0.01
+    # A moving real clip (held-out frames 200-215): motion is not smeared, PSNR holds.
+    dims, targets = moving_clip(data_root, 16, max_side=320)
+    fl_frame, psnr_frame = _flicker_and_psnr(enh, dims, targets, smooth=False, flow=True)
+    fl_smooth, psnr_smooth = _flicker_and_psnr(enh, dims, targets, smooth=True, flow=True)
+    assert fl_smooth < fl_frame and psnr_smooth >= psnr_frame - 0.05
+
+
+def test_scene_cut_resets_the_smoother(sequence, data_root):
+    enh = Enhancer(model=_jittery_model(), device="cpu", keep_border=False)
+    other = load_frame(FrameRef(expand_sources(data_root / "sinus/clip-a")[0], "sinus"), 320)
+    other = cv2.resize(other, (320, 240), interpolation=cv2.INTER_AREA)
+    smoother = GridSmoother(TemporalConfig(alpha=0.9))
+    outs = [enh.enhance_array(f, grid_filter=smoother) for f in [*sequence[:5], other, other]]
+    assert smoother.cuts == 2  # the first frame and the cut
+    np.testing.assert_array_equal(outs[5], enh.enhance_array(other))  # nothing of the old scene
+    # Consecutive frames of one scene are smoothed: frame 4 is not its per-frame result.
+    assert not np.array_equal(outs[4], enh.enhance_array(sequence[4]))
+
+
+def test_flicker_metric():
+    rng = np.random.default_rng(0)
+    base = torch.from_numpy(rng.uniform(0.2, 0.6, (1, 3, 32, 32)).astype(np.float32))
+    inputs = base * torch.linspace(0.9, 1.1, 6)[:, None, None, None]  # a slow exposure drift
+    assert float(flicker(inputs, inputs * 1.4)) == pytest.approx(1.0, abs=1e-4)  # a steady gain
+    wobble = inputs * torch.tensor([1.0, 1.1, 0.95, 1.1, 0.9, 1.05])[:, None, None, None]
+    assert float(flicker(inputs, wobble)) > 2
+    with pytest.raises(ValueError, match="T >= 2"):
+        flicker(inputs[:1], inputs[:1])
+
+
+def test_cli_video_and_errors(tmp_path, sequence):
+    weights = tmp_path / "w.safetensors"
+    save_weights(_jittery_model(), weights)
+    src = tmp_path / "in.mp4"
+    _write_clip(src, sequence[:5], Fraction(25), Fraction(1, 25), 1)
+    runner = CliRunner()
+    res = runner.invoke(app, ["video", str(src), "-o", str(tmp_path / "out.mp4"), "--weights", str(weights),
+                              "--low-latency"])
+    assert res.exit_code == 0, res.output
+    assert "5 frames written" in res.output and "p99" in res.output
+    res = runner.invoke(app, ["video", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "x.mp4"),
+                              "--weights", str(weights)])
+    assert res.exit_code == 2 and "error:" in res.output and "no such file" in res.output
+    assert "Traceback" not in res.output
+    res = runner.invoke(app, ["video", str(src), "--weights", str(weights)])
+    assert res.exit_code == 2 and "give an output" in res.output
