@@ -62,13 +62,13 @@ def test_strength_zero_returns_the_input_exactly():
 
 @pytest.fixture(scope="module")
 def dim_real_frames(data_root) -> list[np.ndarray]:
-    """Real held-out frames, one per organ, at full size up to 640 px, darkened by the project's
+    """Real held-out frames, one per organ, shrunk to 480 px, darkened by the project's
     degradation model (dim pixels are where R = I / S amplifies errors most)."""
     seen, frames = set(), []
     for i, ref in enumerate(list_frames("heldout", data_root)):
         if ref.organ not in seen:
             seen.add(ref.organ)
-            frames.append(make_pair(load_frame(ref, 640), 100 + i, DegradeConfig())[0])
+            frames.append(make_pair(load_frame(ref, 480), 100 + i, DegradeConfig())[0])
     return frames
 
 

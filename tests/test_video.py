@@ -149,7 +149,7 @@ def test_ctrl_c_finishes_a_playable_file(tmp_path, sequence, enhancer):
     _write_clip(src, sequence, Fraction(25), Fraction(1, 25), 1)
 
     class Interrupting:  # stops like Ctrl-C while enhancing frame 6
-        keep_border, calls = False, 0
+        keep_border, guide_params, calls = False, None, 0
 
         def enhance_array(self, image, **kw):
             self.calls += 1
@@ -218,7 +218,7 @@ def _flicker_and_psnr(enh: Enhancer, dims: list[np.ndarray], targets: list[np.nd
 
 def test_temporal_smoothing_lowers_flicker_on_a_static_real_clip(data_root):
     enh = Enhancer(model=_jittery_model(), device="cpu", keep_border=False)
-    dims, targets = static_clip(data_root, 16, max_side=320)
+    dims, targets = static_clip(data_root, 16, width=320)
     fl_frame, psnr_frame = _flicker_and_psnr(enh, dims, targets, smooth=False)
     fl_smooth, psnr_smooth = _flicker_and_psnr(enh, dims, targets, smooth=True)
     assert fl_smooth < 0.95 * fl_frame
@@ -228,12 +228,12 @@ def test_temporal_smoothing_lowers_flicker_on_a_static_real_clip(data_root):
 @pytest.mark.skipif(not default_weights_path().is_file(), reason="shipped weights not trained yet")
 def test_temporal_smoothing_with_the_shipped_weights(data_root):
     enh = Enhancer(device="cpu", keep_border=False)
-    dims, targets = static_clip(data_root, 16, max_side=320)
+    dims, targets = static_clip(data_root, 16, width=320)
     fl_frame, psnr_frame = _flicker_and_psnr(enh, dims, targets, smooth=False)
     fl_smooth, psnr_smooth = _flicker_and_psnr(enh, dims, targets, smooth=True)
     assert fl_smooth < fl_frame and psnr_smooth >= psnr_frame - 0.01
     # A moving real clip (held-out frames 200-215): motion is not smeared, PSNR holds.
-    dims, targets = moving_clip(data_root, 16, max_side=320)
+    dims, targets = moving_clip(data_root, 16, width=320)
     fl_frame, psnr_frame = _flicker_and_psnr(enh, dims, targets, smooth=False, flow=True)
     fl_smooth, psnr_smooth = _flicker_and_psnr(enh, dims, targets, smooth=True, flow=True)
     assert fl_smooth < fl_frame and psnr_smooth >= psnr_frame - 0.05

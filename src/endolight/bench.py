@@ -9,15 +9,17 @@ PyTorch path, so the speed-up is a ratio measured in one run on one machine.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import subprocess
+import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from itertools import islice
 from pathlib import Path
 
 import av
@@ -25,7 +27,7 @@ import cv2
 import numpy as np
 import torch
 
-from endolight.data import CLIP, FrameRef, default_data_root, load_frame, to_tensor
+from endolight.data import CLIP, CLIP_HELDOUT, default_data_root, to_tensor
 from endolight.degrade import DegradeConfig, degrade, sample_params
 from endolight.enhancer import Enhancer
 from endolight.fov import fov_mask
@@ -34,7 +36,7 @@ from endolight.io.sinks import VideoSink
 from endolight.io.sources import Frame, open_source
 from endolight.metrics import flicker, psnr
 from endolight.temporal import GridSmoother, TemporalConfig
-from endolight.video import VideoOptions, VideoReport, enhance_video
+from endolight.video import VideoOptions, enhance_video, torch_threads_for
 
 SINUS = "sinus/clip-a"  # real 1920x1080 frames: the source of the synthetic 1080p and 4K clips
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080), "4K": (3840, 2160)}
@@ -64,7 +66,7 @@ class SpeedRow:
     frames: int
     ms_per_frame: float
     fps: float
-    peak_rss_mb: float
+    peak_rss_mb: float = float("nan")  # end-to-end only: the peak of a fresh process
     latency_p50: float = float("nan")
     latency_p99: float = float("nan")
 
@@ -82,34 +84,6 @@ class BenchResult:
     speed: list[SpeedRow] = field(default_factory=list)
     flicker: list[FlickerRow] = field(default_factory=list)
     machine: str = ""
-
-
-def _rss_mb() -> float:
-    """Resident memory now (Linux ``/proc``), else the process's peak so far."""
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-@contextmanager
-def _peak_rss() -> Iterator[list[float]]:
-    """Samples the resident memory every 5 ms while the block runs; yields ``[peak MB]``."""
-    peak, done = [_rss_mb()], threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.005):
-            peak[0] = max(peak[0], _rss_mb())
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    try:
-        yield peak
-    finally:
-        done.set()
-        t.join()
-        peak[0] = max(peak[0], _rss_mb())
 
 
 def _sinus_frames(root: Path) -> list[np.ndarray]:
@@ -138,30 +112,45 @@ def _decoded(path: Path, n: int) -> list[np.ndarray]:
         src.close()
 
 
-def _compute_only(enhancer: Enhancer, frames: list[np.ndarray], n: int) -> tuple[float, float]:
+def _compute_only(enhancer: Enhancer, frames: list[np.ndarray], n: int) -> float:
     """Milliseconds per frame of enhancing decoded frames as the video path does (per-clip field
-    of view, temporal smoothing), after one warm-up frame; and the peak RSS in MB."""
+    of view, temporal smoothing), after one warm-up frame."""
     fov = fov_mask(frames[0]) if enhancer.keep_border else None
     smoother = GridSmoother()
-    enhancer.enhance_array(frames[0], grid_filter=smoother, fov=fov)
-    with _peak_rss() as peak:
+    with torch_threads_for(enhancer):
+        enhancer.enhance_array(frames[0], grid_filter=smoother, fov=fov)
         t0 = time.perf_counter()
         for i in range(n):
             enhancer.enhance_array(frames[i % len(frames)], grid_filter=smoother, fov=fov)
-        ms = (time.perf_counter() - t0) * 1e3 / n
-    return ms, peak[0]
+        return (time.perf_counter() - t0) * 1e3 / n
 
 
-def _end_to_end(enhancer: Enhancer, clip: Path, out: Path, n: int) -> tuple[VideoReport, float]:
-    """File -> file: decode, enhance, encode ``n`` frames; the report and the peak RSS in MB."""
-    with _peak_rss() as peak:
-        report = enhance_video(clip, out, enhancer, VideoOptions(max_frames=n))
-    out.unlink(missing_ok=True)
-    return report, peak[0]
+def end_to_end(clip: str | Path, out: str | Path, n: int, fused: bool, weights: str | Path | None) -> dict:
+    """File -> file (decode, enhance, encode) of ``n`` frames, as ``endolight video`` does, after
+    loading the model and the kernel; the report's numbers and this process's peak RSS (MB)."""
+    enhancer = Enhancer(weights, device="cpu", fused=fused)
+    enhancer.enhance_array(np.zeros((64, 64, 3), np.uint8), fov=np.ones((64, 64), bool))  # load
+    report = enhance_video(clip, out, enhancer, VideoOptions(max_frames=n))
+    Path(out).unlink(missing_ok=True)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"frames": report.written, "seconds": report.seconds, "p50": report.latency(50),
+            "p99": report.latency(99), "peak_rss_mb": rss}
 
 
-def run_speed(cfg: BenchConfig, enhancers: dict[str, Enhancer], root: Path, tmp: Path,
-              on_row: Callable[[SpeedRow], None]) -> list[SpeedRow]:
+def _end_to_end_process(clip: Path, out: Path, n: int, fused: bool, weights: str | Path | None) -> dict:
+    """:func:`end_to_end` in a fresh Python process, so its peak RSS is its own (a process's
+    heap does not shrink back after a bigger run)."""
+    code = ("import json, sys; from endolight.bench import end_to_end; "
+            "print(json.dumps(end_to_end(*json.loads(sys.argv[1]))))")
+    args = json.dumps([str(clip), str(out), n, fused, str(weights) if weights else None])
+    proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"end-to-end run failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_speed(cfg: BenchConfig, enhancers: dict[str, Enhancer], weights: str | Path | None, root: Path,
+              tmp: Path, on_row: Callable[[SpeedRow], None]) -> list[SpeedRow]:
     rows = []
     sinus = None
     for size in cfg.sizes:
@@ -175,15 +164,15 @@ def run_speed(cfg: BenchConfig, enhancers: dict[str, Enhancer], root: Path, tmp:
             slow = path == "pytorch"
             n_e2e = cfg.frames if not slow else max(2, cfg.torch_frames // (3 if size == "4K" else 1))
             n_comp = cfg.compute_frames if not slow else n_e2e
-            ms, rss = _compute_only(enhancer, decoded, n_comp)
-            row = SpeedRow(size, path, "compute", n_comp, ms, 1e3 / ms, rss)
-            rows.append(row)
-            on_row(row)
-            report, rss = _end_to_end(enhancer, clip, tmp / f"out-{size}-{path}.mp4", n_e2e)
-            row = SpeedRow(size, path, "end-to-end", report.written, report.seconds * 1e3 / report.written,
-                           report.fps, rss, report.latency(50), report.latency(99))
-            rows.append(row)
-            on_row(row)
+            ms = _compute_only(enhancer, decoded, n_comp)
+            rows.append(SpeedRow(size, path, "compute", n_comp, ms, 1e3 / ms))
+            on_row(rows[-1])
+            e2e = _end_to_end_process(clip, tmp / f"out-{size}-{path}.mp4", n_e2e, not slow, weights)
+            ms = e2e["seconds"] * 1e3 / e2e["frames"]
+            rows.append(SpeedRow(size, path, "end-to-end", e2e["frames"], ms, 1e3 / ms, e2e["peak_rss_mb"],
+                                 e2e["p50"], e2e["p99"]))
+            on_row(rows[-1])
+        del decoded
     return rows
 
 
@@ -192,20 +181,34 @@ def _darken(target: np.ndarray, params, seed: int) -> np.ndarray:
     return (dim.permute(1, 2, 0) * 255 + 0.5).to(torch.uint8).numpy()
 
 
-def static_clip(root: Path, n: int, max_side: int | None = None, seed: int = 7
+def _heldout_clip_frames(root: Path, n: int, width: int | None) -> list[np.ndarray]:
+    """Held-out frames 200.. of the real laparoscopy clip, decoded one by one (no whole-clip
+    cache), shrunk to ``width`` px wide."""
+    src = open_source(root / CLIP)
+    try:
+        frames = [f.image for f in islice(src, CLIP_HELDOUT.start, CLIP_HELDOUT.start + n)]
+    finally:
+        src.close()
+    if width and frames[0].shape[1] > width:
+        size = (width, round(frames[0].shape[0] * width / frames[0].shape[1]))
+        frames = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]
+    return frames
+
+
+def static_clip(root: Path, n: int, width: int | None = None, seed: int = 7
                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """A still scene through a dim, noisy scope: one real held-out frame (laparoscopy clip frame
     200), one fixed degradation, fresh sensor noise in every frame. Returns (dim frames, targets)."""
-    target = load_frame(FrameRef(root / CLIP, "laparoscopy", 200), max_side)
+    target = _heldout_clip_frames(root, 1, width)[0]
     params = sample_params(DegradeConfig(), np.random.default_rng(seed))
     return [_darken(target, params, seed * 1000 + i) for i in range(n)], [target] * n
 
 
-def moving_clip(root: Path, n: int, max_side: int | None = None, seed: int = 7
+def moving_clip(root: Path, n: int, width: int | None = None, seed: int = 7
                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Held-out frames 200.. of the real laparoscopy clip, one fixed degradation, fresh noise."""
     params = sample_params(DegradeConfig(), np.random.default_rng(seed))
-    targets = [load_frame(FrameRef(root / CLIP, "laparoscopy", 200 + i), max_side) for i in range(n)]
+    targets = _heldout_clip_frames(root, n, width)
     return [_darken(t, params, seed * 1000 + i) for i, t in enumerate(targets)], targets
 
 
@@ -247,7 +250,7 @@ def run(cfg: BenchConfig, weights: str | Path | None = None, on_row: Callable[[o
     result = BenchResult(machine=f"{os.cpu_count()} CPU cores, torch {torch.__version__} "
                                  f"({torch.get_num_threads()} threads), PyAV {av.__version__}")
     with tempfile.TemporaryDirectory(prefix="endolight-bench-") as tmp:
-        result.speed = run_speed(cfg, enhancers, root, Path(tmp), note)
+        result.speed = run_speed(cfg, enhancers, weights, root, Path(tmp), note)
     for name, (dims, targets), flow in (
         ("static (laparoscopy frame 200)", static_clip(root, cfg.flicker_frames), False),
         ("moving (laparoscopy 200+, flow-warped)", moving_clip(root, cfg.flicker_frames), True),
@@ -264,9 +267,10 @@ def markdown(result: BenchResult) -> str:
              "| size | path | mode | frames | ms/frame | fps | peak RSS MB | latency p50 ms | p99 ms |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in result.speed:
-        lat = f"{r.latency_p50:.0f} | {r.latency_p99:.0f}" if r.mode == "end-to-end" else "- | -"
+        extra = (f"{r.peak_rss_mb:.0f} | {r.latency_p50:.0f} | {r.latency_p99:.0f}" if r.mode == "end-to-end"
+                 else "- | - | -")
         lines.append(f"| {r.size} | {r.path} | {r.mode} | {r.frames} | {r.ms_per_frame:.1f} | {r.fps:.1f} | "
-                     f"{r.peak_rss_mb:.0f} | {lat} |")
+                     f"{extra} |")
     by = {(r.size, r.path, r.mode): r for r in result.speed}
     lines += ["", "| size | speed-up compute | speed-up end-to-end |", "|---|---:|---:|"]
     for size in dict.fromkeys(r.size for r in result.speed):

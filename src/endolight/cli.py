@@ -268,6 +268,10 @@ def compare(
     doc: Annotated[Path | None, typer.Option(help="Also write the report here "
                                                   "(default: docs/results.md, none with --quick).")] = None,
     weights: Annotated[Path | None, typer.Option(help="Our model's weights (default: shipped).")] = None,
+    pairs: Annotated[Path | None, typer.Option(help="Evaluate on these pairs (dim/ + target/, from "
+                                                    "synth) instead of the held-out split.")] = None,
+    dim: Annotated[str | None, typer.Option(help="Real dim frames (file, folder, glob) for the "
+                                                 "no-reference table instead of the dim split.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "cpu",
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (default: torch's).")] = None,
 ) -> None:
@@ -293,7 +297,7 @@ def compare(
     cfg = replace(cfg, budget=budget, device=device,
                   **{k: str(v) if isinstance(v, Path) else v for k, v in
                      {"eval_max_side": max_side, "out_dir": output, "runs_dir": runs_dir,
-                      "ours_weights": weights}.items() if v is not None})
+                      "ours_weights": weights, "pairs_dir": pairs, "dim_dir": dim}.items() if v is not None})
     doc = doc or (None if quick else Path("docs/results.md"))
     bars: dict[str, tqdm] = {}
 
@@ -304,10 +308,13 @@ def compare(
             bars[task] = tqdm(total=total, desc=task, unit="it")
         bars[task].update(done - bars[task].n)
 
-    command = "endolight compare " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else "endolight compare"
+    # NUMBA_NUM_THREADS is part of the recipe: after the fused kernel runs, numba's idle threads
+    # otherwise compete with torch and slow every later step (it must be set before start-up).
+    env = f"NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']} " if "NUMBA_NUM_THREADS" in os.environ else ""
+    command = f"{env}endolight compare " + shlex.join(sys.argv[2:])
     try:
         run(cfg, on_progress, command=command.strip(), doc=doc)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # InputError is a ValueError
         _fail(str(exc))
     finally:
         for bar in bars.values():
@@ -341,7 +348,6 @@ def video(
 
     opts = VideoOptions(side_by_side=side_by_side, low_latency=low_latency,
                         temporal=TemporalConfig() if temporal else None)
-    bar = tqdm(desc="video", unit="frame", disable=None)
 
     def on_start(src) -> None:
         bar.total = src.info.frames
@@ -354,6 +360,12 @@ def video(
 
     try:
         enhancer = Enhancer(weights, device=device, strength=strength, keep_border=keep_border)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    except (RuntimeError, AssertionError) as exc:  # torch: no such device / not built with CUDA
+        _fail(f"device {device}: {str(exc).splitlines()[0]}")
+    bar = tqdm(desc="video", unit="frame", disable=None)
+    try:
         report = enhance_video(source, output, enhancer, opts, show=show, on_start=on_start,
                                on_frame=on_frame)
     except (InputError, FileNotFoundError, ValueError) as exc:
@@ -391,12 +403,13 @@ def bench(
             tqdm.write(f"flicker  {row.clip}, smoothing {'on' if row.temporal else 'off'}: "
                        f"{row.flicker:.3f}  PSNR {row.psnr:.2f} dB")
         else:
+            rss = f"  peak RSS {row.peak_rss_mb:.0f} MB" if row.mode == "end-to-end" else ""
             tqdm.write(f"{row.size:>5} {row.path:<7} {row.mode:<10} {row.ms_per_frame:8.1f} ms/frame "
-                       f"{row.fps:7.1f} fps  peak RSS {row.peak_rss_mb:.0f} MB")
+                       f"{row.fps:7.1f} fps{rss}")
 
     try:
         result = run(QUICK if quick else BenchConfig(), weights, on_row)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc))
     table = markdown(result)
     typer.echo("")

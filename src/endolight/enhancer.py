@@ -9,17 +9,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from endolight.checkpoint import load_model
 from endolight.data import to_tensor, to_uint8
+from endolight.fidelity import (
+    FidelityConfig,
+    cap_highlights,
+    denoise_lifted,
+    highlight_mask,
+    luminance_gain,
+    masked_lowres,
+    preserve_hue,
+    solve_exposure,
+)
 from endolight.fov import fov_mask
 from endolight.io.images import validate_frame
 from endolight.kernels.fused import GuideParams, render_uint8
+from endolight.metrics import mean_brightness
 from endolight.model import DeepUPE
 from endolight.train import resolve_device
+
+EXPOSURE_TOL = 0.005  # exposure target met to within this mean luma (data range 1)
 
 # (grid (1, 12, D, Gh, Gw), low-res frame (1, 3, h, w)) -> grid, e.g. temporal.GridSmoother
 GridFilter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -34,6 +48,8 @@ class Enhancer:
         strength: 0 returns the input, 1 the full model (illumination ``S ** strength``).
         keep_border: leave pixels outside the field of view (black borders) untouched.
         fused: render uint8 frames with the fused CPU kernel; default: on CPU only.
+        fidelity: optional steps around the model for uint8 frames (highlights, denoise, hue,
+            exposure target; see :class:`~endolight.fidelity.FidelityConfig`).
     """
 
     def __init__(
@@ -44,6 +60,7 @@ class Enhancer:
         keep_border: bool = True,
         model: DeepUPE | None = None,
         fused: bool | None = None,
+        fidelity: FidelityConfig | None = None,
     ) -> None:
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
@@ -51,6 +68,7 @@ class Enhancer:
         self.model = (model or load_model(weights)).to(self.device).eval()
         self.strength = strength
         self.keep_border = keep_border
+        self.fidelity = fidelity or FidelityConfig()
         # On CPU a fused numba kernel renders the full-res stage of uint8 frames (within 1/255 of
         # the PyTorch path, same weights); on a GPU the PyTorch path is already fast.
         if fused and self.device.type != "cpu":
@@ -68,10 +86,14 @@ class Enhancer:
         return self.model(x, strength=k).output.to(image.device, image.dtype)
 
     @torch.no_grad()
-    def grid(self, frame: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def grid(self, frame: np.ndarray, exclude: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Bilateral grid ``(1, 12, D, Gh, Gw)`` of a ``(H, W, 3)`` uint8 frame, and the low-res
-        ``(1, 3, h, w)`` float frame the network saw."""
-        if self.guide_params is None:
+        ``(1, 3, h, w)`` float frame the network saw; pixels where the ``(H, W)`` bool mask
+        ``exclude`` is True do not count in it (:func:`~endolight.fidelity.masked_lowres`)."""
+        if exclude is not None and exclude.any():
+            size = (self.model.cfg.lowres, self.model.cfg.lowres)
+            lowres = masked_lowres(frame, exclude, size).to(self.device)
+        elif self.guide_params is None:
             lowres = self.model.lowres(to_tensor(frame)[None].to(self.device))
         else:
             # The same antialiased resize on the uint8 frame: ~10x cheaper than converting the
@@ -100,15 +122,84 @@ class Enhancer:
         """Enhance one ``(H, W, 3)`` uint8 RGB frame; returns ``(H, W, 3)`` uint8 RGB.
 
         ``grid_filter`` sees each frame's grid before rendering (video: temporal smoothing);
-        ``fov`` is a field-of-view mask detected beforehand (video: once per scene).
+        ``fov`` is a field-of-view mask detected beforehand (video: once per scene). With an
+        exposure target (``fidelity.exposure``) the strength is solved per frame instead.
         """
         frame = validate_frame(image)
         k = self.strength if strength is None else strength
-        if k == 0.0:
+        fid = self.fidelity
+        if k == 0.0 and fid.exposure is None:
             return frame.copy()
-        keep = ~(fov if fov is not None else fov_mask(frame)) if self.keep_border else None
-        grid, lowres = self.grid(frame)
-        return self.render(frame, grid_filter(grid, lowres) if grid_filter else grid, k, keep)
+        if fov is None and (self.keep_border or fid.mask_stats or fid.exposure is not None):
+            fov = fov_mask(frame)
+        keep = ~fov if self.keep_border else None
+        # Fidelity steps before the model: highlights and border out of the low-res statistics.
+        spots = highlight_mask(frame, fov) if fid.highlights else None
+        exclude = None
+        if fid.mask_stats or spots is not None:
+            exclude = np.zeros(frame.shape[:2], bool) if spots is None else spots.copy()
+            if fid.mask_stats and fov is not None:
+                exclude |= ~fov
+        grid, lowres = self.grid(frame, exclude)
+        if grid_filter:
+            grid = grid_filter(grid, lowres)
+        if fid.exposure is None:
+            out = self.render(frame, grid, k, keep)
+        else:
+            out = self._render_exposure(frame, grid, fov, keep, fid.exposure)
+        return self._finish(out, frame, spots, keep)
+
+    def _render_exposure(self, frame: np.ndarray, grid: torch.Tensor, fov: np.ndarray | None,
+                         keep: np.ndarray | None, target: float) -> np.ndarray:
+        """Render at the strength that meets the exposure target: solved on a small copy, then
+        once more with the target corrected by the full-res render's measured offset (noise and
+        clipping make the small copy's mean differ slightly)."""
+        mask = None if fov is None else torch.from_numpy(fov)[None, None]
+        k = self.exposure_strength(frame, grid, fov, target)
+        out = self.render(frame, grid, k, keep)
+        got = float(mean_brightness(to_tensor(out)[None], mask)[0])
+        if abs(got - target) > EXPOSURE_TOL:
+            # The small copy met the target, so the full-res offset is got - target.
+            k = self.exposure_strength(frame, grid, fov, target, offset=got - target)
+            out = self.render(frame, grid, k, keep)
+        return out
+
+    def _finish(self, out: np.ndarray, frame: np.ndarray, spots: np.ndarray | None,
+                keep: np.ndarray | None) -> np.ndarray:
+        """Fidelity steps after the model (highlight gain cap, hue, denoise); the border is
+        restored last, since filters reach across the view's edge."""
+        fid = self.fidelity
+        if spots is not None:
+            out = cap_highlights(out, frame, spots)
+        if fid.preserve_hue:
+            out = preserve_hue(out, frame)
+        if fid.denoise > 0:
+            out = denoise_lifted(out, luminance_gain(out, frame), fid.denoise)
+        if keep is not None and (spots is not None or fid.preserve_hue or fid.denoise > 0):
+            np.copyto(out, frame, where=keep[..., None])
+        return out
+
+    @torch.no_grad()
+    def exposure_strength(self, frame: np.ndarray, grid: torch.Tensor, fov: np.ndarray | None,
+                          target: float, offset: float = 0.0) -> float:
+        """Strength ``k`` (possibly above 1) whose output has mean brightness ``target`` inside
+        ``fov``, by bisection on a copy of the frame shrunk to 128 px (the grid and the guide do
+        not depend on the resolution); ``offset`` is the full-res mean minus the small copy's."""
+        h, w = frame.shape[:2]
+        scale = min(1.0, 128 / max(h, w))
+        size = (max(8, round(w * scale)), max(8, round(h * scale)))
+        x = to_tensor(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))[None].to(self.device)
+        mask = None
+        if fov is not None:
+            small = cv2.resize(fov.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+            mask = torch.from_numpy(small)[None, None].to(self.device)
+        s = self.model.render(grid, x).illumination
+
+        def level(k: float) -> float:
+            # DeepUPE.render's R = clamp(I / S**k), with S computed once rather than per k.
+            return float(mean_brightness((x / s**k).clamp(0, 1), mask)[0]) + offset
+
+        return solve_exposure(level, target)
 
     def __call__(self, image: np.ndarray | torch.Tensor, strength: float | None = None):
         """Enhance a numpy ``(H, W, 3)`` uint8 frame or a torch ``(B, 3, H, W)``/``(3, H, W)`` float

@@ -47,15 +47,16 @@ class FovConfig:
     flat_tol: int = 2  # colour tolerance of a flat overlay (8-bit levels)
     flat_min_area: float = 0.005  # smallest flat overlay, fraction of the frame
     flat_fill: float = 0.85  # a flat overlay fills at least this fraction of its bounding box
+    min_part: float = 0.02  # smallest part of the view kept (fraction of the frame); text is smaller
     min_area: float = 0.12  # a view smaller than this fraction of the frame is implausible
-    sharp_grad: float = 4.0  # level gradient (8-bit levels per work pixel) of a real view edge...
+    sharp_grad: float = 3.0  # level gradient (8-bit levels per work pixel) of a real view edge...
     grad_k: float = 2.0  # ...and at least this many times the border noise
     trust_hull: float = 0.8  # this much of the boundary sharp: the content's hull is the view
     min_sharp: float = 0.35  # less of the boundary sharp (and no ellipse): no border at all
     ellipse_tol: float = 0.008  # median ellipse fit residual, fraction of the frame's longer side
     min_arc: float = 0.3  # fraction of the ellipse's in-frame outline the edge points must cover
     band: float = 0.05  # width of the band outside the view whose colour is checked (of the side)
-    red_margin: float = 1.5  # red minus max(green, blue) above which a dark band is tissue...
+    red_margin: float = 3.0  # red minus max(green, blue) above which a dark band is tissue...
     red_ratio: float = 0.2  # ...and above this fraction of red
 
 
@@ -122,11 +123,12 @@ def _flat_overlays(small: np.ndarray, dark: np.ndarray, cfg: FovConfig) -> np.nd
     return out
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
+def _large_components(mask: np.ndarray, min_area: float) -> np.ndarray:
+    """The connected parts of ``mask`` of at least ``min_area`` (fraction of the frame): the view
+    may be split by a dark fold, while text overlays are small."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return np.zeros_like(mask)
-    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    keep = np.nonzero(stats[1:, cv2.CC_STAT_AREA] >= min_area * mask.size)[0] + 1
+    return np.isin(labels, keep)
 
 
 def _hull(mask: np.ndarray) -> np.ndarray:
@@ -186,37 +188,84 @@ def _fit_ellipse(points: np.ndarray, shape: tuple[int, int], cfg: FovConfig) -> 
     return filled > 0
 
 
+class FovTracker:
+    """Field of view of a clip, refined as frames arrive: levels are averaged over the frames
+    seen (up to ``max_frames``), so the view's edge shows even where one frame is dark there.
+
+    Call :meth:`update` with each frame (or the first few of a scene) and use the mask it
+    returns; :meth:`reset` at a scene cut.
+    """
+
+    def __init__(self, cfg: FovConfig | None = None, max_frames: int = 32) -> None:
+        self.cfg = cfg or FovConfig()
+        self.max_frames = max_frames
+        self.reset()
+
+    def reset(self) -> None:
+        self.count, self.shape = 0, (0, 0)
+        self._level = self._rgb = self._mask = None
+
+    def add(self, frame: np.ndarray) -> None:
+        """Accumulate one ``(H, W, 3)`` uint8 RGB frame (ignored after ``max_frames``)."""
+        h, w = frame.shape[:2]
+        if self.count and self.shape != (h, w):
+            raise ValueError(f"frame size changed from {self.shape} to {(h, w)}; reset() first")
+        if self.count >= self.max_frames:
+            return
+        scale = min(1.0, self.cfg.work_side / max(h, w))
+        size = (max(16, round(w * scale)), max(16, round(h * scale)))
+        level = _level(frame, size)
+        rgb = cv2.resize(frame, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+        if self.count == 0:
+            self.shape, self._level, self._rgb = (h, w), level, rgb
+        else:
+            self._level += level
+            self._rgb += rgb
+        self.count += 1
+        self._mask = None
+
+    @property
+    def mask(self) -> np.ndarray:
+        """``(H, W)`` bool mask from the frames added so far (all True: no view found)."""
+        if self.count == 0:
+            raise ValueError("no frame added yet")
+        if self._mask is None:
+            h, w = self.shape
+            small = np.round(self._rgb / self.count).astype(np.uint8)
+            mask = _detect_small(self._level / self.count, small, self.cfg)
+            self._mask = (np.ones((h, w), bool) if mask is None else
+                          cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0)
+        return self._mask
+
+    def update(self, frame: np.ndarray) -> np.ndarray:
+        """:meth:`add` a frame and return the current :attr:`mask`."""
+        self.add(frame)
+        return self.mask
+
+
 def detect_fov(frames: np.ndarray | Iterable[np.ndarray], cfg: FovConfig | None = None) -> np.ndarray:
     """Boolean ``(H, W)`` field-of-view mask, True on tissue, for one frame or a whole clip.
 
     Args:
-        frames: one ``(H, W, 3)`` uint8 RGB frame, or several of the same size (a clip: its
-            levels are averaged, so the view's edge shows even where one frame is dark).
+        frames: one ``(H, W, 3)`` uint8 RGB frame, or several of the same size (a clip, see
+            :class:`FovTracker`).
         cfg: tuning; defaults suit every scope in the project's data.
 
     Returns:
         ``(H, W)`` bool; all True when no plausible view is found (full-frame fallback).
     """
-    cfg = cfg or FovConfig()
-    stack = [frames] if isinstance(frames, np.ndarray) and frames.ndim == 3 else list(frames)
-    if not stack:
-        raise ValueError("detect_fov needs at least one frame")
-    h, w = stack[0].shape[:2]
-    scale = min(1.0, cfg.work_side / max(h, w))
-    size = (max(16, round(w * scale)), max(16, round(h * scale)))
-    acc = np.zeros(size[::-1], np.float32)
-    acc_rgb = np.zeros((*size[::-1], 3), np.float32)
-    for f in stack:
-        if f.shape[:2] != (h, w):
-            raise ValueError(f"all frames must have the same size, got {f.shape[:2]} and {(h, w)}")
-        acc += _level(f, size)
-        acc_rgb += cv2.resize(f, size, interpolation=cv2.INTER_AREA)
-    level = acc / len(stack)
-    small = np.round(acc_rgb / len(stack)).astype(np.uint8)
-    mask = _detect_small(level, small, cfg)
-    if mask is None:
-        return np.ones((h, w), bool)
-    return cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    tracker = FovTracker(cfg, max_frames=1 << 30)
+    for frame in [frames] if isinstance(frames, np.ndarray) and frames.ndim == 3 else frames:
+        tracker.add(frame)
+    return tracker.mask
+
+
+def fov_box(mask: np.ndarray) -> tuple[slice, slice]:
+    """Row and column slices of the bounding box of a ``(H, W)`` bool mask (whole frame if empty)."""
+    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if not len(ys):
+        return slice(0, mask.shape[0]), slice(0, mask.shape[1])
+    return slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1)
 
 
 def _detect_small(level: np.ndarray, small: np.ndarray, cfg: FovConfig) -> np.ndarray | None:
@@ -235,7 +284,7 @@ def _detect_small(level: np.ndarray, small: np.ndarray, cfg: FovConfig) -> np.nd
     k = max(3, (round(min(level.shape) * 0.02) // 2) * 2 + 1)
     opened = cv2.morphologyEx((~border).astype(np.uint8), cv2.MORPH_OPEN,
                               cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0
-    content = _largest_component(opened)
+    content = _large_components(opened, cfg.min_part)
     if content.sum() < cfg.min_area * level.size:
         return None
     hull = _hull(content) & ~flat
@@ -270,5 +319,6 @@ def _tissue_coloured(small: np.ndarray, hull: np.ndarray, cfg: FovConfig) -> boo
 
 
 def fov_mask(image: np.ndarray, cfg: FovConfig | None = None) -> np.ndarray:
-    """Boolean ``(H, W)`` mask of one ``(H, W, 3)`` uint8 RGB frame, True inside the view."""
+    """Boolean ``(H, W)`` mask of one ``(H, W, 3)`` uint8 RGB frame, True inside the view
+    (:func:`detect_fov` of one frame)."""
     return detect_fov(image, cfg)

@@ -1,7 +1,8 @@
 """Image quality metrics: every table in the project takes its numbers from here.
 
 Full-reference metrics take ``(B, 3, H, W)`` float tensors in [0, 1] (data range 1) and return
-one value per image ``(B,)``.
+one value per image ``(B,)``. Those with a ``mask`` argument (``(B, 1, H, W)`` bool, e.g. the
+field of view) average over the masked pixels only; ``None`` means the whole frame.
 """
 
 from __future__ import annotations
@@ -19,26 +20,83 @@ from skimage.measure import shannon_entropy
 SSIM_WINDOW = 11  # Wang et al. 2004: 11x11 Gaussian, sigma 1.5, 'valid' borders
 
 
-def psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB with data range 1, per image."""
-    mse = torch.mean((output - target) ** 2, dim=(1, 2, 3)).clamp_min(1e-12)
+def psnr(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """PSNR in dB with data range 1, per image (MSE over ``mask`` when given)."""
+    mse = _masked_mean(((output - target) ** 2).mean(1, keepdim=True), _mask_or_all(output, mask))
+    mse = mse.clamp_min(1e-12)
     return 10 * torch.log10(1.0 / mse)
 
 
-def ssim(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """SSIM (kornia, ``padding='valid'``, data range 1; equals skimage's Wang et al. settings)."""
+def ssim(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """SSIM (kornia, ``padding='valid'``, data range 1; equals skimage's Wang et al. settings).
+
+    With ``mask``, the SSIM map is averaged over the windows centred on masked pixels.
+    """
     m = kornia.metrics.ssim(output, target, window_size=SSIM_WINDOW, max_val=1.0, padding="valid")
-    return m.mean(dim=(1, 2, 3))
+    if mask is None:
+        return m.mean(dim=(1, 2, 3))
+    r = SSIM_WINDOW // 2
+    return _masked_mean(m.mean(1, keepdim=True), mask[..., r : mask.shape[-2] - r, r : mask.shape[-1] - r])
 
 
-def delta_e2000(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean CIEDE2000 colour difference per image (scikit-image's implementation)."""
+def _lab(image: torch.Tensor) -> np.ndarray:
+    """``(3, H, W)`` sRGB in [0, 1] -> ``(H, W, 3)`` CIELAB (D65, scikit-image)."""
+    return rgb2lab(image.permute(1, 2, 0).double().cpu().numpy())
+
+
+def _pixels(mask: torch.Tensor | None, i: int) -> np.ndarray | slice:
+    return slice(None) if mask is None else mask[i, 0].cpu().numpy()
+
+
+def delta_e2000(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean CIEDE2000 colour difference per image (scikit-image's implementation), over ``mask``."""
     vals = []
-    for o, t in zip(output, target, strict=True):
-        lab_o = rgb2lab(o.permute(1, 2, 0).double().cpu().numpy())
-        lab_t = rgb2lab(t.permute(1, 2, 0).double().cpu().numpy())
-        vals.append(float(np.mean(deltaE_ciede2000(lab_t, lab_o))))
+    for i, (o, t) in enumerate(zip(output, target, strict=True)):
+        vals.append(float(np.mean(deltaE_ciede2000(_lab(t), _lab(o))[_pixels(mask, i)])))
     return torch.tensor(vals)
+
+
+def hue_shift(output: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor | None = None,
+              min_chroma: float = 5.0) -> torch.Tensor:
+    """Mean absolute CIELAB hue-angle difference ``|h_out - h_ref|`` in degrees (0-180), per image.
+
+    Only pixels where both chromas are at least ``min_chroma`` count (a grey pixel's hue is
+    undefined and noise there is meaningless); NaN when no pixel qualifies.
+    """
+    vals = []
+    for i, (o, r) in enumerate(zip(output, reference, strict=True)):
+        lo, lr = _lab(o), _lab(r)
+        ok = np.hypot(lo[..., 1], lo[..., 2]) >= min_chroma
+        ok &= np.hypot(lr[..., 1], lr[..., 2]) >= min_chroma
+        ok &= np.ones(ok.shape, bool) if mask is None else mask[i, 0].cpu().numpy()
+        dh = np.arctan2(lo[..., 2], lo[..., 1]) - np.arctan2(lr[..., 2], lr[..., 1])
+        dh = np.abs(np.rad2deg(np.angle(np.exp(1j * dh))))  # wrapped to [0, 180]
+        vals.append(float(dh[ok].mean()) if ok.any() else float("nan"))
+    return torch.tensor(vals)
+
+
+def flat_dark_mask(dim: torch.Tensor, target: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                   quantile: float = 0.25) -> torch.Tensor:
+    """``(B, 1, H, W)`` bool: flat, dark patches, where lifting a frame shows its noise.
+
+    Dark: the dim input's smoothed luma is in its lowest ``quantile`` within ``mask``. Flat: the
+    smoothed gradient of ``target`` (the noise-free reference; the dim input when ``None``) is
+    below its median within ``mask``, so texture is not mistaken for noise.
+    """
+    def smooth_luma(x: torch.Tensor) -> torch.Tensor:
+        return kornia.filters.gaussian_blur2d(kornia.color.rgb_to_grayscale(x), (9, 9), (2.0, 2.0))
+
+    if mask is None:
+        mask = torch.ones_like(dim[:, :1], dtype=torch.bool)
+    y = smooth_luma(dim)
+    grad = kornia.filters.sobel(smooth_luma(dim if target is None else target))
+    out = torch.zeros_like(mask)
+    for i in range(dim.shape[0]):
+        m = mask[i]
+        dark = y[i] <= torch.quantile(y[i][m], quantile)
+        flat = grad[i] <= torch.quantile(grad[i][m], 0.5)
+        out[i] = dark & flat & m
+    return out
 
 
 def lightness_order_error(output: torch.Tensor, reference: torch.Tensor, side: int = 50) -> torch.Tensor:
@@ -58,6 +116,22 @@ def lightness_order_error(output: torch.Tensor, reference: torch.Tensor, side: i
         flips = (lo[:, None] >= lo[None, :]) ^ (lr[:, None] >= lr[None, :])
         vals.append(float(flips.sum()) / lo.numel())
     return torch.tensor(vals)
+
+
+def tissue_metrics(output: torch.Tensor, target: torch.Tensor, dim: torch.Tensor,
+                   mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Metrics inside the field of view ``mask``: PSNR, SSIM, ΔE2000 and hue shift against the
+    target; the output's brightness uniformity; and the output's noise (8-bit levels) in the
+    flat dark patches of :func:`flat_dark_mask` (where the dim input needed lifting)."""
+    patches = flat_dark_mask(dim, target, mask)
+    return {
+        "psnr_fov": psnr(output, target, mask),
+        "ssim_fov": ssim(output, target, mask),
+        "delta_e_fov": delta_e2000(output, target, mask),
+        "hue_fov": hue_shift(output, target, mask),
+        "uniformity": brightness_uniformity(output, mask),
+        "noise": noise_sigma(output, patches),
+    }
 
 
 def full_reference(output: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -148,14 +222,21 @@ def brightness_uniformity(
     """Periphery-to-centre luma ratio: 1 is even light, below 1 a dark periphery (the endoscope's
     falloff), above 1 a periphery brighter than the centre.
 
-    Radius is measured in the frame's inscribed ellipse (1 at its edge): centre is ``r < centre``,
-    periphery ``r > periphery``, both inside the mask.
+    Radius is measured in the ellipse inscribed in the mask's bounding box (the field of view's
+    own outline for a round view; the frame's without a mask), 1 at its edge: centre is
+    ``r < centre``, periphery ``r > periphery``, both inside the mask.
     """
-    h, w = image.shape[-2:]
-    ys = (torch.arange(h, device=image.device) + 0.5) / h * 2 - 1
-    xs = (torch.arange(w, device=image.device) + 0.5) / w * 2 - 1
-    r = torch.sqrt(ys[:, None] ** 2 + xs[None, :] ** 2)[None, None]
     m = _mask_or_all(image, mask)
+    r = torch.empty(m.shape, dtype=image.dtype, device=image.device)
+    for b in range(m.shape[0]):
+        rows, cols = torch.nonzero(m[b, 0].any(1))[:, 0], torch.nonzero(m[b, 0].any(0))[:, 0]
+        if not len(rows):
+            rows, cols = torch.arange(m.shape[-2]), torch.arange(m.shape[-1])
+        y0, h = int(rows[0]), int(rows[-1]) + 1 - int(rows[0])
+        x0, w = int(cols[0]), int(cols[-1]) + 1 - int(cols[0])
+        ys = (torch.arange(m.shape[-2], device=image.device) - y0 + 0.5) / h * 2 - 1
+        xs = (torch.arange(m.shape[-1], device=image.device) - x0 + 0.5) / w * 2 - 1
+        r[b, 0] = torch.sqrt(ys[:, None] ** 2 + xs[None, :] ** 2)
     y = _luma(image)
     return _masked_mean(y, m & (r > periphery)) / _masked_mean(y, m & (r < centre)).clamp_min(1e-6)
 

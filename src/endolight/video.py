@@ -13,11 +13,13 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from endolight.enhancer import Enhancer
 from endolight.fov import fov_mask
@@ -56,6 +58,7 @@ class VideoReport:
     ``LATENCY_WINDOW`` frames, so a stream of any length keeps flat memory)."""
 
     decoded: int = 0
+    enhanced: int = 0
     written: int = 0
     dropped: int = 0
     cuts: int = 0
@@ -80,6 +83,23 @@ class VideoError(RuntimeError):
     def __init__(self, message: str, report: VideoReport) -> None:
         super().__init__(message)
         self.report = report
+
+
+@contextmanager
+def torch_threads_for(enhancer: Enhancer) -> Iterator[None]:
+    """One PyTorch thread while a fused-path stream runs (restored after).
+
+    There PyTorch only runs the low-res net and the cut detector, ~2 ms a frame; with more
+    threads its OpenMP barriers stall whenever the decoder or encoder holds a core, which
+    measured 100x slower on a busy 2-core machine. The full-res kernel keeps all cores.
+    """
+    threads = torch.get_num_threads()
+    if enhancer.guide_params is not None:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
@@ -142,6 +162,31 @@ def _write(sinks: list[Sink], q: queue.Queue, report: VideoReport, failed: threa
             on_frame(report)
 
 
+def _enhance(q_in: queue.Queue, q_out: queue.Queue, enhancer: Enhancer, smoother: GridSmoother | None,
+             side_by_side: bool, stop: threading.Event, failed: threading.Event, report: VideoReport) -> None:
+    """The calling thread's loop: enhance frames from the reader for the writer, in order."""
+    fov, fov_cuts = None, -1
+    while not failed.is_set():
+        try:
+            item = q_in.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if item is _END:
+            return
+        frame, t0 = item
+        # The field of view is detected once per scene (a new scope may follow a cut), not per
+        # frame: detection costs more than enhancing. After a cut the next frame has it.
+        cuts = smoother.cuts if smoother else 0
+        if enhancer.keep_border and (fov is None or cuts != fov_cuts):
+            fov, fov_cuts = fov_mask(frame.image), cuts
+        out = enhancer.enhance_array(frame.image, grid_filter=smoother, fov=fov)
+        if side_by_side:
+            out = np.concatenate([frame.image, out], axis=1)
+        report.enhanced += 1
+        if not _put(q_out, (frame, out, t0), stop):
+            return
+
+
 def process(
     source: Source,
     sinks: list[Sink],
@@ -169,34 +214,16 @@ def process(
     reader = threading.Thread(target=_read, args=(source, q_in, stop, drop_late, opts.max_frames, report),
                               daemon=True)
     writer = threading.Thread(target=_write, args=(sinks, q_out, report, failed, on_frame), daemon=True)
-    fov, fov_cuts, enhanced = None, -1, 0
     start = time.perf_counter()
     reader.start()
     writer.start()
     try:
-        while not failed.is_set():
-            try:
-                item = q_in.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if item is _END:
-                break
-            frame, t0 = item
-            # The field of view is detected once per scene (a new scope may follow a cut), not
-            # per frame: detection costs more than enhancing. After a cut the next frame has it.
-            cuts = smoother.cuts if smoother else 0
-            if enhancer.keep_border and (fov is None or cuts != fov_cuts):
-                fov, fov_cuts = fov_mask(frame.image), cuts
-            out = enhancer.enhance_array(frame.image, grid_filter=smoother, fov=fov)
-            if opts.side_by_side:
-                out = np.concatenate([frame.image, out], axis=1)
-            enhanced += 1
-            if not _put(q_out, (frame, out, t0), stop):
-                break
+        with torch_threads_for(enhancer):
+            _enhance(q_in, q_out, enhancer, smoother, opts.side_by_side, stop, failed, report)
     except KeyboardInterrupt:
         report.interrupted = True
     except Exception as exc:  # noqa: BLE001 - a fault in one frame still finishes the file
-        report.error = f"enhancing failed after {enhanced} frames ({type(exc).__name__}: {exc})"
+        report.error = f"enhancing failed after {report.enhanced} frames ({type(exc).__name__}: {exc})"
     finally:
         stop.set()  # the reader stops decoding; frames already enhanced are still written
         while writer.is_alive():

@@ -21,6 +21,7 @@ from endolight.io.images import InputError, write_image
 from endolight.io.sources import VIDEO_SUFFIXES, Frame
 
 OUTPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".ts")  # containers that hold H.264
+BT601, LIMITED_RANGE = 6, 1  # FFmpeg's AVCOL_SPC_SMPTE170M and AVCOL_RANGE_MPEG
 
 
 def _check_target(path: Path, protect: Iterable[Path]) -> None:
@@ -86,6 +87,8 @@ class VideoSink:
             st = self._out.add_stream("libx264", rate=fps, options=options)
             st.width, st.height = width, height
             st.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            # Both conversions below use BT.601 limited range: say so, so players invert it.
+            st.codec_context.colorspace, st.codec_context.color_range = BT601, LIMITED_RANGE
             st.time_base = time_base
             st.codec_context.time_base = time_base
             self._stream = st
@@ -127,7 +130,13 @@ class VideoSink:
 
     def write(self, frame: Frame, image: np.ndarray) -> None:
         """Encode one ``(H, W, 3)`` uint8 RGB image at ``frame``'s timestamp."""
-        vf = av.VideoFrame.from_ndarray(image, format="rgb24")
+        if self._stream.pix_fmt == "yuv420p":
+            # OpenCV's RGB -> I420 is ~10x cheaper than the encoder's swscale conversion (1 ms vs
+            # 10 ms at 1080p, a sixth of the whole per-frame budget), same BT.601 matrix.
+            yuv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV_I420)
+            vf = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        else:
+            vf = av.VideoFrame.from_ndarray(image, format="rgb24")
         vf.pts, vf.time_base = frame.pts, frame.time_base
         for pkt in self._stream.encode(vf):
             self._out.mux(pkt)

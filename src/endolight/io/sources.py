@@ -120,7 +120,7 @@ class VideoSource:
             raise InputError(f"{s}: no video stream")
         self._stream = self._container.streams.video[0]
         ctx = self._stream.codec_context
-        if ctx.codec is None or not ctx.width or not ctx.height:
+        if ctx is None or not ctx.width or not ctx.height:
             self._container.close()
             raise InputError(f"{s}: unsupported video codec or unknown frame size")
         if min(ctx.width, ctx.height) < MIN_SIDE or ctx.width * ctx.height > MAX_PIXELS:
@@ -204,6 +204,7 @@ def open_source(spec: str | int | Path, low_latency: bool = False, fps: float = 
     if isinstance(spec, int) or s.isdigit() or _is_url(s):
         return VideoSource(spec, low_latency)
     p = Path(s)
-    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES or p.is_dir() or (not p.exists() and "*" in s):
+    pattern = not p.exists() and any(c in s for c in "*?[")
+    if (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) or p.is_dir() or pattern:
         return FolderSource(s, fps)
     return VideoSource(p, low_latency)

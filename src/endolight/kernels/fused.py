@@ -60,16 +60,22 @@ _JIT = {"nogil": True, "fastmath": False, "cache": True, "error_model": "numpy"}
 def _sigmoid(v):  # pragma: no cover - compiled
     """``1 / (1 + exp(-v))`` for float32 ``v`` in a form LLVM vectorises.
 
-    libm's ``expf`` is an opaque call that keeps the loop scalar (10x slower here). ``exp(t)``
-    is a degree-6 Taylor polynomial at ``t = -v / 32`` (``|t| <= 0.75`` after clamping ``v`` to
-    +-24, where the sigmoid is within 4e-11 of 0 or 1) squared five times; the absolute error
-    is below 1e-6, and ``R = I / S`` moves by at most a quarter of that: far below 1/255.
+    libm's ``expf`` is an opaque call that keeps the loop scalar (10x slower here). ``v`` is
+    clamped to +-16 (the sigmoid is then within 1.2e-7 of 0 or 1) and ``exp(-v)`` is a degree-7
+    Taylor polynomial at ``t = -v / 32`` (``|t| <= 0.5``) squared five times: relative error
+    below 1e-5 (measured 8.6e-6). The sigmoid's error is ``s (1 - s)`` times that, and
+    ``R = I / S`` moves by at most a quarter of it: far below 1/255.
     """
-    lim = np.float32(24.0)
+    lim = np.float32(16.0)
     t = (lim if -v > lim else (-lim if -v < -lim else -v)) * np.float32(1.0 / 32.0)
-    e = np.float32(1.0) + t * (np.float32(1.0) + t * (np.float32(1.0 / 2.0) + t * (
-        np.float32(1.0 / 6.0) + t * (np.float32(1.0 / 24.0) + t * (
-            np.float32(1.0 / 120.0) + t * np.float32(1.0 / 720.0))))))
+    e = np.float32(1.0 / 5040.0) + t * np.float32(1.0 / 40320.0)
+    e = np.float32(1.0 / 720.0) + t * e
+    e = np.float32(1.0 / 120.0) + t * e
+    e = np.float32(1.0 / 24.0) + t * e
+    e = np.float32(1.0 / 6.0) + t * e
+    e = np.float32(1.0 / 2.0) + t * e
+    e = np.float32(1.0) + t * e
+    e = np.float32(1.0) + t * e
     e = e * e
     e = e * e
     e = e * e
