@@ -87,7 +87,8 @@ def test_keep_mask_copies_the_input_and_leaves_the_rest():
     frame = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
     guide, grid = GuideParams.from_module(_model(2).guide), torch.randn(1, 12, 8, 16, 16)
     keep = np.zeros((40, 60), bool)
-    keep[:, :15] = keep[-5:] = True
+    keep[:, :15] = keep[:, -7:] = keep[-5:] = True  # left and right spans, whole rows
+    keep[10, 30] = True  # and a pixel inside the computed span
     plain, masked = render_uint8(frame, grid, guide), render_uint8(frame, grid, guide, keep=keep)
     np.testing.assert_array_equal(masked[keep], frame[keep])
     np.testing.assert_array_equal(masked[~keep], plain[~keep])

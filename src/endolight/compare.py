@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from endolight.checkpoint import read_metadata
+from endolight.checkpoint import default_weights_path, read_metadata
 from endolight.data import FrameRef, PairDataset, list_frames, load_frame, to_tensor
 from endolight.degrade import DegradeConfig
 from endolight.enhancer import Enhancer
@@ -72,8 +72,7 @@ class CompareConfig:
 QUICK = CompareConfig(
     budget=Budget(steps=6, batch_size=2, crop=96), train_max_side=320, train_frames=6,
     eval_max_side=256, heldout_per_organ=1, dim_per_set=2, timing_size=(960, 540), timing_repeats=1,
-    figure_rows=3,
-    runs_dir="runs/compare-quick", out_dir="results/quick",
+    figure_rows=3, runs_dir="runs/compare-quick", out_dir="results/quick",
 )
 
 
@@ -168,10 +167,13 @@ def train_all(cfg: CompareConfig, on_progress: Progress | None = None) -> dict[s
 # --------------------------------------------------------------------------- methods
 
 
-def ours_weights_path(cfg: CompareConfig) -> Path | None:
-    """The shipped weights when they exist, else ``runs/default/best.safetensors``."""
-    from endolight.checkpoint import default_weights_path
+def ours_weights_path(cfg: CompareConfig) -> Path:
+    """``cfg.ours_weights``, else the shipped weights when they exist, else
+    ``runs/default/best.safetensors``.
 
+    Raises:
+        FileNotFoundError: none of them exists.
+    """
     if cfg.ours_weights:
         if not Path(cfg.ours_weights).is_file():
             raise FileNotFoundError(f"weights file {cfg.ours_weights} not found")
@@ -187,8 +189,6 @@ def ours_weights_path(cfg: CompareConfig) -> Path | None:
 
 def ours_label(path: Path) -> str:
     """Row name of our trained weights: "endolight (shipped)" for the shipped file, else its path."""
-    from endolight.checkpoint import default_weights_path
-
     return SHIPPED if path.resolve() == default_weights_path().resolve() else f"endolight ({path.as_posix()})"
 
 

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from endolight.fov import detect_fov
+
 # Rec. 601 luma, as kornia.color.rgb_to_grayscale and OpenCV's RGB2GRAY.
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -30,7 +32,7 @@ class HighlightConfig:
     min_level: int = 48  # ...and at least this (8-bit): a dark frame has no reflections
     max_area: float = 0.01  # a larger bright white region (fraction of the frame) is lit tissue
     contrast: float = 0.08  # brighter than its surroundings (white top-hat) by this x white level
-    spot_size: float = 0.03  # top-hat window, fraction of the shorter side (spots are smaller)
+    spot_size: float = 0.06  # top-hat window, fraction of the shorter side (spots are smaller)
     grow: float = 0.004  # spots are dilated by this fraction of the shorter side (their halo)
 
 
@@ -59,7 +61,8 @@ def highlight_mask(image: np.ndarray, fov: np.ndarray | None = None,
     # Outside the view counts as white, so the view's own bright rim is not "brighter than
     # its surroundings" (a black border would be).
     vv = v if fov is None else np.where(fov, v, 255).astype(np.uint8)
-    tophat = cv2.morphologyEx(vv, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    # A square window: OpenCV's square morphology costs the same at any size (separable).
+    tophat = cv2.morphologyEx(vv, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
     cand = (v >= cfg.rel_level * white) & (sat <= cfg.max_saturation * 255)
     cand &= tophat >= cfg.contrast * white
     if fov is not None:
@@ -70,6 +73,18 @@ def highlight_mask(image: np.ndarray, fov: np.ndarray | None = None,
     r = max(1, round(cfg.grow * min(h, w)))
     spots = cv2.dilate(spots, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
     return spots > 0 if fov is None else (spots > 0) & fov
+
+
+def tissue_weights(target: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, H, W)`` float loss weights of ``(B, 3, H, W)`` well-lit targets in [0, 1]: 1 on
+    tissue, 0 outside the field of view and on specular highlights (neither has a colour for
+    the model to restore)."""
+    frames = (target.detach().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    masks = []
+    for frame in frames:
+        fov = detect_fov(frame)
+        masks.append(fov & ~highlight_mask(frame, fov))
+    return torch.from_numpy(np.stack(masks))[:, None].to(target.device, target.dtype)
 
 
 def masked_lowres(frame: np.ndarray, exclude: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
@@ -151,12 +166,13 @@ def luminance_gain(output: np.ndarray, frame: np.ndarray, sigma: float = 0.01) -
 
 
 def denoise_lifted(output: np.ndarray, gain: np.ndarray, amount: float = 1.0,
-                   full_gain: float = 4.0, sigma_color: float = 25.0) -> np.ndarray:
+                   full_gain: float = 2.0, sigma_color: float = 60.0, passes: int = 2) -> np.ndarray:
     """Denoise where the frame was lifted, the more the larger the gain.
 
-    An edge-preserving bilateral filter (OpenCV, 5x5) of the output is blended in with weight
-    ``amount * clip((gain - 1) / (full_gain - 1), 0, 1)``: untouched where the model did not
-    brighten (gain 1), fully filtered from ``full_gain`` up, where noise is amplified most.
+    An edge-preserving bilateral filter (OpenCV, 5x5, ``passes`` times) of the output is
+    blended in with weight ``amount * clip((gain - 1) / (full_gain - 1), 0, 1)``: untouched
+    where the model did not brighten (gain 1), fully filtered from ``full_gain`` up, where the
+    noise was amplified. Defaults chosen on the validation split (docs/fidelity.md).
 
     Args:
         output: ``(H, W, 3)`` uint8 enhanced frame.
@@ -165,7 +181,9 @@ def denoise_lifted(output: np.ndarray, gain: np.ndarray, amount: float = 1.0,
     """
     if amount <= 0:
         return output
-    smooth = cv2.bilateralFilter(output, 5, sigma_color, 3)
+    smooth = output
+    for _ in range(passes):
+        smooth = cv2.bilateralFilter(smooth, 5, sigma_color, 3)
     wgt = (amount * np.clip((gain - 1.0) / (full_gain - 1.0), 0.0, 1.0))[..., None]
     out = output.astype(np.float32) * (1 - wgt) + smooth.astype(np.float32) * wgt
     return np.round(out).astype(np.uint8)

@@ -24,15 +24,25 @@ class LossWeights:
     smooth_eps: float = 1e-4
 
 
-def reconstruction_loss(image: torch.Tensor, illum: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``Lm = mean(|| I / S - T ||^2)``.
+def _weighted_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``(B, C, H, W)`` values, weighted per pixel by a ``(B, 1, H, W)`` mask if given."""
+    if mask is None:
+        return values.mean()
+    m = mask.to(values.dtype)
+    return (values * m).sum() / (m.sum() * values.shape[1]).clamp_min(1.0)
+
+
+def reconstruction_loss(image: torch.Tensor, illum: torch.Tensor, target: torch.Tensor,
+                        mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``Lm = mean(|| I / S - T ||^2)`` (over the pixels of an optional ``(B, 1, H, W)`` ``mask``:
+    the field of view without specular highlights, see ``TrainConfig.loss_mask``).
 
     The form DeepUPE's authors train with: the error is measured on the enhanced output the user
     sees, so dark regions (small ``S``) count as much as bright ones. ``|| I - S * T ||^2``
     would down-weight them by ``S^2``, which is exactly where endoscope frames need the most care.
     ``I / S`` is not clamped here so the loss keeps a gradient when it overshoots 1.
     """
-    return torch.mean((image / illum - target) ** 2)
+    return _weighted_mean((image / illum - target) ** 2, mask)
 
 
 def _log_luminance(image: torch.Tensor) -> torch.Tensor:
@@ -61,10 +71,14 @@ def smoothness_loss(
     return torch.mean(wx * dx**2) + torch.mean(wy * dy**2)
 
 
-def ssim_mae_loss(output: torch.Tensor, target: torch.Tensor, alpha: float = 0.84) -> torch.Tensor:
-    """``Lt = alpha * (1 - SSIM) + (1 - alpha) * MAE``, SSIM from kornia (11x11 Gaussian window)."""
+def ssim_mae_loss(output: torch.Tensor, target: torch.Tensor, alpha: float = 0.84,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``Lt = alpha * (1 - SSIM) + (1 - alpha) * MAE``, SSIM from kornia (11x11 Gaussian window);
+    with ``mask``, both averaged over the masked pixels (SSIM: windows centred on them)."""
     ssim = kornia.metrics.ssim(output, target, window_size=11, max_val=1.0, padding="valid")
-    return alpha * (1 - ssim.mean()) + (1 - alpha) * torch.mean(torch.abs(output - target))
+    inner = None if mask is None else mask[..., 5:-5, 5:-5]
+    mae = _weighted_mean((output - target).abs(), mask)
+    return alpha * (1 - _weighted_mean(ssim, inner)) + (1 - alpha) * mae
 
 
 def total_loss(
@@ -73,9 +87,11 @@ def total_loss(
     output: torch.Tensor,
     target: torch.Tensor,
     w: LossWeights,
+    mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """All terms and their weighted sum under key ``"loss"``."""
-    lm = reconstruction_loss(image, illum, target)
-    lt = ssim_mae_loss(output, target, w.ssim_alpha)
+    """All terms and their weighted sum under key ``"loss"``; ``mask`` restricts ``Lm`` and ``Lt``
+    (``Ls`` keeps every pixel: the illumination must stay smooth across the mask's edge)."""
+    lm = reconstruction_loss(image, illum, target, mask)
+    lt = ssim_mae_loss(output, target, w.ssim_alpha, mask)
     ls = smoothness_loss(illum, image, w.smooth_alpha, w.smooth_lambda, w.smooth_eps)
     return {"loss": w.wm * lm + w.wt * lt + w.ws * ls, "lm": lm, "lt": lt, "ls": ls}

@@ -37,6 +37,7 @@ from endolight.data import (
     to_tensor,
 )
 from endolight.degrade import DegradeConfig
+from endolight.fidelity import tissue_weights
 from endolight.losses import LossWeights, total_loss
 from endolight.metrics import psnr, ssim
 from endolight.model import DeepUPE, ModelConfig
@@ -62,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     max_frames: int | None = None  # use only the first N training frames (tests, smoke runs)
+    loss_mask: bool = False  # Lm and Lt over the target's field of view minus specular highlights
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
@@ -153,7 +155,8 @@ def validate(model: DeepUPE, pairs: list[tuple[torch.Tensor, torch.Tensor]], cfg
     for dim, target in pairs:
         dim, target = dim.to(device), target.to(device)
         pred = model(dim)
-        losses.append(float(total_loss(dim, pred.illumination, pred.output, target, cfg.loss)["loss"]))
+        mask = tissue_weights(target) if cfg.loss_mask else None
+        losses.append(float(total_loss(dim, pred.illumination, pred.output, target, cfg.loss, mask)["loss"]))
         psnrs.append(float(psnr(pred.output, target)[0]))
         ssims.append(float(ssim(pred.output, target)[0]))
     model.train()
@@ -234,7 +237,8 @@ def _train(
         for step, (dim, target) in enumerate(loader):
             dim, target = dim.to(device), target.to(device)
             pred = model(dim)
-            terms = total_loss(dim, pred.illumination, pred.output, target, cfg.loss)
+            mask = tissue_weights(target) if cfg.loss_mask else None
+            terms = total_loss(dim, pred.illumination, pred.output, target, cfg.loss, mask)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()

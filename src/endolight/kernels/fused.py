@@ -105,6 +105,23 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
     use_pow = strength != one
     use_keep = keep.shape[0] == h
     for y in prange(h):
+        # Only the span of the row that holds field of view is computed; the rest (often half
+        # an endoscope frame: the black border around a round view) is a copy of the input.
+        xa, xb = 0, w
+        if use_keep:
+            while xa < w and keep[y, xa]:
+                xa += 1
+            while xb > xa and keep[y, xb - 1]:
+                xb -= 1
+            for x in range(xa):
+                out[y, x, 0], out[y, x, 1], out[y, x, 2] = frame[y, x, 0], frame[y, x, 1], frame[y, x, 2]
+            for x in range(xb, w):
+                out[y, x, 0], out[y, x, 1], out[y, x, 2] = frame[y, x, 0], frame[y, x, 1], frame[y, x, 2]
+            if xa == xb:
+                continue
+        # Unsigned bounds: numba then knows x >= 0 and drops its negative-index wraparound
+        # checks, whose branches would stop the loops below from vectorising.
+        ua, ub = np.uint64(xa), np.uint64(xb)
         # Grid rows interpolated to this image row once, flat (Gw, D, 12): each pixel then only
         # interpolates along x and depth.
         r0, wy = y_lo[y], y_w[y]
@@ -116,7 +133,7 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
                     row[(gx * depth + d) * 12 + c] = (one - wy) * grid[r0, gx, d, c] + wy * grid[r1, gx, d, c]
         # Stage 1: planar float input of this row.
         img = np.empty((3, w), dtype=np.float32)
-        for x in range(w):
+        for x in range(ua, ub):
             img[0, x] = np.float32(frame[y, x, 0]) / f255
             img[1, x] = np.float32(frame[y, x, 1]) / f255
             img[2, x] = np.float32(frame[y, x, 2]) / f255
@@ -127,15 +144,15 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
         curve = np.empty(w, dtype=np.float32)
         for c in range(3):
             m0, m1, m2, b = ccm[c, 0], ccm[c, 1], ccm[c, 2], ccm_bias[c]
-            for x in range(w):
+            for x in range(ua, ub):
                 v[x] = m0 * img[0, x] + m1 * img[1, x] + m2 * img[2, x] + b
                 curve[x] = zero
             for k in range(knots):
                 sh, sl = shifts[c, k], slopes[c, k]
-                for x in range(w):
+                for x in range(ua, ub):
                     curve[x] += sl * max(v[x] - sh, zero)
             mc = mix[c]
-            for x in range(w):
+            for x in range(ua, ub):
                 g[x] += mc * curve[x]
         # Stage 3: trilinear taps (x from the column tables, depth from the guide) and the
         # per-pixel 3x4 affine: logit_c = A[c, :3] . I + A[c, 3].
@@ -143,7 +160,7 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
         p = np.empty(w, dtype=np.uint64)
         q = np.empty(w, dtype=np.uint64)
         wt = np.empty((4, w), dtype=np.float32)
-        for x in range(w):
+        for x in range(ua, ub):
             z = min(max(min(max(g[x], zero), one) * fdepth - half, zero), dmax)
             z0 = min(np.int64(z), z0_max)
             wz = z - np.float32(z0)
@@ -157,7 +174,7 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
             wt[3, x] = wx * wz
         logit = np.empty((3, w), dtype=np.float32)
         for c in range(3):
-            for x in range(w):
+            for x in range(ua, ub):
                 i0, i1, i2 = img[0, x], img[1, x], img[2, x]
                 a = p[x] + np.uint64(4 * c)
                 b = a + dz
@@ -169,18 +186,18 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
                 logit[c, x] += wt[3, x] * (row[b] * i0 + row[b + u1] * i1 + row[b + u2] * i2 + row[b + u3])
         # Stage 4: S = max(I + (1 - I) * sigmoid(logit), eps) ** k, R = clamp(I / S, 0, 1).
         for c in range(3):
-            for x in range(w):
+            for x in range(ua, ub):
                 logit[c, x] = max(img[c, x] + (one - img[c, x]) * _sigmoid(logit[c, x]), eps)
             if use_pow:  # a separate loop: the powf call would keep the common one scalar
-                for x in range(w):
+                for x in range(ua, ub):
                     logit[c, x] = logit[c, x] ** strength
-            for x in range(w):
+            for x in range(ua, ub):
                 logit[c, x] = min(max(img[c, x] / logit[c, x], zero), one)
-        for x in range(w):
+        for x in range(ua, ub):
             for c in range(3):
                 out[y, x, c] = np.uint8(logit[c, x] * f255 + half)
         if use_keep:
-            for x in range(w):
+            for x in range(ua, ub):
                 if keep[y, x]:
                     out[y, x, 0], out[y, x, 1], out[y, x, 2] = frame[y, x, 0], frame[y, x, 1], frame[y, x, 2]
 

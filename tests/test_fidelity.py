@@ -1,0 +1,372 @@
+"""Endoscope-aware fidelity: field of view, highlights, strength and exposure, colour, metrics."""
+
+from __future__ import annotations
+
+import kornia
+import numpy as np
+import pytest
+import torch
+from skimage.color import lab2rgb
+from typer.testing import CliRunner
+
+from endolight.checkpoint import default_weights_path, save_weights
+from endolight.cli import app
+from endolight.data import FrameRef, list_frames, load_frame, to_tensor, to_uint8
+from endolight.degrade import DegradeConfig
+from endolight.enhancer import Enhancer
+from endolight.evaluate import evaluate, markdown_table, summarize
+from endolight.fidelity import FidelityConfig, highlight_mask, luminance_gain, masked_lowres, tissue_weights
+from endolight.fov import FovTracker, detect_fov
+from endolight.losses import LossWeights, total_loss
+from endolight.metrics import (
+    brightness_uniformity,
+    delta_e2000,
+    flat_dark_mask,
+    hue_shift,
+    mean_brightness,
+    noise_sigma,
+    psnr,
+    ssim,
+)
+from endolight.model import DeepUPE
+from endolight.pairs import Pair, make_pair
+
+# (folder, file) of one real frame per kind of scope, and the plausible area of its view
+# (fraction of the frame; checked by eye on overlays, see docs/fidelity.md).
+VIEWS = [
+    ("gastroscopy-fujifilm/WLI_normal", "1.png", 0.78, 0.86),  # round view, overlay text, status bar
+    ("sinus/clip-b", None, 0.40, 0.52),  # ellipse on a noisy dark surround
+    ("fetoscopy/other", None, 0.64, 0.78),  # ellipse on green-tinted noise
+    ("colonoscopy-cvc", None, 0.70, 0.78),  # octagon on dark grey (JPEG)
+    ("nasal-dim", None, 0.42, 0.50),  # naturally dim, ellipse with a logo
+    ("capsule/normal", None, 0.85, 0.95),  # circle clipped by the frame
+    ("larynx/patient2/seq5", None, 1.0, 1.0),  # full frame: no border to find
+    ("bronchoscopy/edinburgh", None, 1.0, 1.0),  # full frame, dark periphery is tissue
+]
+
+# CIEDE2000 test pairs 17-21 of Sharma, Wu & Dalal (2005), all inside the sRGB gamut.
+SHARMA = [((50, 2.5, 0), (73, 25, -18), 27.1492), ((50, 2.5, 0), (61, -5, 29), 22.8977),
+          ((50, 2.5, 0), (56, -27, -3), 31.9030), ((50, 2.5, 0), (58, 24, 15), 19.4535),
+          ((50, 2.5, 0), (50, 3.1736, 0.5854), 1.0000)]
+
+# sRGB of the 24 patches of the classic colour checker.
+CHART = np.array([
+    [115, 82, 68], [194, 150, 130], [98, 122, 157], [87, 108, 67], [133, 128, 177], [103, 189, 170],
+    [214, 126, 44], [80, 91, 166], [193, 90, 99], [94, 60, 108], [157, 188, 64], [224, 163, 46],
+    [56, 61, 150], [70, 148, 73], [175, 54, 60], [231, 199, 31], [187, 86, 149], [8, 133, 161],
+    [243, 243, 242], [200, 200, 200], [160, 160, 160], [122, 122, 121], [85, 85, 85], [52, 52, 52]],
+    np.uint8)
+
+
+def _frame(data_root, folder: str, name: str | None, max_side: int = 512) -> np.ndarray:
+    files = sorted(p for p in (data_root / folder).iterdir() if p.suffix in {".png", ".jpg"})
+    path = data_root / folder / name if name else files[0]
+    return load_frame(FrameRef(path, folder.split("/")[0]), max_side)
+
+
+def _dim(frame: np.ndarray, seed: int) -> np.ndarray:
+    return make_pair(frame, seed, DegradeConfig())[0]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+@pytest.fixture(scope="module")
+def views(data_root):
+    return {folder: _frame(data_root, folder, name) for folder, name, _, _ in VIEWS}
+
+
+@pytest.fixture(scope="module")
+def enhancer():
+    torch.manual_seed(0)
+    return Enhancer(model=DeepUPE(), device="cpu")
+
+
+# --- field of view ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("folder", "lo", "hi"), [(f, lo, hi) for f, _, lo, hi in VIEWS])
+def test_fov_area_on_real_frames(views, folder, lo, hi):
+    mask = detect_fov(views[folder])
+    assert mask.shape == views[folder].shape[:2]
+    assert lo - 1e-9 <= mask.mean() <= hi + 1e-9
+
+
+@pytest.mark.parametrize("folder", [
+    "sinus/clip-b", "fetoscopy/other", "colonoscopy-cvc", "larynx/patient2/seq5", "capsule/normal",
+    pytest.param("gastroscopy-fujifilm/WLI_normal", marks=pytest.mark.xfail(
+        strict=True, reason="known limit: dimmed, the dark right half of this view fades into the "
+                            "border with no visible edge, so the view is cut (docs/fidelity.md)")),
+])
+def test_fov_survives_dimming_and_noise(views, folder):
+    # The enhancer sees dim, noisy frames: their view must match the well-lit frame's.
+    clean = detect_fov(views[folder])
+    assert _iou(detect_fov(_dim(views[folder], 7)), clean) >= 0.9
+
+
+def test_fov_tracker_accumulates_a_clip(data_root):
+    refs = [r for r in list_frames("heldout", data_root) if r.index is not None][:12]
+    clean = [load_frame(r, 480) for r in refs]
+    reference = detect_fov(clean)
+    assert 0.75 < reference.mean() < 0.9  # the clip's round view is clipped at top and bottom
+    tracker = FovTracker(max_frames=8)
+    for i, frame in enumerate(clean):
+        mask = tracker.update(_dim(frame, 100 + i))
+    assert tracker.count == 8
+    assert _iou(mask, reference) >= 0.97
+    with pytest.raises(ValueError, match="size changed"):
+        tracker.add(np.zeros((64, 64, 3), np.uint8))
+
+
+@pytest.mark.parametrize("fidelity", [FidelityConfig(),
+                                      FidelityConfig(highlights=True, denoise=1.0, preserve_hue=True,
+                                                     mask_stats=True),
+                                      FidelityConfig(exposure=0.5)])
+def test_border_pixels_unchanged_to_the_byte(views, enhancer, fidelity):
+    enhancer.fidelity = fidelity
+    try:
+        for folder in ("gastroscopy-fujifilm/WLI_normal", "sinus/clip-b", "colonoscopy-cvc"):
+            dim = _dim(views[folder], 3)
+            fov = detect_fov(dim)
+            assert 0.3 < fov.mean() < 0.95  # a real border, so the check below is not vacuous
+            out = enhancer.enhance_array(dim)
+            assert np.array_equal(out[~fov], dim[~fov])
+            assert not np.array_equal(out[fov], dim[fov])
+    finally:
+        enhancer.fidelity = FidelityConfig()
+
+
+# --- specular highlights ---------------------------------------------------------------------
+
+
+def _tissue_with_spots(level: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Reddish textured tissue with three white spots, a wide pale region and a saturated
+    yellow spot; returns the frame and the spots' centres mask."""
+    rng = np.random.default_rng(0)
+    h, w = 240, 320
+    img = np.zeros((h, w, 3), np.float32)
+    img[:] = (170, 80, 70)
+    img += rng.normal(0, 6, (h, w, 1))
+    yy, xx = np.mgrid[0:h, 0:w]
+    centres = np.zeros((h, w), bool)
+    for cy, cx in ((60, 60), (120, 200), (180, 100)):  # Gaussian profiles, peak at white
+        a = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 3.0**2))[..., None]
+        img = img * (1 - a) + np.array([252, 250, 248], np.float32) * a
+        centres |= (yy - cy) ** 2 + (xx - cx) ** 2 <= 4
+    img[150:230, 220:310] = (235, 225, 220)  # wide pale region: lit tissue, not a reflection
+    img[(yy - 40) ** 2 + (xx - 260) ** 2 <= 16] = (250, 220, 20)  # saturated yellow: not white
+    return np.clip(img * level, 0, 255).astype(np.uint8), centres
+
+
+@pytest.mark.parametrize("level", [1.0, 0.45])
+def test_highlight_mask_finds_spots_only(level):
+    img, centres = _tissue_with_spots(level)
+    mask = highlight_mask(img)
+    assert mask[centres].all()
+    assert mask[160:220, 230:300].mean() == 0  # the pale region
+    assert not mask[36:45, 256:265].any()  # the yellow spot
+    assert mask.mean() < 0.02
+
+
+def test_highlights_excluded_from_lowres_and_not_stretched(enhancer):
+    img, centres = _tissue_with_spots(0.5)
+    spots = highlight_mask(img)
+    low = masked_lowres(img, spots, (64, 64))
+    plain = torch.nn.functional.interpolate(to_tensor(img)[None], size=(64, 64), mode="bilinear",
+                                            antialias=True, align_corners=False)
+    tissue = float(plain[0, :, 5, 30].max())  # a low-res cell of plain tissue
+    for cy, cx in ((60, 60), (120, 200), (180, 100)):  # each spot's low-res cell
+        y, x = cy * 64 // 240, cx * 64 // 320
+        bright, kept = float(plain[0, :, y, x].max()), float(low[0, :, y, x].max())
+        assert bright > tissue + 0.05  # a spot brightens its cell...
+        assert kept - tissue < 0.5 * (bright - tissue)  # ...far less once left out (halo remains)
+    # Pushed bright, a spot's profile would clip into a white blob; with highlights on, its gain
+    # is capped so only its peak reaches white.
+    clipped = {}
+    for on in (False, True):
+        enhancer.fidelity = FidelityConfig(highlights=on, exposure=0.8)
+        try:
+            out = enhancer.enhance_array(img)
+        finally:
+            enhancer.fidelity = FidelityConfig()
+        clipped[on] = int((out[spots].max(axis=1) >= 254).sum())
+    assert clipped[True] <= 3 * 3  # about the peak pixel of each of the three spots
+    assert clipped[False] >= 10 * clipped[True]
+
+
+# --- strength and exposure -------------------------------------------------------------------
+
+
+def test_strength_zero_is_input_and_brightness_monotone(views, enhancer):
+    dim = _dim(views["sinus/clip-b"], 11)
+    assert np.array_equal(enhancer.enhance_array(dim, strength=0.0), dim)
+    fov = torch.from_numpy(detect_fov(dim))[None, None]
+    levels = [float(mean_brightness(to_tensor(enhancer.enhance_array(dim, strength=k))[None], fov)[0])
+              for k in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert all(b > a for a, b in zip(levels, levels[1:], strict=False))
+
+
+@pytest.mark.parametrize("target", [0.35, 0.55])
+def test_exposure_target_is_met(views, enhancer, target):
+    dim = _dim(views["gastroscopy-fujifilm/WLI_normal"], 5)
+    fov = detect_fov(dim)
+    enhancer.fidelity = FidelityConfig(exposure=target)
+    try:
+        out = enhancer.enhance_array(dim)
+    finally:
+        enhancer.fidelity = FidelityConfig()
+    got = float(mean_brightness(to_tensor(out)[None], torch.from_numpy(fov)[None, None])[0])
+    assert got == pytest.approx(target, abs=0.01)
+
+
+# --- colour ----------------------------------------------------------------------------------
+
+
+def _dimmed_chart() -> tuple[np.ndarray, np.ndarray]:
+    """A colour chart and its copy under an endoscope's light falloff (linear light, so the
+    chromaticity is unchanged: only the illumination is)."""
+    chart = np.zeros((240, 360, 3), np.uint8)
+    for i, c in enumerate(CHART):
+        r, col = divmod(i, 6)
+        chart[r * 60 : (r + 1) * 60, col * 60 : (col + 1) * 60] = c
+    yy, xx = np.mgrid[0:240, 0:360]
+    rr = np.hypot((yy - 120) / 120, (xx - 180) / 180)
+    light = torch.from_numpy((0.6 * (0.15 + 0.85 * np.exp(-((rr / 0.8) ** 2)))).astype(np.float32))
+    lin = kornia.color.rgb_to_linear_rgb(to_tensor(chart)[None]) * light
+    return chart, to_uint8(kornia.color.linear_rgb_to_rgb(lin)[0])
+
+
+HUE_BOUND = 2.0  # degrees: the hue-preserving option's bound on a chart and on real dim frames
+
+
+def test_preserve_hue_keeps_chart_hue(enhancer):
+    chart, dim = _dimmed_chart()
+    enhancer.fidelity = FidelityConfig(preserve_hue=True)
+    try:
+        out = enhancer.enhance_array(dim)
+    finally:
+        enhancer.fidelity = FidelityConfig()
+    assert luminance_gain(out, dim).mean() > 1.3  # it did lift the chart
+    assert float(hue_shift(to_tensor(out)[None], to_tensor(chart)[None], min_chroma=10)[0]) < HUE_BOUND
+
+
+def test_preserve_hue_on_real_dim_frames(data_root, enhancer):
+    enhancer.fidelity = FidelityConfig(preserve_hue=True)
+    try:
+        for ref in list_frames("dim", data_root)[::8]:
+            frame = load_frame(ref, 384)
+            out = enhancer.enhance_array(frame)
+            lifted = torch.from_numpy(detect_fov(frame) & (luminance_gain(out, frame) >= 1.5))[None, None]
+            assert lifted.float().mean() > 0.1
+            shift = float(hue_shift(to_tensor(out)[None], to_tensor(frame)[None], lifted, min_chroma=10)[0])
+            assert shift < HUE_BOUND
+    finally:
+        enhancer.fidelity = FidelityConfig()
+
+
+@pytest.mark.skipif(not default_weights_path().is_file(), reason="shipped weights not present")
+@pytest.mark.xfail(strict=True, reason="the shipped model desaturates and shifts hue (about 35-40 "
+                                       "degrees on the chart; docs/fidelity.md): use preserve_hue")
+def test_shipped_model_keeps_chart_hue():
+    chart, dim = _dimmed_chart()
+    out = Enhancer(device="cpu", keep_border=False).enhance_array(dim)
+    assert float(hue_shift(to_tensor(out)[None], to_tensor(chart)[None], min_chroma=10)[0]) < 10.0
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def test_delta_e_matches_sharma_pairs_and_mask():
+    lab = np.array([[p[0] for p in SHARMA], [p[1] for p in SHARMA]], float)  # (2, 5, 3)
+    a = torch.from_numpy(lab2rgb(lab[:1])).permute(2, 0, 1)[None].float()
+    b = torch.from_numpy(lab2rgb(lab[1:])).permute(2, 0, 1)[None].float()
+    expected = np.array([p[2] for p in SHARMA])
+    assert float(delta_e2000(b, a)[0]) == pytest.approx(expected.mean(), abs=2e-3)
+    mask = torch.zeros(1, 1, 1, 5, dtype=torch.bool)
+    mask[..., [1, 4]] = True
+    assert float(delta_e2000(b, a, mask)[0]) == pytest.approx(expected[[1, 4]].mean(), abs=2e-3)
+
+
+def test_uniformity_hand_computed():
+    # Grey frames, so luma equals the value. Centre r < 0.35 and periphery r > 0.7, with r
+    # measured in the ellipse inscribed in the mask's bounding box.
+    h, w = 120, 200
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot((yy + 0.5) / h * 2 - 1, (xx + 0.5) / w * 2 - 1)
+    img = np.full((h, w), 0.5, np.float32)
+    img[r < 0.35], img[r > 0.7] = 0.8, 0.2
+    t = torch.from_numpy(img)[None, None].repeat(1, 3, 1, 1)
+    assert float(brightness_uniformity(t)[0]) == pytest.approx(0.2 / 0.8, rel=1e-5)
+    # The same view inside a larger frame with a bright border: the border is ignored and the
+    # radius follows the view, not the frame.
+    big = torch.ones(1, 3, 200, 400)
+    big[..., 40:160, 100:300] = t
+    mask = torch.zeros(1, 1, 200, 400, dtype=torch.bool)
+    mask[..., 40:160, 100:300] = torch.from_numpy(r <= 1)
+    assert float(brightness_uniformity(big, mask)[0]) == pytest.approx(0.2 / 0.8, rel=1e-5)
+
+
+def test_masked_psnr_ssim_and_flat_dark_noise():
+    rng = torch.Generator().manual_seed(0)
+    target = torch.full((1, 3, 64, 128), 0.5)
+    target[..., 64:] += 0.2 * torch.sin(torch.arange(64.0) / 2)[None, None, None, :]  # texture
+    out = target.clone()
+    out[..., :64] += torch.randn(1, 1, 64, 64, generator=rng) * 4 / 255  # noise, left half only
+    left = torch.zeros(1, 1, 64, 128, dtype=torch.bool)
+    left[..., :64] = True
+    mse = float(((out - target) ** 2)[..., :64].mean())
+    assert float(psnr(out, target, left)[0]) == pytest.approx(10 * np.log10(1 / mse), abs=1e-3)
+    assert float(psnr(out, target, ~left)[0]) > 100
+    far = torch.zeros_like(left)
+    far[..., 64 + 5 :] = True  # SSIM windows (11 x 11) centred here see no noise
+    assert float(ssim(out, target, far)[0]) == pytest.approx(1.0, abs=1e-6)
+    assert float(ssim(out, target, left)[0]) < 0.99
+    # Flat dark patches: the darker half of the dim frame where the target is flat.
+    dim = target * torch.cat([torch.full((64,), 0.2), torch.full((64,), 0.6)])
+    patches = flat_dark_mask(dim, target, quantile=0.4)
+    assert patches[..., :64].float().mean() > 0.5 and not patches[..., 70:].any()
+    assert float(noise_sigma(out, patches)[0]) == pytest.approx(4.0, rel=0.15)
+
+
+def test_eval_reports_field_of_view_metrics(views):
+    frame = views["colonoscopy-cvc"]
+    pair = Pair("cvc", "colonoscopy-cvc", _dim(frame, 1), frame, {})
+    rows = evaluate({"identity": lambda x: x.copy()}, [pair])
+    row = rows[0]
+    for key in ("psnr", "psnr_fov", "ssim_fov", "delta_e_fov", "hue_fov", "uniformity", "noise",
+                "uniformity_gt", "noise_gt"):
+        assert np.isfinite(row[key]), key
+    assert row["psnr_fov"] != row["psnr"]  # the border really is left out
+    md = markdown_table(summarize(rows), {"colonoscopy-cvc": 1})
+    assert "PSNR FOV" in md and "target (ground truth)" in md
+
+
+def test_loss_mask_ignores_masked_pixels(views):
+    target = to_tensor(views["colonoscopy-cvc"][:256, :256])[None]
+    weights = tissue_weights(target)
+    assert 0.5 < float(weights.mean()) < 1.0  # the octagon's corners are out
+    image = target * 0.5
+    illum = torch.full_like(target, 0.5)
+    out = (image / illum).clamp(0, 1)
+    base = total_loss(image, illum, out, target, LossWeights(), weights)
+    spoilt = target.clone()
+    spoilt[weights.expand_as(target) == 0] = 1.0  # change the target only outside the mask
+    moved = total_loss(image, illum, out, spoilt, LossWeights(), weights)
+    assert float(base["lm"]) == pytest.approx(float(moved["lm"]), abs=1e-7)
+    assert float(total_loss(image, illum, out, spoilt, LossWeights())["lm"]) > float(base["lm"]) + 1e-3
+
+
+def test_cli_fidelity_options(tmp_path, data_root):
+    src = data_root / "capsule" / "normal"
+    first = sorted(src.glob("*.jpg"))[0]
+    out = tmp_path / "out"
+    weights = tmp_path / "w.safetensors"
+    save_weights(DeepUPE(), weights)
+    runner = CliRunner()
+    ok = runner.invoke(app, ["enhance", str(first), "-o", str(out), "--weights", str(weights), "--device",
+                             "cpu", "--exposure", "0.5", "--denoise", "1", "--preserve-hue", "--highlights"])
+    assert ok.exit_code == 0, ok.output
+    assert (out / first.name).is_file()
+    bad = runner.invoke(app, ["enhance", str(first), "-o", str(out), "--exposure", "1.5"])
+    assert bad.exit_code == 2
