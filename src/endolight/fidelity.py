@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from endolight.fov import detect_fov
+from endolight.fov import detect_fov, max_channel
 
 # Rec. 601 luma, as kornia.color.rgb_to_grayscale and OpenCV's RGB2GRAY.
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -51,7 +51,7 @@ def highlight_mask(image: np.ndarray, fov: np.ndarray | None = None,
     """
     cfg = cfg or HighlightConfig()
     h, w = image.shape[:2]
-    v = cv2.medianBlur(np.ascontiguousarray(image.max(axis=2)), 5)  # noise specks are not spots
+    v = cv2.medianBlur(max_channel(image), 5)  # noise specks are not spots
     sat = cv2.medianBlur(cv2.cvtColor(image, cv2.COLOR_RGB2HSV)[..., 1], 5)
     inside = v[fov] if fov is not None else v
     if inside.size == 0:
@@ -137,7 +137,7 @@ def cap_highlights(output: np.ndarray, frame: np.ndarray, mask: np.ndarray) -> n
     """
     if not mask.any():
         return output
-    v = frame.max(axis=2)
+    v = max_channel(frame)
     peak = cv2.dilate(np.where(mask, v, 0).astype(np.uint8), np.ones((15, 15), np.uint8))
     gain = 255.0 / np.maximum(peak, 1).astype(np.float32)
     capped = np.minimum(output.astype(np.float32), frame.astype(np.float32) * gain[..., None])
@@ -198,11 +198,11 @@ def preserve_hue(output: np.ndarray, frame: np.ndarray) -> np.ndarray:
     cast), this option undoes that too.
     """
     x = frame.astype(np.float32)
-    y_in = x @ LUMA
-    y_out = output.astype(np.float32) @ LUMA
+    y_in = cv2.transform(x, LUMA[None])  # OpenCV: several times faster than a numpy matmul here
+    y_out = cv2.transform(output.astype(np.float32), LUMA[None])
     gain = np.where(y_in > 0, y_out / np.maximum(y_in, 1e-6), 1.0)
-    gain = np.minimum(gain, 255.0 / np.maximum(x.max(axis=2), 1.0))
-    return np.clip(np.round(x * gain[..., None]), 0, 255).astype(np.uint8)
+    gain = np.minimum(gain, 255.0 / np.maximum(max_channel(x), 1.0))
+    return np.clip(x * gain[..., None] + 0.5, 0, 255).astype(np.uint8)
 
 
 def solve_exposure(brightness: Callable[[float], float], target: float, k_max: float = 3.0,

@@ -60,9 +60,18 @@ class FovConfig:
     red_ratio: float = 0.2  # ...and above this fraction of red
 
 
+def max_channel(image: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` -> ``(H, W)`` per-pixel maximum over the channels (same dtype).
+
+    Element-wise maxima of the channel views: numpy's ``max(axis=2)`` over a length-3 axis is
+    about 30x slower at 1080p.
+    """
+    return np.maximum(np.maximum(image[..., 0], image[..., 1]), image[..., 2])
+
+
 def _level(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Max-channel level, shrunk to ``size`` (w, h) by area averaging, median filtered, float32."""
-    level = np.ascontiguousarray(image.max(axis=2))
+    level = max_channel(image)
     if level.shape[::-1] != size:
         level = cv2.resize(level, size, interpolation=cv2.INTER_AREA)
     return cv2.medianBlur(level, 5).astype(np.float32)
