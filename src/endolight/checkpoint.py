@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -12,22 +10,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
+from endolight.io.atomic import atomic_write
 from endolight.model import DeepUPE, ModelConfig
 
 DEFAULT_WEIGHTS = "endolight-default.safetensors"
-
-
-def _atomic(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; weights and states are not secrets
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_weights(model: DeepUPE, path: str | Path, meta: dict[str, Any] | None = None) -> None:
@@ -35,7 +21,7 @@ def save_weights(model: DeepUPE, path: str | Path, meta: dict[str, Any] | None =
     metadata = {"model_config": model.cfg.to_json()}
     metadata.update({k: json.dumps(v) for k, v in (meta or {}).items()})
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -67,7 +53,7 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
 
 def save_trainer_state(state: dict[str, Any], path: str | Path) -> None:
     """Optimizer, scheduler and progress, for ``--resume`` (torch pickle, written atomically)."""
-    _atomic(Path(path), lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_trainer_state(path: str | Path) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from endolight.checkpoint import _atomic
+from endolight.io.atomic import atomic_write
 from endolight.io.images import MIN_SIDE
 from endolight.model import DeepUPE
 
@@ -94,7 +94,7 @@ def export_model(
     wrapped = FrameModel(copy.deepcopy(model).cpu(), layout, strength).eval()  # caller's model untouched
     example = example_frame(layout, batch=2)  # torch.export would freeze a batch of 1
     dest = Path(path)
-    _atomic(dest, partial(_export_onnx if fmt == "onnx" else _export_torchscript, wrapped, example))
+    atomic_write(dest, partial(_export_onnx if fmt == "onnx" else _export_torchscript, wrapped, example))
     return dest
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import glob
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from endolight.io.atomic import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MIN_SIDE = 8  # smaller frames carry no usable content; they are rejected, not upscaled
@@ -69,20 +69,11 @@ def write_image(path: str | Path, image: np.ndarray, protect: Iterable[Path] = (
     target = p.resolve()
     if any(target == Path(q).resolve() for q in protect):
         raise InputError(f"{p}: refusing to overwrite an input file")
-    p.parent.mkdir(parents=True, exist_ok=True)
     suffix = p.suffix.lower() if p.suffix.lower() in IMAGE_SUFFIXES else ".png"
     ok, buf = cv2.imencode(suffix, np.ascontiguousarray(image[..., ::-1]))
     if not ok:
         raise InputError(f"{p}: could not encode as {suffix}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.tobytes())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    return atomic_write(p, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
 
 
 def expand_sources(source: str | Path) -> list[Path]:
