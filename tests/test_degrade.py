@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import kornia
 import numpy as np
 import torch
 
@@ -44,3 +45,22 @@ def test_falloff_peaks_at_centre_and_respects_floor():
     y, x = np.unravel_index(int(torch.argmax(f)), f.shape)
     assert abs((x + 0.5) / 160 - p.centre_x) < 0.02 and abs((y + 0.5) / 90 - p.centre_y) < 0.03
     assert float(f.min()) >= p.falloff_floor - 1e-6 and float(f.max()) <= 1.0
+
+
+def test_darkening_keeps_hue_and_saturation():
+    # Noise-free, so only the darkening acts: a dimmer light changes brightness, not colour.
+    from endolight.metrics import hue_shift
+
+    rng = np.random.default_rng(0)
+    target = torch.from_numpy(rng.uniform(0.15, 0.95, (3, 8, 8))).float()
+    target = torch.nn.functional.interpolate(target[None], size=(96, 128), mode="nearest")
+    cfg = DegradeConfig(peak=(1e9, 1e9), read_noise=(0.0, 0.0))
+    p = sample_params(cfg, np.random.default_rng(1))
+    dim = degrade(target, p)
+    lifted = torch.ones(1, 1, 96, 128, dtype=torch.bool)
+    assert float(hue_shift(dim, target, lifted, min_chroma=5)[0]) < 1.5
+    # Linear-light chromaticity r/(r+g+b) is kept up to 8-bit rounding in the darkest pixels.
+    lin_t, lin_d = (kornia.color.rgb_to_linear_rgb(x) for x in (target, dim))
+    bright = lin_d.sum(1) > 0.05
+    chroma = lambda x: (x / x.sum(1, keepdim=True))[:, :, bright[0]]  # noqa: E731
+    assert float((chroma(lin_d) - chroma(lin_t)).abs().max()) < 0.02

@@ -8,9 +8,12 @@ Steps, in order (each parameter is drawn per image from the range in ``DegradeCo
 1. **Light falloff** ``F(x, y)`` in ``[floor, 1]``: an endoscope lights the scene from its tip,
    so the centre is bright and the periphery dark. ``F = floor + (1 - floor) * exp(-(r/r0)^p)``
    where ``r`` is an anisotropic (two radii, rotated) distance from an off-centre point.
-2. **Gamma darkening shaped like the light**: ``I = T ** gamma(x, y)`` with
-   ``gamma = 1 + (gamma_max - 1) * (1 - F) + (gamma_centre - 1) * F`` so the periphery is darkened
-   by a stronger gamma than the centre.
+2. **Gamma darkening shaped like the light**, on luminance only: the sRGB-encoded luminance
+   ``Y`` becomes ``Y ** gamma(x, y)`` with ``gamma = gamma_centre * F + gamma_edge * (1 - F)``, so
+   the periphery is darkened by a stronger gamma than the centre. The colour is scaled by the
+   same factor in linear light, so the chromaticity (hue and saturation) is unchanged: a dimmer
+   light does not change tissue colour. (A per-channel ``T ** gamma`` would oversaturate the
+   dim frame, and a model trained on it learns to desaturate.)
 3. **Exposure**: the frame is multiplied by ``exposure * F`` in linear light.
 4. **Sensor noise**: Poisson-Gaussian in linear light, ``y = x + N(0, x / peak + read^2)``
    (the Gaussian approximation of Poisson shot noise at ``peak`` photo-electrons for white).
@@ -26,6 +29,9 @@ import cv2
 import kornia
 import numpy as np
 import torch
+
+
+REC709 = torch.tensor([0.2126, 0.7152, 0.0722])  # sRGB primaries' luminance weights (linear light)
 
 
 @dataclass(frozen=True)
@@ -124,8 +130,12 @@ def degrade(
     t = target[None] if squeeze else target
     f = falloff_map(params, t.shape[-2], t.shape[-1]).to(t.device)
     gamma = params.gamma_centre * f + params.gamma_edge * (1 - f)
-    dim = t.clamp(0, 1) ** gamma
-    lin = kornia.color.rgb_to_linear_rgb(dim) * (params.exposure * f)
+    lin = kornia.color.rgb_to_linear_rgb(t.clamp(0, 1))
+    lum = kornia.color.rgb_to_grayscale(lin, REC709).clamp_min(1e-6)  # relative luminance
+    # kornia's sRGB transfer functions want 3 channels; the grey triple carries the luminance.
+    grey = lum.expand(-1, 3, -1, -1)
+    dim_lum = kornia.color.rgb_to_linear_rgb(kornia.color.linear_rgb_to_rgb(grey) ** gamma)[:, :1]
+    lin = lin * (dim_lum / lum) * (params.exposure * f)
     std = torch.sqrt(lin / params.peak + params.read_noise**2)
     noise = torch.randn(lin.shape, generator=generator, dtype=lin.dtype, device="cpu").to(lin.device)
     lin = (lin + std * noise).clamp(0, 1)
