@@ -278,3 +278,27 @@ def test_cli_video_and_errors(tmp_path, sequence):
     assert "Traceback" not in res.output
     res = runner.invoke(app, ["video", str(src), "--weights", str(weights)])
     assert res.exit_code == 2 and "give an output" in res.output
+
+
+def test_border_follows_the_clips_accumulated_view(tmp_path, data_root, enhancer):
+    # A real clip with a round view, dimmed and noisy: the pipeline keeps every pixel outside
+    # the view of the frames seen so far (1, 2, 4, 8: the tracker's doubling schedule) to the byte.
+    from endolight.data import list_frames
+    from endolight.degrade import DegradeConfig
+    from endolight.fov import detect_fov
+    from endolight.pairs import make_pair
+
+    refs = [r for r in list_frames("heldout", data_root) if r.index is not None][:12]
+    frames = [make_pair(load_frame(r, 320), 50 + i, DegradeConfig())[0] for i, r in enumerate(refs)]
+    src = tmp_path / "frames"
+    for i, img in enumerate(frames):
+        write_image(src / f"f{i:02d}.png", img)
+    enhance_video(src, tmp_path / "out", enhancer, VideoOptions(temporal=None))
+    outs = [cv2.imread(str(p))[..., ::-1] for p in sorted((tmp_path / "out").iterdir())]
+    assert len(outs) == 12
+    for k in (0, 5, 11):
+        seen = 1 << (k + 1).bit_length() - 1  # frames the mask in force at frame k was built from
+        view = detect_fov(frames[:seen])
+        assert 0.6 < view.mean() < 0.95
+        assert np.array_equal(outs[k][~view], frames[k][~view])
+        assert np.abs(outs[k][view].astype(int) - frames[k][view]).mean() > 1  # inside: enhanced

@@ -30,7 +30,6 @@ import kornia
 import numpy as np
 import torch
 
-
 REC709 = torch.tensor([0.2126, 0.7152, 0.0722])  # sRGB primaries' luminance weights (linear light)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from endolight.enhancer import Enhancer
-from endolight.fov import fov_mask
+from endolight.fov import FovTracker
 from endolight.io.images import InputError
 from endolight.io.sinks import Sink, WindowSink, open_sink
 from endolight.io.sources import FolderSource, Source, SourceError, open_source
@@ -165,7 +165,7 @@ def _write(sinks: list[Sink], q: queue.Queue, report: VideoReport, failed: threa
 def _enhance(q_in: queue.Queue, q_out: queue.Queue, enhancer: Enhancer, smoother: GridSmoother | None,
              side_by_side: bool, stop: threading.Event, failed: threading.Event, report: VideoReport) -> None:
     """The calling thread's loop: enhance frames from the reader for the writer, in order."""
-    fov, fov_cuts = None, -1
+    tracker, fov, fov_cuts = FovTracker(), None, -1
     while not failed.is_set():
         try:
             item = q_in.get(timeout=0.1)
@@ -174,11 +174,19 @@ def _enhance(q_in: queue.Queue, q_out: queue.Queue, enhancer: Enhancer, smoother
         if item is _END:
             return
         frame, t0 = item
-        # The field of view is detected once per scene (a new scope may follow a cut), not per
-        # frame: detection costs more than enhancing. After a cut the next frame has it.
-        cuts = smoother.cuts if smoother else 0
-        if enhancer.keep_border and (fov is None or cuts != fov_cuts):
-            fov, fov_cuts = fov_mask(frame.image), cuts
+        # The field of view is tracked per scene (a new scope may follow a cut): the first frames
+        # are accumulated, so a view edge that is dark in one frame shows in their average. The
+        # mask is re-derived on a doubling schedule (frames 1, 2, 4, ...), not per frame:
+        # detection costs more than enhancing. After a cut the next frame starts a new scene.
+        if enhancer.keep_border:
+            cuts = smoother.cuts if smoother else 0
+            if cuts != fov_cuts or tracker.shape != frame.image.shape[:2]:
+                tracker.reset()
+                fov_cuts = cuts
+            if tracker.count < tracker.max_frames:
+                tracker.add(frame.image)
+                if tracker.count & (tracker.count - 1) == 0:
+                    fov = tracker.mask
         out = enhancer.enhance_array(frame.image, grid_filter=smoother, fov=fov)
         if side_by_side:
             out = np.concatenate([frame.image, out], axis=1)
