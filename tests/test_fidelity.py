@@ -137,6 +137,19 @@ def test_border_pixels_unchanged_to_the_byte(views, enhancer, fidelity):
         enhancer.fidelity = FidelityConfig()
 
 
+
+def test_tensor_path_keeps_the_border_too(views, enhancer):
+    # The torch API (float batches) honours keep_border like the uint8 path, and agrees with it.
+    dims = [_dim(views[f], 4) for f in ("sinus/clip-b", "colonoscopy-cvc")]
+    for dim in dims:
+        x = to_tensor(dim)[None]
+        out = enhancer.enhance_tensor(x)
+        outside = ~torch.from_numpy(detect_fov(dim))[None, None].expand_as(x)
+        assert outside.float().mean() > 0.05
+        assert torch.equal(out[outside], x[outside])
+        assert np.abs(to_uint8(out[0]).astype(int) - enhancer.enhance_array(dim)).max() <= 1
+
+
 # --- specular highlights ---------------------------------------------------------------------
 
 

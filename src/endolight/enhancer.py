@@ -78,12 +78,21 @@ class Enhancer:
 
     @torch.no_grad()
     def enhance_tensor(self, image: torch.Tensor, strength: float | None = None) -> torch.Tensor:
-        """Enhance ``(B, 3, H, W)`` float in [0, 1]; returns the same shape, float in [0, 1]."""
+        """Enhance ``(B, 3, H, W)`` float in [0, 1]; returns the same shape, float in [0, 1].
+
+        With ``keep_border`` each image's field of view is detected (on its 8-bit copy) and the
+        pixels outside it are returned unchanged, as :meth:`enhance_array` does. The
+        ``fidelity`` steps are uint8-only and do not apply here.
+        """
         k = self.strength if strength is None else strength
         if k == 0.0:
             return image.clone()
         x = image.to(self.device, torch.float32)
-        return self.model(x, strength=k).output.to(image.device, image.dtype)
+        out = self.model(x, strength=k).output.to(image.device, image.dtype)
+        if self.keep_border:
+            fov = np.stack([fov_mask(to_uint8(im)) for im in image.detach().cpu()])
+            out = torch.where(torch.from_numpy(fov)[:, None].to(out.device), out, image)
+        return out
 
     @torch.no_grad()
     def grid(self, frame: np.ndarray, exclude: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
