@@ -12,6 +12,7 @@ from skimage.measure import shannon_entropy
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from typer.testing import CliRunner
 
+from endolight import compare
 from endolight.cli import app
 from endolight.compare import QUICK, figure_grid, train_all, where_not_best
 from endolight.data import PairDataset, list_frames, to_tensor
@@ -164,7 +165,7 @@ def test_no_reference_metrics_on_known_images(pairs):
     assert float(lightness_order_error(1 - frame, frame)) > 100
 
 
-def test_trained_methods_are_cached_and_reloaded(tmp_path, data_root):
+def test_trained_methods_are_cached_and_reloaded(tmp_path, data_root, monkeypatch):
     cfg = replace(QUICK, budget=Budget(steps=2, batch_size=1, crop=32), train_frames=2,
                   train_max_side=96, runs_dir=str(tmp_path / "runs"))
     first = train_all(cfg)
@@ -178,6 +179,9 @@ def test_trained_methods_are_cached_and_reloaded(tmp_path, data_root):
     # A different budget is not mistaken for the cached one.
     changed = train_all(replace(cfg, budget=Budget(steps=3, batch_size=1, crop=32)))
     assert not any(t.cached for t in changed.values())
+    # Nor a model trained on pairs from an older degradation model.
+    monkeypatch.setattr(compare, "DEGRADE_VERSION", compare.DEGRADE_VERSION - 1)
+    assert not any(t.cached for t in train_all(cfg).values())
     # The registry loads a cached comparator as the same call as every other method.
     method = get_method("feqe", tmp_path / "runs" / "feqe.safetensors", device="cpu")
     assert method(np.zeros((20, 24, 3), np.uint8)).shape == (20, 24, 3)

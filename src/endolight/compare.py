@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 
 from endolight.checkpoint import default_weights_path, read_metadata
 from endolight.data import FrameRef, PairDataset, list_frames, load_frame, to_tensor
-from endolight.degrade import DegradeConfig
+from endolight.degrade import DEGRADE_VERSION, DegradeConfig
 from endolight.enhancer import Enhancer
 from endolight.evaluate import HIGHER_BETTER, METRICS, NOTE, evaluate, summarize
 from endolight.fov import fov_mask
@@ -108,7 +108,12 @@ def _checkpoint_matches(path: Path, config: Any, extra: dict[str, Any], cfg: Com
     meta = read_metadata(path)
     return (meta.get("budget") == asdict(cfg.budget) and meta.get("model_config") == config.to_json()
             and meta.get("trainer") == _jsonable(extra) and meta.get("train_max_side") == cfg.train_max_side
-            and meta.get("train_frames") == cfg.train_frames)
+            and meta.get("train_frames") == cfg.train_frames and meta.get("pairs") == _pairs_key())
+
+
+def _pairs_key() -> dict[str, Any]:
+    """What makes the training pairs: a cached model trained on other pairs is retrained."""
+    return _jsonable({"degrade_version": DEGRADE_VERSION, "degrade": DegradeConfig()})
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
@@ -158,6 +163,7 @@ def train_all(cfg: CompareConfig, on_progress: Progress | None = None) -> dict[s
         _write_rows(runs / f"{key}.log.csv", [{"step": i + 1, **t} for i, t in enumerate(log)])
         save_net(net, path, key, {"budget": asdict(cfg.budget), "trainer": _jsonable(extra),
                                   "train_max_side": cfg.train_max_side, "train_frames": cfg.train_frames,
+                                  "pairs": _pairs_key(),
                                   "seconds": seconds, "loss_start": trained.loss_start,
                                   "loss_end": trained.loss_end})
         out[key] = trained

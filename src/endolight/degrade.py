@@ -30,6 +30,10 @@ import kornia
 import numpy as np
 import torch
 
+# Bumped whenever degrade() changes what it makes of a frame: caches of models trained on its
+# pairs (endolight compare) are keyed on it. 2: luminance-only gamma (1: per channel).
+DEGRADE_VERSION = 2
+
 REC709 = torch.tensor([0.2126, 0.7152, 0.0722])  # sRGB primaries' luminance weights (linear light)
 
 
