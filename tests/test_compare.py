@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import kornia
 import numpy as np
 import pytest
 import torch
+from skimage.color import rgb2lab
 from skimage.measure import shannon_entropy
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from typer.testing import CliRunner
@@ -26,6 +28,7 @@ from endolight.metrics import (
     entropy,
     lifted_noise,
     lightness_order_error,
+    no_reference,
     noise_sigma,
     psnr,
     ssim,
@@ -133,6 +136,13 @@ def test_psnr_and_ssim_match_skimage(pairs):
         assert 0 < ref_ssim < 1
 
 
+def hand_hue_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """|h_a - h_b| in degrees of the first pixels' CIELAB hue, by scikit-image."""
+    ha, hb = (np.degrees(np.arctan2(lab[..., 2], lab[..., 1])) for lab in
+              (rgb2lab(x[0, :, 0, 0].numpy()[None, None]) for x in (a, b)))
+    return float(abs((ha - hb + 180) % 360 - 180)[0, 0])
+
+
 def test_no_reference_metrics_on_known_images(pairs):
     rng = np.random.default_rng(0)
     flat = np.full((1, 3, 96, 128), 0.5, np.float32)
@@ -157,6 +167,14 @@ def test_no_reference_metrics_on_known_images(pairs):
     red = torch.zeros(1, 3, 8, 8)
     red[:, 0] = 1.0
     assert float(colourfulness(red)) == pytest.approx(0.3 * np.hypot(255, 127.5), rel=1e-4)
+    # Hue shift vs the input: none for more light (a gain in linear light), the hue rotation
+    # for a channel swap.
+    tissue = torch.tensor([0.6, 0.3, 0.25]).view(1, 3, 1, 1).expand(1, 3, 8, 8)
+    brighter = kornia.color.linear_rgb_to_rgb(kornia.color.rgb_to_linear_rgb(tissue) * 1.8)
+    assert float(no_reference(brighter, tissue)["hue_shift_input"]) == pytest.approx(0.0, abs=1e-3)
+    swapped = float(no_reference(tissue[:, [1, 0, 2]], tissue)["hue_shift_input"])
+    assert swapped > 60
+    assert swapped == pytest.approx(hand_hue_difference(tissue, tissue[:, [1, 0, 2]]), abs=1e-3)
     # Entropy equals scikit-image's on the 8-bit luma; LOE is zero against itself.
     frame = to_tensor(pairs[0].target)[None]
     luma = np.round(255 * (0.299 * frame[0, 0] + 0.587 * frame[0, 1] + 0.114 * frame[0, 2]).numpy())
@@ -209,3 +227,17 @@ def test_cli_compare_bad_weights_is_one_line(tmp_path):
     assert result.exit_code == 2
     assert "none.safetensors" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r").exists()  # failed before any training
+
+
+def test_endolight_fidelity_options_by_name(pairs):
+    # "endolight+hue+denoise" is the shipped model with those options, one name per table row.
+    from endolight.fidelity import FidelityConfig
+
+    dim = pairs[0].dim
+    by_name = get_method("endolight+hue+denoise", device="cpu")(dim)
+    fid = FidelityConfig(preserve_hue=True, denoise=1.0)
+    direct = Enhancer(device="cpu", fidelity=fid).enhance_array(dim)
+    assert np.array_equal(by_name, direct)
+    assert not np.array_equal(by_name, get_method("endolight", device="cpu")(dim))
+    with pytest.raises(KeyError, match="unknown endolight option 'sharpen'"):
+        get_method("endolight+sharpen")

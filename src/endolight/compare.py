@@ -44,7 +44,8 @@ from endolight.train import resolve_device, seed_everything
 Progress = Callable[[str, int, int], None]
 SAME_BUDGET, SHIPPED = "endolight (same budget)", "endolight (shipped)"
 ABLATION_PREFIX = "ours: "
-NOREF = ("brightness", "uniformity", "loe_input", "lifted_noise", "colourfulness", "entropy")
+NOREF = ("brightness", "uniformity", "loe_input", "lifted_noise", "colourfulness", "entropy",
+         "hue_shift_input")
 
 
 @dataclass(frozen=True)
@@ -369,7 +370,7 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 
 FMT = {"psnr": "{:.2f}", "ssim": "{:.4f}", "delta_e": "{:.2f}", "loe": "{:.1f}", "brightness": "{:.3f}",
        "uniformity": "{:.3f}", "loe_input": "{:.1f}", "lifted_noise": "{:.2f}", "colourfulness": "{:.1f}",
-       "entropy": "{:.2f}"}
+       "entropy": "{:.2f}", "hue_shift_input": "{:.2f}"}
 
 
 def table1_rows(summary: dict[str, dict[str, float]], names: list[str], ms: dict[str, float],
@@ -428,8 +429,9 @@ def noref_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, f
 
 def noref_markdown(summary: dict[str, dict[str, dict[str, float]]], names: list[str]) -> str:
     lines = ["| method | brightness | uniformity (periphery / centre) | LOE vs input ↓ | "
-             "noise in lifted regions (8-bit σ) ↓ | colourfulness | entropy (bits) |",
-             "|---|---|---|---|---|---|---|"]
+             "noise in lifted regions (8-bit σ) ↓ | colourfulness | entropy (bits) | "
+             "hue shift vs input (°) ↓ |",
+             "|---|---|---|---|---|---|---|---|"]
     for n in names:
         lines.append(f"| {n} | " + " | ".join(FMT[k].format(summary["all"][n][k]) for k in NOREF) + " |")
     return "\n".join(lines) + "\n"
@@ -639,7 +641,9 @@ def _report(cfg: CompareConfig, command: str, pairs: list[Pair], counts: dict[st
             "LOE against the input's lightness order (Wang et al. 2013, flipped pairs per pixel); noise: "
             "Immerkær σ of the output luma in the darkest quarter of the input (8-bit levels: lifting "
             "dark regions amplifies noise); colourfulness: Hasler & Süsstrunk; entropy of the luma "
-            "histogram. None of these is \"higher is better\" on its own: they show how bright, even, "
+            "histogram; hue shift: mean CIELAB hue-angle difference from the input where both have "
+            "chroma >= 10 (brightening should not recolour). None of these is \"higher is better\" "
+            "on its own: they show how bright, even, "
             "noisy and colourful each method leaves real dim frames.", "",
             noref_markdown(nsum, noref_names),
             f"![Real dim frames]({fig('figure_dim.png')})", "",

@@ -299,4 +299,6 @@ def no_reference(output: torch.Tensor, image: torch.Tensor, mask: torch.Tensor |
         "lifted_noise": lifted_noise(output, image, mask),
         "colourfulness": colourfulness(output, mask),
         "entropy": entropy(output, mask),
+        # Brightening should not recolour: hue against the input's, where both are coloured.
+        "hue_shift_input": hue_shift(output, image, mask, min_chroma=10),
     }

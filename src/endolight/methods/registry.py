@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from endolight.fidelity import FidelityConfig
 from endolight.methods import classical, dped, feqe, retinexnet, zero_dce
 
 Method = Callable[[np.ndarray], np.ndarray]
@@ -45,22 +46,47 @@ LEARNED: dict[str, Learned] = {
 COMPARE_RUNS = Path("runs/compare")  # where `endolight compare` caches trained comparators
 
 
+# Method-name suffixes -> FidelityConfig fields, so option rows of eval/compare are one name each.
+FIDELITY_OPTIONS: dict[str, dict[str, Any]] = {
+    "hue": {"preserve_hue": True},
+    "denoise": {"denoise": 1.0},
+    "highlights": {"highlights": True},
+    "mask_stats": {"mask_stats": True},
+}
+
+
+def fidelity_options(name: str) -> FidelityConfig:
+    """The :class:`~endolight.fidelity.FidelityConfig` named by ``"endolight+opt+opt"``.
+
+    Raises:
+        KeyError: an unknown option.
+    """
+    fields: dict[str, Any] = {}
+    for opt in name.split("+")[1:]:
+        if opt not in FIDELITY_OPTIONS:
+            raise KeyError(f"unknown endolight option {opt!r} in {name!r}; "
+                           f"choose from {list(FIDELITY_OPTIONS)}")
+        fields.update(FIDELITY_OPTIONS[opt])
+    return FidelityConfig(**fields)
+
+
 def comparator_weights(name: str, runs_dir: str | Path = COMPARE_RUNS) -> Path:
     return Path(runs_dir) / f"{name}.safetensors"
 
 
 def get_method(name: str, weights: str | Path | None = None, device: str = "auto") -> Method:
-    """Look up a method by name; ``"endolight"`` is our model (``weights``: default shipped); a
+    """Look up a method by name; ``"endolight"`` is our model (``weights``: default shipped), with
+    fidelity options as ``+`` suffixes (``"endolight+hue+denoise"``, see :data:`FIDELITY_OPTIONS`); a
     learned comparator loads ``weights`` (default: its checkpoint from ``endolight compare``).
 
     Raises:
         KeyError: unknown name.
         FileNotFoundError: a learned method's weights file is missing.
     """
-    if name == "endolight":
+    if name.split("+")[0] == "endolight":
         from endolight.enhancer import Enhancer
 
-        return Enhancer(weights, device=device).enhance_array
+        return Enhancer(weights, device=device, fidelity=fidelity_options(name)).enhance_array
     if name in LEARNED:
         from endolight.methods.learned import NetMethod, load_net
         from endolight.train import resolve_device
@@ -71,5 +97,6 @@ def get_method(name: str, weights: str | Path | None = None, device: str = "auto
         spec = LEARNED[name]
         return NetMethod(load_net(path, spec.module.Config, spec.module.Net), resolve_device(device))
     if name not in METHODS:
-        raise KeyError(f"unknown method {name!r}; choose from {['endolight', *METHODS, *LEARNED]}")
+        raise KeyError(f"unknown method {name!r}; choose from {['endolight', *METHODS, *LEARNED]} "
+                       f"(endolight takes options: {'+'.join(['endolight', *FIDELITY_OPTIONS])})")
     return METHODS[name]
