@@ -112,3 +112,25 @@ def test_synth_then_eval_table(tmp_path, frames, weights):
         assert f"| {name} |" in r.output
     assert "padding='valid'" in r.output
     assert (tmp_path / "ev" / "metrics.csv").read_text().count("\n") == 1 + 2 * 4
+    r = _run("eval", "--pairs", pairs, "-o", tmp_path / "ev", "--methods", "endolight+sharpen")
+    assert r.exit_code == 2 and "unknown endolight option 'sharpen'" in r.output
+
+
+def test_eval_real_dim_frames(tmp_path):
+    # No-reference measures on the real dim split; the hue option keeps the input's hue.
+    import csv
+
+    r = _run("eval", "--real-dim", "--methods", "identity,endolight+hue", "--max-side", "128",
+             "-o", tmp_path / "rd")
+    assert r.exit_code == 0, r.output
+    assert "| endolight+hue |" in r.output and "hue shift vs input" in r.output
+    rows = list(csv.DictReader((tmp_path / "rd" / "noref.csv").open()))
+    ident = [x for x in rows if x["method"] == "identity"]
+    ours = [x for x in rows if x["method"] == "endolight+hue"]
+    assert len(ident) == len(ours) >= 20
+    assert all(float(x["hue_shift_input"]) == 0.0 for x in ident)
+    def mean(rows, key):
+        return np.mean([float(x[key]) for x in rows])
+
+    assert mean(ours, "hue_shift_input") < 2.0
+    assert mean(ours, "brightness") > mean(ident, "brightness") + 0.1

@@ -168,19 +168,38 @@ def evaluate_cmd(
     methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "identity,gamma,clahe,endolight",
     max_side: Annotated[int | None, typer.Option(help="Shrink frames to this longer side.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    real_dim: Annotated[bool, typer.Option(
+        "--real-dim", help="No-reference measures on the real dim frames (capsule, nasal-dim) instead "
+                           "of pairs: brightness, uniformity, noise, colourfulness, hue shift.")] = False,
 ) -> None:
     """PSNR, SSIM, ΔE2000 and LOE per image and on average, for our model and references; then
-    inside the field of view: PSNR, SSIM, ΔE2000, hue shift, uniformity and noise (docs/fidelity.md)."""
-    from endolight.evaluate import evaluate, write_report
+    inside the field of view: PSNR, SSIM, ΔE2000, hue shift, uniformity and noise (docs/fidelity.md).
+
+    METHODS: identity, gamma, clahe, he, msrcr, lime, a trained comparator (retinexnet, feqe,
+    dped, zero-dce, zero-dce++), or endolight with fidelity options as suffixes, e.g.
+    endolight+hue+denoise (hue, denoise, highlights, mask_stats).
+    """
+    from endolight.data import list_frames, load_frame
+    from endolight.evaluate import evaluate, evaluate_no_reference, write_noref_report, write_report
     from endolight.io.images import InputError
     from endolight.methods import get_method
     from endolight.pairs import heldout_pairs, pairs_from_dir
 
     try:
         chosen = {m: get_method(m, weights, device) for m in methods.split(",")}
-        items = list(pairs_from_dir(pairs) if pairs else heldout_pairs(max_side))
+        if real_dim:
+            frames = [(r, load_frame(r, max_side)) for r in list_frames("dim")]
+        else:
+            items = list(pairs_from_dir(pairs) if pairs else heldout_pairs(max_side))
     except (KeyError, InputError, FileNotFoundError) as exc:
         _fail(str(exc).strip("'\""))
+    if real_dim:
+        bar = tqdm(total=len(frames), desc="real dim", unit="img")
+        nrows = evaluate_no_reference(chosen, frames, bar.update)
+        bar.close()
+        typer.echo(write_noref_report(nrows, output))
+        typer.echo(f"per-image measures: {output / 'noref.csv'}")
+        return
     bar = tqdm(total=len(items), desc="eval", unit="img")
     rows = evaluate(chosen, items, on_item=lambda _: bar.update())
     bar.close()

@@ -10,7 +10,6 @@ The library never prints: progress goes to ``on_progress(task, done, total)``.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import platform
@@ -28,25 +27,32 @@ import torch
 from safetensors.torch import load_file
 
 from endolight.checkpoint import default_weights_path, read_metadata
-from endolight.data import FrameRef, PairDataset, list_frames, load_frame, to_tensor
+from endolight.data import FrameRef, PairDataset, list_frames, load_frame
 from endolight.degrade import DEGRADE_VERSION, DegradeConfig
 from endolight.enhancer import Enhancer
-from endolight.evaluate import HIGHER_BETTER, METRICS, NOTE, evaluate, summarize
-from endolight.fov import fov_mask
+from endolight.evaluate import (
+    HIGHER_BETTER,
+    METRICS,
+    NOREF_FMT,
+    NOREF_NOTE,
+    NOTE,
+    evaluate,
+    evaluate_no_reference,
+    noref_markdown,
+    noref_summary,
+    summarize,
+)
+from endolight.io.atomic import write_csv, write_text
 from endolight.io.images import expand_sources, write_image
 from endolight.methods import LEARNED, METHODS, Method
 from endolight.methods import ours as ours_module
 from endolight.methods.learned import Budget, NetMethod, batches, count_parameters, fit, save_net
-from endolight.metrics import no_reference
 from endolight.pairs import EVAL_SEED, Pair, heldout_pairs, pairs_from_dir
 from endolight.train import resolve_device, seed_everything
 
 Progress = Callable[[str, int, int], None]
 SAME_BUDGET, SHIPPED = "endolight (same budget)", "endolight (shipped)"
 ABLATION_PREFIX = "ours: "
-NOREF = ("brightness", "uniformity", "loe_input", "lifted_noise", "colourfulness", "entropy",
-         "hue_shift_input")
-
 
 @dataclass(frozen=True)
 class CompareConfig:
@@ -161,7 +167,7 @@ def train_all(cfg: CompareConfig, on_progress: Progress | None = None) -> dict[s
         tenth = max(1, len(losses) // 10)
         trained = Trained(net.cpu().eval(), seconds, float(np.mean(losses[:tenth])),
                           float(np.mean(losses[-tenth:])), False)
-        _write_rows(runs / f"{key}.log.csv", [{"step": i + 1, **t} for i, t in enumerate(log)])
+        write_csv(runs / f"{key}.log.csv", [{"step": i + 1, **t} for i, t in enumerate(log)])
         save_net(net, path, key, {"budget": asdict(cfg.budget), "trainer": _jsonable(extra),
                                   "train_max_side": cfg.train_max_side, "train_frames": cfg.train_frames,
                                   "pairs": _pairs_key(),
@@ -261,25 +267,6 @@ def dim_frames(cfg: CompareConfig) -> list[tuple[FrameRef, np.ndarray]]:
 # --------------------------------------------------------------------------- measurements
 
 
-def evaluate_no_reference(
-    methods: dict[str, Method],
-    frames: list[tuple[FrameRef, np.ndarray]],
-    on_item: Callable[[], None] | None = None,
-) -> list[dict[str, float | str]]:
-    """No-reference measures of every method on real dim frames (inside the field of view)."""
-    rows: list[dict[str, float | str]] = []
-    for ref, frame in frames:
-        image = to_tensor(frame)[None]
-        mask = torch.from_numpy(fov_mask(frame))[None, None]
-        for name, method in methods.items():
-            vals = no_reference(to_tensor(method(frame))[None], image, mask)
-            rows.append({"method": name, "set": ref.organ, "image": ref.name,
-                         **{k: float(v[0]) for k, v in vals.items()}})
-        if on_item:
-            on_item()
-    return rows
-
-
 def time_methods(
     methods: dict[str, Method], frame: np.ndarray, repeats: int, on_item: Callable[[], None] | None = None
 ) -> dict[str, float]:
@@ -358,19 +345,7 @@ def _figure_pairs(pairs: list[Pair], n: int) -> list[Pair]:
 # --------------------------------------------------------------------------- report
 
 
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-
-
-FMT = {"psnr": "{:.2f}", "ssim": "{:.4f}", "delta_e": "{:.2f}", "loe": "{:.1f}", "brightness": "{:.3f}",
-       "uniformity": "{:.3f}", "loe_input": "{:.1f}", "lifted_noise": "{:.2f}", "colourfulness": "{:.1f}",
-       "entropy": "{:.2f}", "hue_shift_input": "{:.2f}"}
+FMT = {"psnr": "{:.2f}", "ssim": "{:.4f}", "delta_e": "{:.2f}", "loe": "{:.1f}", **NOREF_FMT}
 
 
 def table1_rows(summary: dict[str, dict[str, float]], names: list[str], ms: dict[str, float],
@@ -414,27 +389,6 @@ def where_not_best(summary: dict[str, dict[str, float]], ours: str, names: list[
             lines.append(f"- {m.upper() if m != 'delta_e' else 'ΔE2000'}: " + ", ".join(
                 f"{n} by {FMT[m].format(d)}" for n, d in better))
     return lines
-
-
-def noref_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    acc: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(list)))
-    for r in rows:
-        for g in ("all", r["set"]):
-            for k in NOREF:
-                acc[g][r["method"]][k].append(float(r[k]))
-    return {g: {n: {k: float(np.mean(v)) for k, v in d.items()} for n, d in gd.items()}
-            for g, gd in acc.items()}
-
-
-def noref_markdown(summary: dict[str, dict[str, dict[str, float]]], names: list[str]) -> str:
-    lines = ["| method | brightness | uniformity (periphery / centre) | LOE vs input ↓ | "
-             "noise in lifted regions (8-bit σ) ↓ | colourfulness | entropy (bits) | "
-             "hue shift vs input (°) ↓ |",
-             "|---|---|---|---|---|---|---|---|"]
-    for n in names:
-        lines.append(f"| {n} | " + " | ".join(FMT[k].format(summary["all"][n][k]) for k in NOREF) + " |")
-    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- the whole run
@@ -496,35 +450,28 @@ def run(cfg: CompareConfig, on_progress: Progress | None = None, command: str = 
             cell=120))
 
     t1 = table1_rows(summary["all"], table_names, ms, params)
-    _write_rows(out / "table1.csv", t1)
-    _write_rows(out / "per_image.csv", rows)
+    write_csv(out / "table1.csv", t1)
+    write_csv(out / "per_image.csv", rows)
     abl_t = [{"variant": v, **{m: summary["all"][n][m] for m in METRICS},
               "loss_start": trained[_ours_key(v)].loss_start, "loss_end": trained[_ours_key(v)].loss_end}
              for v, n in abl.items()]
-    _write_rows(out / "ablation.csv", abl_t)
+    write_csv(out / "ablation.csv", abl_t)
     if nrows:
-        _write_rows(out / "noref_per_image.csv", nrows)
-        _write_rows(out / "noref.csv", [{"method": n, **nsum["all"][n]} for n in noref_names])
+        write_csv(out / "noref_per_image.csv", nrows)
+        write_csv(out / "noref.csv", [{"method": n, **nsum["all"][n]} for n in noref_names])
     train_rows = [{"method": k, "seconds": t.seconds, "loss_start": t.loss_start, "loss_end": t.loss_end,
                    "cached": t.cached} for k, t in trained.items()]
-    _write_rows(out / "training.csv", train_rows)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, sort_keys=True))
+    write_csv(out / "training.csv", train_rows)
+    write_text(out / "config.json", json.dumps(asdict(cfg), indent=2, sort_keys=True))
 
-    (out / "table1.md").write_text(table1_markdown(t1, cfg.timing_size) + "\n" + NOTE + "\n")
+    write_text(out / "table1.md", table1_markdown(t1, cfg.timing_size) + "\n" + NOTE + "\n")
     args = (cfg, command, pairs, counts, frames, summary, t1, table_names, abl, abl_t, nsum, noref_names,
             train_rows, time.perf_counter() - started)
     report = _report(*args, base=out)
-    _write_text(out / "results.md", report)
+    write_text(out / "results.md", report)
     if doc:
-        _write_text(doc, _report(*args, base=doc.parent))
+        write_text(doc, _report(*args, base=doc.parent))
     return report
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _report(cfg: CompareConfig, command: str, pairs: list[Pair], counts: dict[str, int],
@@ -635,16 +582,7 @@ def _report(cfg: CompareConfig, command: str, pairs: list[Pair], counts: dict[st
     if nsum:
         lines += [
             "## No-reference measures on real dim frames", "",
-            "Means over the real dim frames, inside the field of view (`endolight.fov.fov_mask` of the "
-            "input). brightness: mean luma in [0, 1]; uniformity: mean luma of the periphery (radius "
-            "> 0.7 of the ellipse inscribed in the field of view) over the centre (< 0.35), 1 = even; "
-            "LOE against the input's lightness order (Wang et al. 2013, flipped pairs per pixel); noise: "
-            "Immerkær σ of the output luma in the darkest quarter of the input (8-bit levels: lifting "
-            "dark regions amplifies noise); colourfulness: Hasler & Süsstrunk; entropy of the luma "
-            "histogram; hue shift: mean CIELAB hue-angle difference from the input where both have "
-            "chroma >= 10 (brightening should not recolour). None of these is \"higher is better\" "
-            "on its own: they show how bright, even, "
-            "noisy and colourful each method leaves real dim frames.", "",
+            NOREF_NOTE, "",
             noref_markdown(nsum, noref_names),
             f"![Real dim frames]({fig('figure_dim.png')})", "",
         ]

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from endolight.data import to_tensor
-from endolight.fov import detect_fov
+from endolight.data import FrameRef, to_tensor
+from endolight.fov import detect_fov, fov_mask
+from endolight.io.atomic import write_csv, write_text
 from endolight.methods import Method
 from endolight.metrics import (
     brightness_uniformity,
     flat_dark_mask,
     full_reference,
+    no_reference,
     noise_sigma,
     tissue_metrics,
 )
@@ -36,6 +38,21 @@ TISSUE_NOTE = ("Inside the field of view, detected on the target (endolight.fov.
                "periphery / centre mean luma (1 = even light). Noise: Immerkær σ of the luma "
                "(8-bit levels) in flat dark patches (darkest quarter of the dim input where the "
                "target is flat).")
+
+# No-reference measures on real dim frames (endolight.metrics.no_reference), with their formats.
+NOREF_FMT = {"brightness": "{:.3f}", "uniformity": "{:.3f}", "loe_input": "{:.1f}", "lifted_noise": "{:.2f}",
+             "colourfulness": "{:.1f}", "entropy": "{:.2f}", "hue_shift_input": "{:.2f}"}
+NOREF = tuple(NOREF_FMT)
+NOREF_NOTE = (
+    "Means over the real dim frames, inside the field of view (`endolight.fov.fov_mask` of the "
+    "input). brightness: mean luma in [0, 1]; uniformity: mean luma of the periphery (radius "
+    "> 0.7 of the ellipse inscribed in the field of view) over the centre (< 0.35), 1 = even; "
+    "LOE against the input's lightness order (Wang et al. 2013, flipped pairs per pixel); noise: "
+    "Immerkær σ of the output luma in the darkest quarter of the input (8-bit levels: lifting "
+    "dark regions amplifies noise); colourfulness: Hasler & Süsstrunk; entropy of the luma "
+    "histogram; hue shift: mean CIELAB hue-angle difference from the input where both have "
+    "chroma >= 10 (brightening should not recolour). None of these is \"higher is better\" "
+    "on its own: they show how bright, even, noisy and colourful each method leaves real dim frames.")
 
 
 def evaluate(
@@ -133,17 +150,64 @@ def _tissue_table(overall: dict[str, dict[str, float]]) -> list[str]:
 
 def write_report(rows: list[dict[str, float | str]], out_dir: Path) -> str:
     """Write ``metrics.csv`` (per image) and ``metrics.md`` (summary); returns the Markdown."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / "metrics.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out_dir / "metrics.csv", rows)
     counts: dict[str, int] = defaultdict(int)
     for r in rows:
         if r["method"] == rows[0]["method"]:
             counts[str(r["organ"])] += 1
     md = markdown_table(summarize(rows), counts)
-    (out_dir / "metrics.md").write_text(md)
+    write_text(out_dir / "metrics.md", md)
     return md
 
 
+def evaluate_no_reference(
+    methods: dict[str, Method],
+    frames: list[tuple[FrameRef, np.ndarray]],
+    on_item: Callable[[], None] | None = None,
+) -> list[dict[str, float | str]]:
+    """No-reference measures of every method on real dim frames (inside the field of view)."""
+    rows: list[dict[str, float | str]] = []
+    for ref, frame in frames:
+        image = to_tensor(frame)[None]
+        mask = torch.from_numpy(fov_mask(frame))[None, None]
+        for name, method in methods.items():
+            vals = no_reference(to_tensor(method(frame))[None], image, mask)
+            rows.append({"method": name, "set": ref.organ, "image": ref.name,
+                         **{k: float(v[0]) for k, v in vals.items()}})
+        if on_item:
+            on_item()
+    return rows
+
+
+def noref_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Means of :func:`evaluate_no_reference` rows: ``{"all" or set: {method: {measure: mean}}}``."""
+    acc: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        for g in ("all", r["set"]):
+            for k in NOREF:
+                acc[g][r["method"]][k].append(float(r[k]))
+    return {g: {n: {k: float(np.mean(v)) for k, v in d.items()} for n, d in gd.items()}
+            for g, gd in acc.items()}
+
+
+def noref_markdown(summary: dict[str, dict[str, dict[str, float]]], names: list[str]) -> str:
+    """The overall row of each method in ``names`` as a Markdown table."""
+    lines = ["| method | brightness | uniformity (periphery / centre) | LOE vs input ↓ | "
+             "noise in lifted regions (8-bit σ) ↓ | colourfulness | entropy (bits) | "
+             "hue shift vs input (°) ↓ |",
+             "|---|---|---|---|---|---|---|---|"]
+    for n in names:
+        cells = (NOREF_FMT[k].format(summary["all"][n][k]) for k in NOREF)
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_noref_report(rows: list[dict[str, Any]], out_dir: Path) -> str:
+    """Write ``noref.csv`` (per image) and ``noref.md`` (means) of :func:`evaluate_no_reference`
+    rows; returns the Markdown."""
+    write_csv(out_dir / "noref.csv", rows)
+    names = list(dict.fromkeys(str(r["method"]) for r in rows))
+    md = noref_markdown(noref_summary(rows), names) + "\n" + NOREF_NOTE + "\n"
+    write_text(out_dir / "noref.md", md)
+    return md
