@@ -39,16 +39,18 @@ def test_random_frames_and_grids_match_pytorch():
     checked = 0
     for case in range(24):
         depth = int(rng.choice([1, 2, 8]))
-        model = _model(case, ModelConfig(grid_depth=depth, guide_knots=int(rng.choice([4, 16]))))
+        grey = case % 2 == 0  # both illumination modes
+        model = _model(case, ModelConfig(grid_depth=depth, guide_knots=int(rng.choice([4, 16])),
+                                         illumination="grey" if grey else "rgb"))
         h, w = int(rng.integers(1, 90)), int(rng.integers(1, 130))
         frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         grid = torch.randn(1, 12, depth, int(rng.choice([1, 4, 16])), int(rng.choice([1, 8, 16])))
         grid *= float(rng.uniform(0.1, 8.0))  # up to saturating logits
         strength = float(rng.choice([1.0, 0.5, 0.0]))
         ref = _reference(model, frame, grid, strength)
-        out = render_uint8(frame, grid, GuideParams.from_module(model.guide), strength)
+        out = render_uint8(frame, grid, GuideParams.from_module(model.guide), strength, grey=grey)
         assert out.shape == frame.shape and out.dtype == np.uint8
-        assert _max_diff(out, ref) <= 1, (case, h, w, depth, strength)
+        assert _max_diff(out, ref) <= 1, (case, h, w, depth, strength, grey)
         checked += 1
     assert checked == 24
 
@@ -72,14 +74,16 @@ def dim_real_frames(data_root) -> list[np.ndarray]:
     return frames
 
 
-def test_real_frames_match_pytorch(dim_real_frames):
-    model = _model(3)
+@pytest.mark.parametrize("illumination", ["grey", "rgb"])
+def test_real_frames_match_pytorch(dim_real_frames, illumination):
+    model = _model(3, ModelConfig(illumination=illumination))
     with torch.no_grad():
         torch.nn.init.normal_(model.coeffs.pred.weight, std=0.05)  # varied, input-driven grids
-    guide = GuideParams.from_module(model.guide)
+    guide, grey = GuideParams.from_module(model.guide), illumination == "grey"
     for frame in dim_real_frames:
         for grid in (model.grid(to_tensor(frame)[None]).detach(), torch.randn(1, 12, 8, 16, 16) * 3):
-            assert _max_diff(render_uint8(frame, grid, guide), _reference(model, frame, grid, 1.0)) <= 1
+            out = render_uint8(frame, grid, guide, grey=grey)
+            assert _max_diff(out, _reference(model, frame, grid, 1.0)) <= 1
 
 
 def test_keep_mask_copies_the_input_and_leaves_the_rest():

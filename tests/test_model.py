@@ -50,10 +50,10 @@ def test_apply_affine_is_matrix_times_rgb_plus_offset():
     np.testing.assert_allclose(out[0, :, 0, 0].numpy(), a[:, :3] @ rgb + a[:, 3])
 
 
-@pytest.fixture(scope="module")
-def model() -> DeepUPE:
+@pytest.fixture(scope="module", params=["grey", "rgb"])
+def model(request) -> DeepUPE:
     torch.manual_seed(0)
-    m = DeepUPE(ModelConfig())
+    m = DeepUPE(ModelConfig(illumination=request.param))
     # Random, not-tiny prediction weights so the bounds are exercised away from the init.
     torch.nn.init.normal_(m.coeffs.pred.weight, std=0.5)
     return m.eval()
@@ -92,7 +92,8 @@ def test_any_resolution_and_aspect(model, size):
     x = torch.rand(1, 3, *size)
     with torch.no_grad():
         p = model(x)
-    assert p.output.shape == x.shape and p.illumination.shape == x.shape
+    channels = 1 if model.cfg.illumination == "grey" else 3
+    assert p.output.shape == x.shape and p.illumination.shape == (1, channels, *size)
     assert p.grid.shape == (1, 12, 8, 16, 16)
 
 
@@ -105,8 +106,26 @@ def test_strength_zero_is_identity_and_monotone(model):
     assert means == sorted(means) and means[-1] > means[0]
 
 
+def test_grey_illumination_keeps_rgb_ratios_and_never_clips():
+    torch.manual_seed(2)
+    m = DeepUPE(ModelConfig(illumination="grey")).eval()
+    torch.nn.init.normal_(m.coeffs.pred.weight, std=0.5)
+    x = torch.rand(1, 3, 48, 64) * 0.9 + 0.05
+    with torch.no_grad():
+        p = m(x)
+    gain = p.output / x  # one gain per pixel for all three channels
+    torch.testing.assert_close(gain, gain[:, :1].expand_as(gain))
+    assert float(gain.min()) >= 1 - 1e-6 and float(p.output.max()) <= 1
+    assert float(gain.max()) > 1.05  # it does brighten
+
+
 def test_config_validates_grid_ratio():
     with pytest.raises(ValueError):
         ModelConfig(lowres=256, grid_size=24)
     assert ModelConfig(lowres=256, grid_size=16).n_splat == 4
     assert ModelConfig.from_json(ModelConfig(grid_depth=4).to_json()).grid_depth == 4
+    with pytest.raises(ValueError, match="illumination"):
+        ModelConfig(illumination="hsv")
+    # A checkpoint written before the option existed was trained with per-channel S.
+    assert ModelConfig.from_json('{"grid_depth": 8}').illumination == "rgb"
+    assert ModelConfig.from_json(ModelConfig().to_json()).illumination == "grey"

@@ -119,7 +119,8 @@ class Enhancer:
         where the ``(H, W)`` bool mask ``keep`` is True stay as in ``frame``."""
         k = self.strength if strength is None else strength
         if self.guide_params is not None:
-            return render_uint8(frame, grid, self.guide_params, k, keep=keep)
+            return render_uint8(frame, grid, self.guide_params, k, keep=keep,
+                                grey=self.model.cfg.illumination == "grey")
         x = to_tensor(frame)[None].to(self.device)
         out = to_uint8(self.model.render(grid, x, k).output[0])
         if keep is not None:

@@ -86,7 +86,7 @@ def _sigmoid(v):  # pragma: no cover - compiled
 
 @njit(parallel=True, **_JIT)
 def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_lo, y_w, x_lo, x_w,
-                   strength, keep, out):  # pragma: no cover - compiled
+                   strength, grey, keep, out):  # pragma: no cover - compiled
     h, w = frame.shape[0], frame.shape[1]
     gh, gw, depth = grid.shape[0], grid.shape[1], grid.shape[2]
     knots = shifts.shape[1]
@@ -184,15 +184,31 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
                 b = a + dz
                 logit[c, x] += wt[2, x] * (row[a] * i0 + row[a + u1] * i1 + row[a + u2] * i2 + row[a + u3])
                 logit[c, x] += wt[3, x] * (row[b] * i0 + row[b + u1] * i1 + row[b + u2] * i2 + row[b + u3])
-        # Stage 4: S = max(I + (1 - I) * sigmoid(logit), eps) ** k, R = clamp(I / S, 0, 1).
-        for c in range(3):
+        # Stage 4: S = max(I + (1 - I) * sigmoid(logit), eps) ** k, R = clamp(I / S, 0, 1);
+        # grey: one S = max(m + (1 - m) * sigmoid(mean_c logit), eps) ** k, m = max_c I.
+        if grey:
+            third = np.float32(1.0 / 3.0)
             for x in range(ua, ub):
-                logit[c, x] = max(img[c, x] + (one - img[c, x]) * _sigmoid(logit[c, x]), eps)
-            if use_pow:  # a separate loop: the powf call would keep the common one scalar
+                m = max(img[0, x], max(img[1, x], img[2, x]))
+                zm = (logit[0, x] + logit[1, x] + logit[2, x]) * third
+                logit[0, x] = max(m + (one - m) * _sigmoid(zm), eps)
+            if use_pow:
                 for x in range(ua, ub):
-                    logit[c, x] = logit[c, x] ** strength
+                    logit[0, x] = logit[0, x] ** strength
+            for c in range(3):
+                for x in range(ua, ub):
+                    img[c, x] = min(max(img[c, x] / logit[0, x], zero), one)
             for x in range(ua, ub):
-                logit[c, x] = min(max(img[c, x] / logit[c, x], zero), one)
+                logit[0, x], logit[1, x], logit[2, x] = img[0, x], img[1, x], img[2, x]
+        else:
+            for c in range(3):
+                for x in range(ua, ub):
+                    logit[c, x] = max(img[c, x] + (one - img[c, x]) * _sigmoid(logit[c, x]), eps)
+                if use_pow:  # a separate loop: the powf call would keep the common one scalar
+                    for x in range(ua, ub):
+                        logit[c, x] = logit[c, x] ** strength
+                for x in range(ua, ub):
+                    logit[c, x] = min(max(img[c, x] / logit[c, x], zero), one)
         for x in range(ua, ub):
             for c in range(3):
                 out[y, x, c] = np.uint8(logit[c, x] * f255 + half)
@@ -213,6 +229,7 @@ def render_uint8(
     strength: float = 1.0,
     keep: np.ndarray | None = None,
     out: np.ndarray | None = None,
+    grey: bool = False,
 ) -> np.ndarray:
     """The full-res stage of ``DeepUPE.render`` in one pass, uint8 in and out.
 
@@ -224,6 +241,7 @@ def render_uint8(
         keep: optional ``(H, W)`` bool mask of pixels copied from ``frame`` unchanged (e.g.
             the black border outside the field of view).
         out: optional ``(H, W, 3)`` uint8 buffer to write into.
+        grey: one illumination for all channels (``ModelConfig.illumination == "grey"``).
 
     Returns:
         ``(H, W, 3)`` uint8 RGB output ``R = I / S``, rounded like :func:`endolight.data.to_uint8`.
@@ -252,6 +270,6 @@ def render_uint8(
     with numba.parallel_chunksize(ROW_CHUNK):
         _render_kernel(np.ascontiguousarray(frame), cells, guide.ccm, guide.ccm_bias, guide.shifts,
                        guide.slopes, guide.mix, guide.mix_bias, y_lo, y_w, x_lo, x_w,
-                       np.float32(strength), np.ascontiguousarray(keep, dtype=np.bool_), out)
+                       np.float32(strength), grey, np.ascontiguousarray(keep, dtype=np.bool_), out)
     return out
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+ILLUMINATIONS = ("grey", "rgb")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -18,6 +20,12 @@ class ModelConfig:
         channel_mult: channel multiplier of the splat/local/global convolutions.
         fc_width: width of the first fully connected layer of the global path.
         guide_knots: number of ReLU knots of the per-channel guidance curve.
+        illumination: ``"grey"``: one illumination ``S`` per pixel for all three channels
+            (the mean of the affine outputs), bounded below by the pixel's largest channel, so
+            ``R = I / S`` scales R, G and B alike: hue and saturation are kept exactly and no
+            channel clips. ``"rgb"``: DeepUPE's per-channel ``S``, free to change colours (a
+            model trained on endoscopy turns out-of-range colours, e.g. a blue chart patch,
+            towards tissue pink; docs/fidelity.md).
     """
 
     lowres: int = 256
@@ -26,8 +34,11 @@ class ModelConfig:
     channel_mult: int = 1
     fc_width: int = 256
     guide_knots: int = 16
+    illumination: str = "grey"
 
     def __post_init__(self) -> None:
+        if self.illumination not in ILLUMINATIONS:
+            raise ValueError(f"illumination must be one of {ILLUMINATIONS}, got {self.illumination!r}")
         ratio = self.lowres // self.grid_size
         if self.lowres % self.grid_size or ratio & (ratio - 1) or ratio < 2:
             raise ValueError(
@@ -45,5 +56,6 @@ class ModelConfig:
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
         data = json.loads(text)
+        data.setdefault("illumination", "rgb")  # checkpoints from before the option were per channel
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -18,7 +18,7 @@ from endolight.model.slicing import apply_affine, illumination, slice_grid
 class Prediction:
     """What one forward pass returns, all ``(B, C, H, W)`` at the input's resolution."""
 
-    illumination: torch.Tensor  # S, 3 channels, I <= S <= 1
+    illumination: torch.Tensor  # S, I <= S <= 1: 1 channel (grey) or 3 (rgb)
     output: torch.Tensor  # R = I / S, clamped to [0, 1]
     grid: torch.Tensor  # (B, 12, D, Gh, Gw)
     guide: torch.Tensor  # (B, 1, H, W)
@@ -51,7 +51,7 @@ class DeepUPE(nn.Module):
         """
         guide = self.guide(image)
         logits = apply_affine(slice_grid(grid, guide), image)
-        s = illumination(logits, image)
+        s = illumination(logits, image, grey=self.cfg.illumination == "grey")
         if strength != 1.0:
             s = s**strength
         out = (image / s).clamp(0.0, 1.0)

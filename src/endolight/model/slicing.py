@@ -47,10 +47,21 @@ def apply_affine(coeffs: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bcjhw,bjhw->bchw", a[:, :, :3], image) + a[:, :, 3]
 
 
-def illumination(logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+def illumination(logits: torch.Tensor, image: torch.Tensor, grey: bool = False) -> torch.Tensor:
     """Map affine outputs to an illumination ``S`` with ``I <= S <= 1`` by construction.
 
     ``S = I + (1 - I) * sigmoid(logits)``: a smooth map, so no gradient dies at the bounds
     (a hard clamp to ``[I, 1]`` stops learning wherever it clips). ``S`` is floored at ``EPS``.
+    With ``grey`` one ``S`` serves all channels: ``S = m + (1 - m) * sigmoid(mean_c logits)``
+    with ``m`` the pixel's largest channel, so ``I / S`` keeps the RGB ratios and stays <= 1.
+
+    Args:
+        logits: ``(B, 3, H, W)`` affine outputs.
+        image: ``(B, 3, H, W)`` input in [0, 1].
+
+    Returns:
+        ``(B, 3, H, W)``, or ``(B, 1, H, W)`` with ``grey``.
     """
+    if grey:
+        logits, image = logits.mean(1, keepdim=True), image.amax(1, keepdim=True)
     return torch.clamp(image + (1 - image) * torch.sigmoid(logits), min=EPS)
