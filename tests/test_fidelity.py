@@ -278,13 +278,31 @@ def test_preserve_hue_on_real_dim_frames(data_root, enhancer):
         enhancer.fidelity = FidelityConfig()
 
 
-@pytest.mark.skipif(not default_weights_path().is_file(), reason="shipped weights not present")
-@pytest.mark.xfail(strict=True, reason="the shipped model desaturates and shifts hue (about 33 "
-                                       "degrees on the chart; docs/fidelity.md): use preserve_hue")
+SHIPPED_HUE_BOUND = 2.0  # degrees: the shipped model's bound on the chart and on real dim frames
+needs_weights = pytest.mark.skipif(not default_weights_path().is_file(), reason="shipped weights not present")
+
+
+@needs_weights
 def test_shipped_model_keeps_chart_hue():
+    # Out-of-distribution colours (blue, green, yellow patches): a grey illumination scales
+    # each pixel's R, G, B alike, so even those keep their hue.
     chart, dim = _dimmed_chart()
     out = Enhancer(device="cpu", keep_border=False).enhance_array(dim)
-    assert float(hue_shift(to_tensor(out)[None], to_tensor(chart)[None], min_chroma=10)[0]) < 10.0
+    assert luminance_gain(out, dim).mean() > 1.3
+    shift = float(hue_shift(to_tensor(out)[None], to_tensor(chart)[None], min_chroma=10)[0])
+    assert shift < SHIPPED_HUE_BOUND
+
+
+@needs_weights
+def test_shipped_model_keeps_hue_on_real_dim_frames(data_root):
+    enh = Enhancer(device="cpu")
+    for ref in list_frames("dim", data_root)[::8]:
+        frame = load_frame(ref, 384)
+        out = enh.enhance_array(frame)
+        lifted = torch.from_numpy(detect_fov(frame) & (luminance_gain(out, frame) >= 1.5))[None, None]
+        assert lifted.float().mean() > 0.1
+        shift = float(hue_shift(to_tensor(out)[None], to_tensor(frame)[None], lifted, min_chroma=10)[0])
+        assert shift < SHIPPED_HUE_BOUND, ref.name
 
 
 # --- metrics ---------------------------------------------------------------------------------
