@@ -121,8 +121,9 @@ def test_dped_generator_fidelity_falls_while_adversarial_game_runs(batch):
 
 @pytest.mark.parametrize("variant", list(ours_module.ABLATION))
 def test_our_model_learns_under_every_ablation_loss(variant, batch):
-    losses = _losses("ours", batch, 30, lr=2e-3, weights=ours_module.ABLATION[variant])
-    assert _falls(losses, 0.95), losses  # SSIM-based terms move slowly from the identity-like start
+    losses = _losses("ours", batch, 60, lr=2e-3, weights=ours_module.ABLATION[variant])
+    # SSIM-based terms move slowly from the identity-like start (grey S: 30 steps were too few).
+    assert _falls(losses, 0.95), losses
 
 
 def test_psnr_and_ssim_match_skimage(pairs):

@@ -22,7 +22,7 @@ from endolight.io.images import InputError, expand_sources, write_image
 from endolight.io.sinks import VideoSink
 from endolight.io.sources import Frame, open_source
 from endolight.metrics import flicker, psnr
-from endolight.model import DeepUPE
+from endolight.model import DeepUPE, ModelConfig
 from endolight.temporal import GridSmoother, TemporalConfig
 from endolight.video import VideoError, VideoOptions, enhance_video, process
 
@@ -31,9 +31,11 @@ SEQUENCE = "laparoscopy/sequence-320x240"  # 20 consecutive real frames
 
 def _jittery_model(seed: int = 0) -> DeepUPE:
     """A random DeepUPE made sensitive to its input (weights x3, a live prediction head): its
-    illumination estimate jumps with sensor noise, as a poorly trained net's does."""
+    illumination estimate jumps with sensor noise, as a poorly trained net's does. Per-channel
+    illumination, so the flicker is the grid's (what the smoother acts on): a grey S adds a
+    per-pixel term (the largest channel) that no grid smoothing can steady."""
     torch.manual_seed(seed)
-    model = DeepUPE().eval()
+    model = DeepUPE(ModelConfig(illumination="rgb")).eval()
     with torch.no_grad():
         for m in model.coeffs.modules():
             if isinstance(m, torch.nn.Conv2d | torch.nn.Linear):
