@@ -25,7 +25,10 @@ def _fail(message: str, code: int = 2) -> None:
 # Fidelity options shared by enhance and video (endolight.fidelity.FidelityConfig, docs/fidelity.md).
 Exposure = Annotated[float | None, typer.Option(
     min=0.01, max=0.99, help="Target mean brightness (0-1) of the view; sets the strength per frame.")]
-Denoise = Annotated[float, typer.Option(min=0.0, max=1.0, help="Denoise lifted regions (0 = off, 1 = full).")]
+Denoise = Annotated[float, typer.Option(
+    min=0.0, max=1.0, help="Denoise lifted regions (0 = off, 1 = full): lifting a dark region lifts its "
+                           "sensor noise. Costs ~30 ms per 1080p frame on 2 CPU cores, so it is on "
+                           "for images and off for video by default.")]
 PreserveHue = Annotated[bool, typer.Option(help="Keep the input's colours; brightness from the model.")]
 Highlights = Annotated[bool, typer.Option(help="Detect specular highlights; keep them from being stretched.")]
 
@@ -46,11 +49,14 @@ def enhance(
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="0 = input, 1 = full.")] = 1.0,
     keep_border: Annotated[bool, typer.Option(help="Leave black borders untouched.")] = True,
     exposure: Exposure = None,
-    denoise: Denoise = 0.0,
+    denoise: Denoise = 1.0,
     preserve_hue: PreserveHue = False,
     highlights: Highlights = False,
 ) -> None:
     """Enhance images; outputs keep their file names under OUTPUT (inputs are never overwritten).
+
+    Lifted regions are denoised by default (--denoise 0 for the model's output alone): on the
+    held-out pairs it is the better image on every measure (README, Results).
 
     A bad file (unreadable, not an image, grayscale, alpha, 16-bit, too small or too large) is
     reported on one line; the rest of the batch continues and the exit code is 1.
@@ -165,7 +171,8 @@ def evaluate_cmd(
         "results/eval"
     ),
     weights: Annotated[Path | None, typer.Option(help="Weights file (default: shipped).")] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "identity,gamma,clahe,endolight",
+    methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = (
+        "identity,gamma,clahe,endolight,endolight+denoise"),
     max_side: Annotated[int | None, typer.Option(help="Shrink frames to this longer side.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
     real_dim: Annotated[bool, typer.Option(
