@@ -188,18 +188,16 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
         # grey: one S = max(m + (1 - m) * sigmoid(mean_c logit), eps) ** k, m = max_c I.
         if grey:
             third = np.float32(1.0 / 3.0)
+            s = np.empty(w, dtype=np.float32)
             for x in range(ua, ub):
                 m = max(img[0, x], max(img[1, x], img[2, x]))
-                zm = (logit[0, x] + logit[1, x] + logit[2, x]) * third
-                logit[0, x] = max(m + (one - m) * _sigmoid(zm), eps)
+                s[x] = max(m + (one - m) * _sigmoid((logit[0, x] + logit[1, x] + logit[2, x]) * third), eps)
             if use_pow:
                 for x in range(ua, ub):
-                    logit[0, x] = logit[0, x] ** strength
+                    s[x] = s[x] ** strength
             for c in range(3):
                 for x in range(ua, ub):
-                    img[c, x] = min(max(img[c, x] / logit[0, x], zero), one)
-            for x in range(ua, ub):
-                logit[0, x], logit[1, x], logit[2, x] = img[0, x], img[1, x], img[2, x]
+                    logit[c, x] = min(max(img[c, x] / s[x], zero), one)
         else:
             for c in range(3):
                 for x in range(ua, ub):
