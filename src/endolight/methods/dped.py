@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from endolight.methods.learned import JsonConfig, cosine_lr
+from endolight.methods.learned import JsonConfig, ResBlock, cosine_lr
 
 
 @dataclass(frozen=True)
@@ -42,18 +42,6 @@ class Config(JsonConfig):
     blur_sigma: float = 3.0  # the paper's colour-loss Gaussian
 
 
-class ResBlock(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(c, c, 3, padding=1), nn.InstanceNorm2d(c, affine=True), nn.ReLU(inplace=True),
-            nn.Conv2d(c, c, 3, padding=1), nn.InstanceNorm2d(c, affine=True), nn.ReLU(inplace=True),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
 class Net(nn.Module):
     """The generator: ``(B, 3, H, W)`` -> ``(B, 3, H, W)`` in [0, 1]."""
 
@@ -63,7 +51,7 @@ class Net(nn.Module):
         c = self.cfg.channels
         self.body = nn.Sequential(
             nn.Conv2d(3, c, 9, padding=4), nn.ReLU(inplace=True),
-            *(ResBlock(c) for _ in range(self.cfg.blocks)),
+            *(ResBlock(c, relu_out=True) for _ in range(self.cfg.blocks)),
             nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(c, 3, 9, padding=4),

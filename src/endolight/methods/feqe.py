@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from endolight.methods.learned import JsonConfig, cosine_lr
+from endolight.methods.learned import JsonConfig, ResBlock, cosine_lr
 
 
 @dataclass(frozen=True)
@@ -25,18 +25,6 @@ class Config(JsonConfig):
     channels: int = 16
     blocks: int = 20
     ssim_weight: float = 0.1  # weight of the 1 - SSIM stand-in for the perceptual term (our choice)
-
-
-class ResBlock(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(c, c, 3, padding=1), nn.InstanceNorm2d(c, affine=True), nn.ReLU(inplace=True),
-            nn.Conv2d(c, c, 3, padding=1), nn.InstanceNorm2d(c, affine=True),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
 
 
 class Net(nn.Module):

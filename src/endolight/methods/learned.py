@@ -42,6 +42,23 @@ class JsonConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known})
 
 
+class ResBlock(nn.Module):
+    """Residual block ``x + body(x)``, body = conv3x3-IN-ReLU-conv3x3-IN: FEQE's block; DPED's
+    ends with one more ReLU (``relu_out``). One class, so the layer indices (and checkpoint
+    keys) are the same for both."""
+
+    def __init__(self, c: int, relu_out: bool = False) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1), nn.InstanceNorm2d(c, affine=True), nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, padding=1), nn.InstanceNorm2d(c, affine=True),
+            *([nn.ReLU(inplace=True)] if relu_out else []),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
 class Trainer(Protocol):
     net: nn.Module
 
