@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from endolight import compare
 from endolight.cli import app
 from endolight.compare import QUICK, figure_grid, train_all, where_not_best
-from endolight.data import PairDataset, list_frames, to_tensor
+from endolight.data import PairDataset, list_frames
 from endolight.enhancer import Enhancer
+from endolight.io.tensors import to_tensor
 from endolight.methods import LEARNED, METHODS, get_method
 from endolight.methods import ours as ours_module
 from endolight.methods.learned import Budget, NetMethod, batches

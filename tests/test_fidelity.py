@@ -11,12 +11,13 @@ from typer.testing import CliRunner
 
 from endolight.checkpoint import default_weights_path, save_weights
 from endolight.cli import app
-from endolight.data import FrameRef, list_frames, load_frame, to_tensor, to_uint8
+from endolight.data import FrameRef, list_frames, load_frame
 from endolight.degrade import DegradeConfig
 from endolight.enhancer import Enhancer
 from endolight.evaluate import evaluate, markdown_table, summarize
 from endolight.fidelity import FidelityConfig, highlight_mask, luminance_gain, masked_lowres, tissue_weights
 from endolight.fov import FovTracker, detect_fov
+from endolight.io.tensors import to_tensor, to_uint8
 from endolight.losses import LossWeights, total_loss
 from endolight.metrics import (
     brightness_uniformity,

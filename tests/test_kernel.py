@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from endolight.data import list_frames, load_frame, to_tensor, to_uint8
+from endolight.data import list_frames, load_frame
 from endolight.degrade import DegradeConfig
 from endolight.enhancer import Enhancer
+from endolight.io.tensors import to_tensor, to_uint8
 from endolight.kernels.fused import GuideParams, render_uint8
 from endolight.model import DeepUPE, ModelConfig
 from endolight.pairs import make_pair

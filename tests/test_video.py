@@ -16,11 +16,12 @@ from typer.testing import CliRunner
 from endolight.bench import moving_clip, static_clip
 from endolight.checkpoint import default_weights_path, save_weights
 from endolight.cli import app
-from endolight.data import CLIP, FrameRef, load_frame, to_tensor
+from endolight.data import CLIP, FrameRef, load_frame
 from endolight.enhancer import Enhancer
 from endolight.io.images import InputError, expand_sources, write_image
 from endolight.io.sinks import VideoSink
 from endolight.io.sources import Frame, open_source
+from endolight.io.tensors import to_tensor
 from endolight.metrics import flicker, psnr
 from endolight.model import DeepUPE, ModelConfig
 from endolight.temporal import GridSmoother, TemporalConfig

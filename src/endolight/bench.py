@@ -27,13 +27,14 @@ import cv2
 import numpy as np
 import torch
 
-from endolight.data import CLIP, CLIP_HELDOUT, default_data_root, to_tensor
+from endolight.data import CLIP, CLIP_HELDOUT, default_data_root
 from endolight.degrade import DegradeConfig, degrade, sample_params
 from endolight.enhancer import Enhancer
 from endolight.fov import fov_mask
 from endolight.io.images import expand_sources, read_image
 from endolight.io.sinks import VideoSink
 from endolight.io.sources import Frame, open_source
+from endolight.io.tensors import to_tensor
 from endolight.metrics import flicker, psnr
 from endolight.temporal import GridSmoother, TemporalConfig
 from endolight.video import VideoOptions, enhance_video, torch_threads_for

@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 from endolight.checkpoint import default_weights_path, read_metadata
 from endolight.data import FrameRef, PairDataset, list_frames, load_frame
 from endolight.degrade import DEGRADE_VERSION, DegradeConfig
+from endolight.device import resolve_device
 from endolight.enhancer import Enhancer
 from endolight.evaluate import (
     HIGHER_BETTER,
@@ -48,7 +49,7 @@ from endolight.methods import LEARNED, METHODS, Method
 from endolight.methods import ours as ours_module
 from endolight.methods.learned import Budget, NetMethod, batches, count_parameters, fit, save_net
 from endolight.pairs import EVAL_SEED, Pair, heldout_pairs, pairs_from_dir
-from endolight.train import resolve_device, seed_everything
+from endolight.train import seed_everything
 
 Progress = Callable[[str, int, int], None]
 SAME_BUDGET, SHIPPED = "endolight (same budget)", "endolight (shipped)"

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from endolight.degrade import DegradeConfig, degrade, sample_params
 from endolight.io.images import IMAGE_SUFFIXES, read_image
+from endolight.io.tensors import to_tensor
 
 SPLITS = ("train", "val", "heldout", "dim")
 CLIP = "laparoscopy/cholecystectomy-720p.mp4"
@@ -128,17 +129,6 @@ def load_frame(ref: FrameRef, max_side: int | None = None) -> np.ndarray:
         size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     return image
-
-
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """``(3, H, W)`` float in [0, 1] -> ``(H, W, 3)`` uint8, rounded."""
-    arr = (image.detach().clamp(0, 1) * 255 + 0.5).to(torch.uint8)
-    return arr.permute(1, 2, 0).cpu().numpy()
 
 
 def degraded_pair(

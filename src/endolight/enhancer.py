@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from endolight.checkpoint import load_model
-from endolight.data import to_tensor, to_uint8
+from endolight.device import resolve_device
 from endolight.fidelity import (
     FidelityConfig,
     cap_highlights,
@@ -28,10 +28,10 @@ from endolight.fidelity import (
 )
 from endolight.fov import fov_mask
 from endolight.io.images import validate_frame
+from endolight.io.tensors import to_tensor, to_uint8
 from endolight.kernels.fused import GuideParams, render_uint8
 from endolight.metrics import mean_brightness
 from endolight.model import DeepUPE
-from endolight.train import resolve_device
 
 EXPOSURE_TOL = 0.005  # exposure target met to within this mean luma (data range 1)
 

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from endolight.data import FrameRef, to_tensor
+from endolight.data import FrameRef
 from endolight.fov import detect_fov, fov_mask
 from endolight.io.atomic import write_csv, write_text
+from endolight.io.tensors import to_tensor
 from endolight.methods import Method
 from endolight.metrics import (
     brightness_uniformity,

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from endolight.data import FrameRef, degraded_pair, list_frames, load_frame, to_tensor, to_uint8
+from endolight.data import FrameRef, degraded_pair, list_frames, load_frame
 from endolight.degrade import DegradeConfig
 from endolight.io.images import InputError, expand_sources, read_image, write_image
+from endolight.io.tensors import to_tensor, to_uint8
 
 EVAL_SEED = 2026  # the held-out split's degradations: frame i uses seed EVAL_SEED + i
 

@@ -34,10 +34,11 @@ from endolight.data import (
     degraded_pair,
     list_frames,
     load_frame,
-    to_tensor,
 )
 from endolight.degrade import DegradeConfig
+from endolight.device import resolve_device
 from endolight.fidelity import tissue_weights
+from endolight.io.tensors import to_tensor
 from endolight.losses import LossWeights, total_loss
 from endolight.metrics import psnr, ssim
 from endolight.model import DeepUPE, ModelConfig
@@ -91,13 +92,6 @@ def load_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
     }
     cfg = _build(TrainConfig, {**data, **sub})
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _init_distributed(device: torch.device) -> tuple[torch.device, int, int]:

@@ -24,8 +24,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from endolight.checkpoint import read_metadata, save_weights
-from endolight.data import PairDataset, to_tensor, to_uint8
+from endolight.data import PairDataset
 from endolight.io.images import validate_frame
+from endolight.io.tensors import to_tensor, to_uint8
 
 
 class JsonConfig:

@@ -88,8 +88,8 @@ def get_method(name: str, weights: str | Path | None = None, device: str = "auto
 
         return Enhancer(weights, device=device, fidelity=fidelity_options(name)).enhance_array
     if name in LEARNED:
+        from endolight.device import resolve_device
         from endolight.methods.learned import NetMethod, load_net
-        from endolight.train import resolve_device
 
         path = Path(weights) if weights else comparator_weights(name)
         if not path.is_file():
