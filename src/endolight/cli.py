@@ -22,6 +22,22 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+# The degradation protocol of synthesized pairs (endolight.degrade.PROTOCOLS), shared by synth,
+# train, eval and compare.
+Protocol = Annotated[str, typer.Option(
+    help="Degradation of the pairs: 'endoscope' (light cone, exposure down to 0.1, sensor noise, "
+         "JPEG) or 'paper' (DeepUPE's whole-frame gamma on each channel, no noise).")]
+
+
+def _protocol(name: str):
+    from endolight.degrade import protocol_config
+
+    try:
+        return protocol_config(name)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
 # Fidelity options shared by enhance and video (endolight.fidelity.FidelityConfig, docs/fidelity.md).
 Exposure = Annotated[float | None, typer.Option(
     min=0.01, max=0.99, help="Target mean brightness (0-1) of the view; sets the strength per frame.")]
@@ -90,7 +106,9 @@ def synth(
     source: Annotated[str, typer.Argument(help="Folder, file or glob of well-lit frames.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder for the pairs.")],
     seed: Annotated[int, typer.Option(help="Frame i is degraded with seed SEED + i.")] = 0,
-    jpeg_prob: Annotated[float, typer.Option(help="Probability of JPEG quantisation.")] = 0.0,
+    jpeg_prob: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Probability of JPEG quantisation (default: the protocol's).")] = None,
+    protocol: Protocol = "endoscope",
 ) -> None:
     """Make (dim, target) training pairs with the endoscope degradation model.
 
@@ -100,7 +118,6 @@ def synth(
     from dataclasses import replace
 
     from endolight.data import FrameRef
-    from endolight.degrade import DegradeConfig
     from endolight.io.images import InputError, expand_sources
     from endolight.pairs import synthesized_pairs, write_pairs
 
@@ -108,7 +125,9 @@ def synth(
         files = expand_sources(source)
     except InputError as exc:
         _fail(str(exc))
-    cfg = replace(DegradeConfig(), jpeg_prob=jpeg_prob)
+    cfg = _protocol(protocol)
+    if jpeg_prob is not None:
+        cfg = replace(cfg, jpeg_prob=jpeg_prob)
     refs = [FrameRef(p, p.parent.name) for p in files]
     bar = tqdm(total=len(refs), desc="synth", unit="img")
     try:
@@ -128,6 +147,8 @@ def train(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda.")] = None,
     max_frames: Annotated[int | None, typer.Option(help="Use only N training frames.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT_DIR/last.*.")] = False,
+    protocol: Annotated[str | None, typer.Option(
+        help="Override the config's degradation protocol (endoscope or paper).")] = None,
 ) -> None:
     """Train the model on on-the-fly pairs from the real frames (never the held-out split).
 
@@ -139,7 +160,7 @@ def train(
 
     try:
         cfg = load_config(config, out_dir=out_dir, epochs=epochs, seed=seed, device=device,
-                          max_frames=max_frames)
+                          max_frames=max_frames, protocol=protocol)
     except (OSError, ValueError, TypeError) as exc:
         _fail(str(exc))
     # Under torchrun only rank 0 reports (the library calls back on rank 0 only).
@@ -175,6 +196,7 @@ def evaluate_cmd(
         "identity,gamma,clahe,endolight,endolight+denoise"),
     max_side: Annotated[int | None, typer.Option(help="Shrink frames to this longer side.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    protocol: Protocol = "endoscope",
     real_dim: Annotated[bool, typer.Option(
         "--real-dim", help="No-reference measures on the real dim frames (capsule, nasal-dim) instead "
                            "of pairs: brightness, uniformity, noise, colourfulness, hue shift.")] = False,
@@ -197,7 +219,7 @@ def evaluate_cmd(
         if real_dim:
             frames = [(r, load_frame(r, max_side)) for r in list_frames("dim")]
         else:
-            items = list(pairs_from_dir(pairs) if pairs else heldout_pairs(max_side))
+            items = list(pairs_from_dir(pairs) if pairs else heldout_pairs(max_side, cfg=_protocol(protocol)))
     except (KeyError, InputError, FileNotFoundError) as exc:
         _fail(str(exc).strip("'\""))
     if real_dim:

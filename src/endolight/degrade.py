@@ -18,6 +18,14 @@ Steps, in order (each parameter is drawn per image from the range in ``DegradeCo
 4. **Sensor noise**: Poisson-Gaussian in linear light, ``y = x + N(0, x / peak + read^2)``
    (the Gaussian approximation of Poisson shot noise at ``peak`` photo-electrons for white).
 5. **Quantisation**: to 8 bits, optionally through JPEG at a random quality.
+
+Two protocols (``PROTOCOLS``), both through :func:`degrade`:
+
+* ``endoscope`` (the default): the steps above over the whole range users meet, exposure in
+  linear light from 1 down to 0.1, sensor noise from nearly clean (2000 photo-electrons at white)
+  to strong (50), and JPEG compression on a quarter of the frames.
+* ``paper``: DeepUPE's recipe, the whole frame darkened by one gamma on each channel,
+  ``T ** gamma`` with gamma from 1.5 to 4, no light cone, no noise.
 """
 
 from __future__ import annotations
@@ -32,14 +40,21 @@ import torch
 
 # Bumped whenever degrade() changes what it makes of a frame: caches of models trained on its
 # pairs (endolight compare) are keyed on it. 2: luminance-only gamma (1: per channel).
-DEGRADE_VERSION = 2
+# 3: protocols (``mode``), exposure drawn log-uniformly.
+DEGRADE_VERSION = 3
+MODES = ("endoscope", "paper")
 
 REC709 = torch.tensor([0.2126, 0.7152, 0.0722])  # sRGB primaries' luminance weights (linear light)
 
 
 @dataclass(frozen=True)
 class DegradeConfig:
-    """Ranges ``(low, high)`` from which each image's parameters are drawn uniformly."""
+    """Ranges ``(low, high)`` from which each image's parameters are drawn uniformly (``exposure``
+    and ``peak`` log-uniformly: each halving of the light matters alike). ``mode`` picks the
+    recipe: ``"endoscope"`` (light cone, exposure, noise) or ``"paper"`` (a whole-frame gamma on
+    each channel, drawn from ``gamma_edge``; the other fields are unused)."""
+
+    mode: str = "endoscope"
 
     gamma_centre: tuple[float, float] = (1.0, 1.4)  # gamma at the centre of the light cone
     gamma_edge: tuple[float, float] = (1.6, 3.0)  # gamma at the darkest periphery
@@ -48,11 +63,33 @@ class DegradeConfig:
     falloff_power: tuple[float, float] = (1.5, 3.0)  # p, sharpness of the cone's edge
     centre_offset: float = 0.2  # max offset of the light centre, fraction of each side
     anisotropy: tuple[float, float] = (0.7, 1.0)  # ratio of the short to the long radius
-    exposure: tuple[float, float] = (0.7, 1.0)  # global exposure scale in linear light
-    peak: tuple[float, float] = (100.0, 1000.0)  # photo-electrons at white (log-uniform)
+    exposure: tuple[float, float] = (0.1, 1.0)  # global exposure scale in linear light (log-uniform)
+    peak: tuple[float, float] = (50.0, 2000.0)  # photo-electrons at white (log-uniform)
     read_noise: tuple[float, float] = (0.0, 0.005)  # read noise std in linear light
-    jpeg_prob: float = 0.0  # probability of JPEG quantisation (else plain 8-bit)
-    jpeg_quality: tuple[int, int] = (60, 95)
+    jpeg_prob: float = 0.25  # probability of JPEG quantisation (else plain 8-bit)
+    jpeg_quality: tuple[int, int] = (50, 95)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+
+
+PROTOCOLS: dict[str, DegradeConfig] = {
+    "endoscope": DegradeConfig(),
+    "paper": DegradeConfig(mode="paper", gamma_edge=(1.5, 4.0), jpeg_prob=0.0),
+}
+DEFAULT_PROTOCOL = "endoscope"
+
+
+def protocol_config(name: str) -> DegradeConfig:
+    """The :class:`DegradeConfig` of a named protocol (``PROTOCOLS``).
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
 
 
 @dataclass(frozen=True)
@@ -72,8 +109,9 @@ class DegradeParams:
     peak: float
     read_noise: float
     jpeg_quality: int  # 0: no JPEG
+    mode: str = "endoscope"
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | str]:
         return asdict(self)
 
 
@@ -82,6 +120,9 @@ def sample_params(cfg: DegradeConfig, rng: np.random.Generator) -> DegradeParams
 
     def u(r: tuple[float, float]) -> float:
         return float(rng.uniform(*r))
+
+    def log_u(r: tuple[float, float]) -> float:
+        return float(math.exp(rng.uniform(math.log(r[0]), math.log(r[1]))))
 
     jpeg = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
     use_jpeg = rng.uniform() < cfg.jpeg_prob
@@ -95,10 +136,11 @@ def sample_params(cfg: DegradeConfig, rng: np.random.Generator) -> DegradeParams
         centre_y=0.5 + u((-cfg.centre_offset, cfg.centre_offset)),
         angle=u((0.0, math.pi)),
         anisotropy=u(cfg.anisotropy),
-        exposure=u(cfg.exposure),
-        peak=float(math.exp(rng.uniform(math.log(cfg.peak[0]), math.log(cfg.peak[1])))),
+        exposure=log_u(cfg.exposure),
+        peak=log_u(cfg.peak),
         read_noise=u(cfg.read_noise),
         jpeg_quality=jpeg if use_jpeg else 0,
+        mode=cfg.mode,
     )
 
 
@@ -131,6 +173,9 @@ def degrade(
     """
     squeeze = target.dim() == 3
     t = target[None] if squeeze else target
+    if params.mode == "paper":
+        out = quantise(t.clamp(0, 1) ** params.gamma_edge, params.jpeg_quality)
+        return out[0] if squeeze else out
     f = falloff_map(params, t.shape[-2], t.shape[-1]).to(t.device)
     gamma = params.gamma_centre * f + params.gamma_edge * (1 - f)
     lin = kornia.color.rgb_to_linear_rgb(t.clamp(0, 1))

@@ -45,9 +45,11 @@ def synthesized_pairs(
         yield Pair(ref.name, ref.organ, dim, target, {"seed": seed + i, **params})
 
 
-def heldout_pairs(max_side: int | None = None, root: Path | None = None) -> Iterator[Pair]:
-    """The project's fixed synthesized held-out pairs (never trained on)."""
-    return synthesized_pairs(list_frames("heldout", root), EVAL_SEED, DegradeConfig(), max_side)
+def heldout_pairs(max_side: int | None = None, root: Path | None = None,
+                  cfg: DegradeConfig | None = None) -> Iterator[Pair]:
+    """The project's fixed synthesized held-out pairs (never trained on), degraded with ``cfg``
+    (default: the ``endoscope`` protocol)."""
+    return synthesized_pairs(list_frames("heldout", root), EVAL_SEED, cfg or DegradeConfig(), max_side)
 
 
 def write_pairs(

@@ -35,7 +35,7 @@ from endolight.data import (
     list_frames,
     load_frame,
 )
-from endolight.degrade import DegradeConfig
+from endolight.degrade import DEFAULT_PROTOCOL, DegradeConfig, protocol_config
 from endolight.device import resolve_device
 from endolight.fidelity import tissue_weights
 from endolight.io.tensors import to_tensor
@@ -65,6 +65,7 @@ class TrainConfig:
     device: str = "auto"
     max_frames: int | None = None  # use only the first N training frames (tests, smoke runs)
     loss_mask: bool = False  # Lm and Lt over the target's field of view minus specular highlights
+    protocol: str = "endoscope"  # the degradation protocol of the pairs (endolight.degrade.PROTOCOLS)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
@@ -80,15 +81,23 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
 
 
 def load_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
-    """Read a TOML config (sections ``[model]``, ``[loss]``, ``[degrade]``; the rest is top level)."""
+    """Read a TOML config (sections ``[model]``, ``[loss]``, ``[degrade]``; the rest is top level).
+
+    The pairs follow the named ``protocol`` (top level, or the ``protocol`` override); a
+    ``[degrade]`` section changes single fields of that protocol's :class:`DegradeConfig`.
+    """
     data: dict[str, Any] = {}
     if path:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
+    protocol = overrides.pop("protocol", None) or data.get("protocol", DEFAULT_PROTOCOL)
+    data["protocol"] = protocol
+    section = data.pop("degrade", {})
+    checked = _build(DegradeConfig, section)  # unknown keys and bad values fail here
     sub = {
         "model": _build(ModelConfig, data.pop("model", {})),
         "loss": _build(LossWeights, data.pop("loss", {})),
-        "degrade": _build(DegradeConfig, data.pop("degrade", {})),
+        "degrade": replace(protocol_config(protocol), **{k: getattr(checked, k) for k in section}),
     }
     cfg = _build(TrainConfig, {**data, **sub})
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
