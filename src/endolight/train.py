@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from endolight.checkpoint import load_trainer_state, save_trainer_state, save_weights
 from endolight.data import (
+    FrameRef,
     PairDataset,
     degraded_pair,
     list_frames,
@@ -66,6 +67,7 @@ class TrainConfig:
     max_frames: int | None = None  # use only the first N training frames (tests, smoke runs)
     loss_mask: bool = False  # Lm and Lt over the target's field of view minus specular highlights
     protocol: str = "endoscope"  # the degradation protocol of the pairs (endolight.degrade.PROTOCOLS)
+    init_weights: str | None = None  # fine-tune: start from these weights (ignored on --resume)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
@@ -136,11 +138,15 @@ class EpochLog:
     seconds: float
 
 
-def validation_pairs(cfg: TrainConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The fixed validation pairs: whole val frames, shrunk, degraded with fixed seeds."""
-    refs = list_frames("val", Path(cfg.data_root) if cfg.data_root else None)
-    if cfg.max_frames:
-        refs = refs[: max(2, cfg.max_frames // 4)]
+def validation_pairs(
+    cfg: TrainConfig, refs: list[FrameRef] | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The fixed validation pairs: whole val frames (default: the val split), shrunk, degraded
+    with fixed seeds."""
+    if refs is None:
+        refs = list_frames("val", Path(cfg.data_root) if cfg.data_root else None)
+        if cfg.max_frames:
+            refs = refs[: max(2, cfg.max_frames // 4)]
     pairs = []
     for i, ref in enumerate(refs):
         target = to_tensor(load_frame(ref, cfg.val_max_side))
@@ -171,8 +177,13 @@ def train(
     resume: bool = False,
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
+    train_refs: list[FrameRef] | None = None,
+    val_refs: list[FrameRef] | None = None,
 ) -> list[EpochLog]:
     """Train (or resume) a model; writes ``last``/``best`` checkpoints and ``log.csv`` in ``out_dir``.
+
+    ``train_refs`` / ``val_refs`` replace the fixed split's train / val frames (e.g. a user's own
+    footage in ``endolight adapt``); ``max_frames`` then does not apply.
 
     Returns the log of the epochs run by this call (on rank 0; other ``torchrun`` ranks get ``[]``).
     """
@@ -180,7 +191,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     device, rank, world = _init_distributed(resolve_device(cfg.device))
     try:
-        return _train(cfg, out, device, rank, world, resume, on_step, on_epoch)
+        return _train(cfg, out, device, rank, world, resume, on_step, on_epoch, train_refs, val_refs)
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -195,6 +206,8 @@ def _train(
     resume: bool,
     on_step: Callable[[int, int, dict[str, float]], None] | None,
     on_epoch: Callable[[EpochLog], None] | None,
+    train_refs: list[FrameRef] | None = None,
+    val_refs: list[FrameRef] | None = None,
 ) -> list[EpochLog]:
     seed_everything(cfg.seed)
     model = DeepUPE(cfg.model).to(device)
@@ -209,6 +222,8 @@ def _train(
         sched.load_state_dict(state["scheduler"])
         start, best = state["epoch"], state["best_psnr"]
         torch.set_rng_state(state["torch_rng"])
+    elif cfg.init_weights:
+        model.load_state_dict(load_file(cfg.init_weights, device=str(device)))
     net = model  # the bare network: validated and saved; ``model`` is what trains
     if world > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -216,11 +231,13 @@ def _train(
     if not main:
         on_step = on_epoch = None
 
-    refs = list_frames("train", Path(cfg.data_root) if cfg.data_root else None)
-    if cfg.max_frames:
-        refs = refs[:: max(1, len(refs) // cfg.max_frames)][: cfg.max_frames]
+    refs = train_refs
+    if refs is None:
+        refs = list_frames("train", Path(cfg.data_root) if cfg.data_root else None)
+        if cfg.max_frames:
+            refs = refs[:: max(1, len(refs) // cfg.max_frames)][: cfg.max_frames]
     dataset = PairDataset(refs, cfg.crop, cfg.max_side, cfg.degrade, cfg.seed, cfg.repeats)
-    val_pairs = validation_pairs(cfg) if main else []
+    val_pairs = validation_pairs(cfg, val_refs) if main else []
     logs: list[EpochLog] = []
     if main:
         (out / "config.json").write_text(_config_json(cfg))
