@@ -1,4 +1,5 @@
-"""The fused CPU kernel against the differentiable PyTorch path (DeepUPE.render), within 1/255."""
+"""The fused CPU kernel against the differentiable PyTorch path (DeepUPE.render), within 1/255,
+with and without the learned denoising."""
 
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ from endolight.enhancer import Enhancer
 from endolight.io.tensors import to_tensor, to_uint8
 from endolight.kernels.fused import GuideParams, render_uint8
 from endolight.model import DeepUPE, ModelConfig
+from endolight.model.slicing import EPS
 from endolight.pairs import make_pair
+
+
+def _render(frame, grid, guide, *args, **kwargs) -> np.ndarray:
+    return render_uint8(frame, grid, guide, EPS, *args, **kwargs)
 
 
 def _model(seed: int, cfg: ModelConfig | None = None) -> DeepUPE:
     """A DeepUPE whose guide is far from its identity start (so every term of it matters)."""
     torch.manual_seed(seed)
-    model = DeepUPE(cfg).eval()
+    model = DeepUPE(cfg or ModelConfig(denoise=False)).eval()
     with torch.no_grad():
         for p in model.guide.parameters():
             p.add_(torch.randn_like(p) * 0.3)
@@ -42,14 +48,14 @@ def test_random_frames_and_grids_match_pytorch():
         depth = int(rng.choice([1, 2, 8]))
         grey = case % 2 == 0  # both illumination modes
         model = _model(case, ModelConfig(grid_depth=depth, guide_knots=int(rng.choice([4, 16])),
-                                         illumination="grey" if grey else "rgb"))
+                                         illumination="grey" if grey else "rgb", denoise=False))
         h, w = int(rng.integers(1, 90)), int(rng.integers(1, 130))
         frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         grid = torch.randn(1, 12, depth, int(rng.choice([1, 4, 16])), int(rng.choice([1, 8, 16])))
         grid *= float(rng.uniform(0.1, 8.0))  # up to saturating logits
         strength = float(rng.choice([1.0, 0.5, 0.0]))
         ref = _reference(model, frame, grid, strength)
-        out = render_uint8(frame, grid, GuideParams.from_module(model.guide), strength, grey=grey)
+        out = _render(frame, grid, GuideParams.from_module(model.guide), strength, grey=grey)
         assert out.shape == frame.shape and out.dtype == np.uint8
         assert _max_diff(out, ref) <= 1, (case, h, w, depth, strength, grey)
         checked += 1
@@ -59,7 +65,7 @@ def test_random_frames_and_grids_match_pytorch():
 def test_strength_zero_returns_the_input_exactly():
     rng = np.random.default_rng(1)
     frame = rng.integers(0, 256, (33, 47, 3), dtype=np.uint8)
-    out = render_uint8(frame, torch.randn(1, 12, 8, 16, 16), GuideParams.from_module(_model(1).guide), 0.0)
+    out = _render(frame, torch.randn(1, 12, 8, 16, 16), GuideParams.from_module(_model(1).guide), 0.0)
     np.testing.assert_array_equal(out, frame)
 
 
@@ -77,13 +83,13 @@ def dim_real_frames(data_root) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("illumination", ["grey", "rgb"])
 def test_real_frames_match_pytorch(dim_real_frames, illumination):
-    model = _model(3, ModelConfig(illumination=illumination))
+    model = _model(3, ModelConfig(illumination=illumination, denoise=False))
     with torch.no_grad():
         torch.nn.init.normal_(model.coeffs.pred.weight, std=0.05)  # varied, input-driven grids
     guide, grey = GuideParams.from_module(model.guide), illumination == "grey"
     for frame in dim_real_frames:
         for grid in (model.grid(to_tensor(frame)[None]).detach(), torch.randn(1, 12, 8, 16, 16) * 3):
-            out = render_uint8(frame, grid, guide, grey=grey)
+            out = _render(frame, grid, guide, grey=grey)
             assert _max_diff(out, _reference(model, frame, grid, 1.0)) <= 1
 
 
@@ -94,20 +100,20 @@ def test_keep_mask_copies_the_input_and_leaves_the_rest():
     keep = np.zeros((40, 60), bool)
     keep[:, :15] = keep[:, -7:] = keep[-5:] = True  # left and right spans, whole rows
     keep[10, 30] = True  # and a pixel inside the computed span
-    plain, masked = render_uint8(frame, grid, guide), render_uint8(frame, grid, guide, keep=keep)
+    plain, masked = _render(frame, grid, guide), _render(frame, grid, guide, keep=keep)
     np.testing.assert_array_equal(masked[keep], frame[keep])
     np.testing.assert_array_equal(masked[~keep], plain[~keep])
     assert (plain[keep] != frame[keep]).any()  # the mask changed something
     with pytest.raises(ValueError, match="keep mask"):
-        render_uint8(frame, grid, guide, keep=keep[1:])
+        _render(frame, grid, guide, keep=keep[1:])
 
 
 def test_bad_arguments_are_rejected():
     guide = GuideParams.from_module(_model(0).guide)
     with pytest.raises(ValueError, match="grid"):
-        render_uint8(np.zeros((8, 8, 3), np.uint8), torch.zeros(1, 11, 8, 16, 16), guide)
+        _render(np.zeros((8, 8, 3), np.uint8), torch.zeros(1, 11, 8, 16, 16), guide)
     with pytest.raises(ValueError, match="uint8"):
-        render_uint8(np.zeros((8, 8, 3), np.float32), torch.zeros(1, 12, 8, 16, 16), guide)
+        _render(np.zeros((8, 8, 3), np.float32), torch.zeros(1, 12, 8, 16, 16), guide)
 
 
 def test_enhancer_cpu_uses_the_kernel_and_agrees_with_the_pytorch_path(dim_real_frames):
@@ -128,3 +134,49 @@ def test_enhancer_cpu_uses_the_kernel_and_agrees_with_the_pytorch_path(dim_real_
         assert float((low_fused - low).abs().max()) <= 1 / 255 + 1e-6
         diff = np.abs(fused.enhance_array(frame).astype(np.int16) - plain.enhance_array(frame))
         assert diff.max() <= 2 and (diff > 1).mean() <= 1e-3
+
+
+def _denoise_reference(model: DeepUPE, frame: np.ndarray,
+                       grid: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+    """PyTorch output and the denoiser's coefficients (both from the float frame)."""
+    x = to_tensor(frame)[None]
+    with torch.no_grad():
+        return to_uint8(model.render(grid, x).output[0]), model.denoise_coeffs(x)
+
+
+def test_denoising_kernel_matches_pytorch_on_random_frames_and_grids():
+    rng = np.random.default_rng(5)
+    for case in range(16):
+        depth = int(rng.choice([1, 2, 8]))
+        grey = case % 2 == 0
+        model = _model(case, ModelConfig(grid_depth=depth, illumination="grey" if grey else "rgb",
+                                         denoise=True, denoise_factor=int(rng.choice([2, 4]))))
+        h, w = int(rng.integers(1, 90)), int(rng.integers(1, 130))
+        frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        grid = torch.randn(1, 13, depth, int(rng.choice([1, 4, 16])), int(rng.choice([1, 8, 16])))
+        grid *= float(rng.uniform(0.1, 8.0))
+        ref, dn = _denoise_reference(model, frame, grid)
+        out = _render(frame, grid, GuideParams.from_module(model.guide), grey=grey, denoise=dn)
+        assert _max_diff(out, ref) <= 1, (case, h, w, depth, grey)
+
+
+def test_denoising_kernel_matches_pytorch_on_real_dim_frames(dim_real_frames):
+    model = _model(6, ModelConfig(denoise=True))
+    with torch.no_grad():
+        torch.nn.init.normal_(model.coeffs.pred.weight, std=0.05)
+    guide = GuideParams.from_module(model.guide)
+    for frame in dim_real_frames:
+        grid = model.grid(to_tensor(frame)[None]).detach()
+        grid[:, 12] = 4.0  # strong denoising everywhere: the filter's every term shows
+        ref, dn = _denoise_reference(model, frame, grid)
+        out = _render(frame, grid, guide, grey=True, denoise=dn)
+        assert _max_diff(out, ref) <= 1
+        # and the denoising did something: without it the output differs
+        assert _max_diff(out, _render(frame, grid[:, :12], guide, grey=True)) > 5
+
+
+def test_denoising_grid_needs_its_thirteenth_channel():
+    guide = GuideParams.from_module(_model(0).guide)
+    with pytest.raises(ValueError, match=r"\(13, D"):
+        _render(np.zeros((8, 8, 3), np.uint8), torch.zeros(1, 12, 8, 16, 16), guide,
+                denoise=np.zeros((6, 2, 2), np.float32))

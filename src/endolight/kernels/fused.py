@@ -1,23 +1,25 @@
 """Fused CPU kernel for the full-resolution stage of :class:`~endolight.model.DeepUPE`.
 
-``DeepUPE.render`` (guide map, trilinear slice, 3x4 apply, illumination, ``R = I / S``) run as
+``DeepUPE.render`` (guide map, trilinear slice, denoise, 3x4 apply, illumination, ``R = D / S``) run as
 PyTorch ops makes a dozen full-resolution float tensors per frame; at 1080p that is memory
 bound and far from real time on a few cores. This kernel does the whole stage in one pass from
 the uint8 frame to the uint8 output, rows in parallel. It is hand-written because no library
 fuses this particular chain; it must match the PyTorch reference within 1/255 (tested).
+Plain numeric code: numpy arrays in and out, no model or torch imports; the caller passes the
+weights as arrays (:class:`GuideParams`), the grid, the denoiser's low-res coefficients and the
+model's illumination floor ``eps``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
-import torch
 from numba import njit, prange
 
-from endolight.model.guide import GuideMap
-from endolight.model.slicing import EPS
+LUMA = (0.299, 0.587, 0.114)  # Rec. 601: the denoiser's guide (endolight.model.denoise.LUMA)
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,11 @@ class GuideParams:
     mix_bias: np.ndarray  # (1,)
 
     @classmethod
-    def from_module(cls, guide: GuideMap) -> GuideParams:
-        def arr(t: torch.Tensor) -> np.ndarray:
-            return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
-
-        return cls(arr(guide.ccm), arr(guide.ccm_bias), arr(guide.shifts), arr(guide.slopes),
-                   arr(guide.mix), arr(guide.mix_bias))
+    def from_module(cls, guide: Any) -> GuideParams:
+        """From a ``GuideMap`` module (its parameters carry the same names as the fields)."""
+        arrays = {name: np.ascontiguousarray(p.detach().cpu().numpy(), dtype=np.float32)
+                  for name, p in guide.named_parameters()}
+        return cls(**arrays)
 
 
 def _axis_taps(n: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,22 +87,25 @@ def _sigmoid(v):  # pragma: no cover - compiled
 
 @njit(parallel=True, **_JIT)
 def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_lo, y_w, x_lo, x_w,
-                   strength, grey, keep, out):  # pragma: no cover - compiled
+                   strength, grey, keep, eps, dn, dy_lo, dy_w, dx_lo, dx_w, out):  # pragma: no cover
     h, w = frame.shape[0], frame.shape[1]
-    gh, gw, depth = grid.shape[0], grid.shape[1], grid.shape[2]
+    gh, gw, depth, nc = grid.shape[0], grid.shape[1], grid.shape[2], grid.shape[3]
     knots = shifts.shape[1]
     one = np.float32(1.0)
     zero = np.float32(0.0)
     f255 = np.float32(255.0)
     half = np.float32(0.5)
-    eps = np.float32(EPS)
+    eps = np.float32(eps)
     dmax = np.float32(depth - 1)
     fdepth = np.float32(depth)
     z0_max = max(depth - 2, 0)
     x1_max = gw - 1
-    cell = np.uint64(depth * 12)
-    dz = np.uint64(12 if depth > 1 else 0)
-    u1, u2, u3 = np.uint64(1), np.uint64(2), np.uint64(3)
+    cell = np.uint64(depth * nc)
+    dz = np.uint64(nc if depth > 1 else 0)
+    u1, u2, u3, u12 = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(12)
+    use_dn = dn.shape[0] == 6
+    dh, dw = dn.shape[1], dn.shape[2]
+    l0, l1, l2 = np.float32(LUMA[0]), np.float32(LUMA[1]), np.float32(LUMA[2])
     use_pow = strength != one
     use_keep = keep.shape[0] == h
     for y in prange(h):
@@ -122,15 +126,15 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
         # Unsigned bounds: numba then knows x >= 0 and drops its negative-index wraparound
         # checks, whose branches would stop the loops below from vectorising.
         ua, ub = np.uint64(xa), np.uint64(xb)
-        # Grid rows interpolated to this image row once, flat (Gw, D, 12): each pixel then only
+        # Grid rows interpolated to this image row once, flat (Gw, D, C): each pixel then only
         # interpolates along x and depth.
         r0, wy = y_lo[y], y_w[y]
         r1 = min(r0 + 1, gh - 1)
-        row = np.empty(gw * depth * 12, dtype=np.float32)
+        row = np.empty(gw * depth * nc, dtype=np.float32)
         for gx in range(gw):
             for d in range(depth):
-                for c in range(12):
-                    row[(gx * depth + d) * 12 + c] = (one - wy) * grid[r0, gx, d, c] + wy * grid[r1, gx, d, c]
+                for c in range(nc):
+                    row[(gx * depth + d) * nc + c] = (one - wy) * grid[r0, gx, d, c] + wy * grid[r1, gx, d, c]
         # Stage 1: planar float input of this row.
         img = np.empty((3, w), dtype=np.float32)
         for x in range(ua, ub):
@@ -166,12 +170,15 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
             wz = z - np.float32(z0)
             wx = x_w[x]
             # Unsigned offsets: numba then skips its negative-index wraparound on every load.
-            p[x] = np.uint64(x_lo[x]) * cell + np.uint64(z0 * 12)
-            q[x] = np.uint64(min(x_lo[x] + 1, x1_max)) * cell + np.uint64(z0 * 12)
+            p[x] = np.uint64(x_lo[x]) * cell + np.uint64(z0 * nc)
+            q[x] = np.uint64(min(x_lo[x] + 1, x1_max)) * cell + np.uint64(z0 * nc)
             wt[0, x] = (one - wx) * (one - wz)
             wt[1, x] = (one - wx) * wz
             wt[2, x] = wx * (one - wz)
             wt[3, x] = wx * wz
+        if use_dn:
+            _denoise_row(img, row, p, q, wt, dn, dy_lo[y], dy_w[y], dx_lo, dx_w, dz, u12, ua, ub,
+                         l0, l1, l2, dh, dw)
         logit = np.empty((3, w), dtype=np.float32)
         for c in range(3):
             for x in range(ua, ub):
@@ -216,47 +223,92 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
                     out[y, x, 0], out[y, x, 1], out[y, x, 2] = frame[y, x, 0], frame[y, x, 1], frame[y, x, 2]
 
 
+@njit(**_JIT)
+def _denoise_row(img, row, p, q, wt, dn, r0, wy, dx_lo, dx_w, dz, u12, ua, ub, l0, l1, l2, dh,
+                 dw):  # pragma: no cover - compiled
+    """``D = clamp(I + lam * (a * Y + b - I), 0, 1)`` in place on one row's planar ``img``:
+    ``lam`` the sigmoid of the grid's 13th channel (same taps as the affine), ``a, b`` the
+    guided filter's low-res coefficients ``dn`` (6, h, w) bilinearly upsampled."""
+    one, zero = np.float32(1.0), np.float32(0.0)
+    w = img.shape[1]
+    r1 = min(r0 + 1, dh - 1)
+    coef = np.empty((6, dw), dtype=np.float32)
+    for k in range(6):
+        for xl in range(dw):
+            coef[k, xl] = (one - wy) * dn[k, r0, xl] + wy * dn[k, r1, xl]
+    lam = np.empty(w, dtype=np.float32)
+    luma = np.empty(w, dtype=np.float32)
+    for x in range(ua, ub):
+        a = p[x] + u12
+        b = q[x] + u12
+        v = wt[0, x] * row[a] + wt[1, x] * row[a + dz] + wt[2, x] * row[b] + wt[3, x] * row[b + dz]
+        lam[x] = _sigmoid(v)
+        luma[x] = l0 * img[0, x] + l1 * img[1, x] + l2 * img[2, x]
+    for c in range(3):
+        for x in range(ua, ub):
+            x0 = dx_lo[x]
+            x1 = min(x0 + 1, dw - 1)
+            wx = dx_w[x]
+            av = (one - wx) * coef[c, x0] + wx * coef[c, x1]
+            bv = (one - wx) * coef[c + 3, x0] + wx * coef[c + 3, x1]
+            v = img[c, x] + lam[x] * (av * luma[x] + bv - img[c, x])
+            img[c, x] = min(max(v, zero), one)
+
+
 _NO_KEEP = np.zeros((0, 0), dtype=np.bool_)
+_NO_DENOISE = np.zeros((0, 1, 1), dtype=np.float32)
 ROW_CHUNK = 16  # rows per parallel work item
 
 
 def render_uint8(
     frame: np.ndarray,
-    grid: torch.Tensor | np.ndarray,
+    grid: Any,
     guide: GuideParams,
+    eps: float,
     strength: float = 1.0,
     keep: np.ndarray | None = None,
     out: np.ndarray | None = None,
     grey: bool = False,
+    denoise: Any = None,
 ) -> np.ndarray:
     """The full-res stage of ``DeepUPE.render`` in one pass, uint8 in and out.
 
     Args:
         frame: ``(H, W, 3)`` uint8 RGB.
-        grid: one bilateral grid ``(12, D, Gh, Gw)`` (or ``(1, 12, D, Gh, Gw)``).
+        grid: one bilateral grid ``(C, D, Gh, Gw)`` (or ``(1, C, D, Gh, Gw)``), array-like;
+            ``C`` = 12 (affine), or 13 with ``denoise`` (the denoising strength's logit).
         guide: the guide map's weights.
+        eps: the illumination's floor (``endolight.model.slicing.EPS``).
         strength: ``k`` in ``S ** k``.
         keep: optional ``(H, W)`` bool mask of pixels copied from ``frame`` unchanged (e.g.
             the black border outside the field of view).
         out: optional ``(H, W, 3)`` uint8 buffer to write into.
         grey: one illumination for all channels (``ModelConfig.illumination == "grey"``).
+        denoise: the guided filter's low-res coefficients ``(6, h, w)`` (or ``(1, 6, h, w)``,
+            ``DeepUPE.denoise_coeffs``), array-like; needs a 13-channel grid.
 
     Returns:
-        ``(H, W, 3)`` uint8 RGB output ``R = I / S``, rounded like :func:`endolight.data.to_uint8`.
+        ``(H, W, 3)`` uint8 RGB output ``R = D / S``, rounded like ``endolight.io.tensors.to_uint8``.
     """
-    g = grid.detach().cpu().numpy() if isinstance(grid, torch.Tensor) else np.asarray(grid)
+    g = np.asarray(grid, dtype=np.float32)
     if g.ndim == 5:
         g = g[0]
-    if g.ndim != 4 or g.shape[0] != 12:
-        raise ValueError(f"grid must be (12, D, Gh, Gw), got {g.shape}")
+    want = 12 if denoise is None else 13
+    if g.ndim != 4 or g.shape[0] != want:
+        raise ValueError(f"grid must be ({want}, D, Gh, Gw), got {g.shape}")
+    dn = _NO_DENOISE
+    if denoise is not None:
+        dn = np.ascontiguousarray(np.asarray(denoise, dtype=np.float32).reshape(6, *np.shape(denoise)[-2:]))
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"frame must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
     h, w = frame.shape[:2]
     _, _, gh, gw = g.shape
-    # (Gh, Gw, D, 12): the 12 coefficients of a cell are adjacent in memory.
+    # (Gh, Gw, D, C): the coefficients of a cell are adjacent in memory.
     cells = np.ascontiguousarray(g.transpose(2, 3, 1, 0), dtype=np.float32)
     y_lo, y_w = _axis_taps(h, gh)
     x_lo, x_w = _axis_taps(w, gw)
+    dy_lo, dy_w = _axis_taps(h, dn.shape[1])
+    dx_lo, dx_w = _axis_taps(w, dn.shape[2])
     if keep is None:
         keep = _NO_KEEP
     elif keep.shape != (h, w):
@@ -268,6 +320,7 @@ def render_uint8(
     with numba.parallel_chunksize(ROW_CHUNK):
         _render_kernel(np.ascontiguousarray(frame), cells, guide.ccm, guide.ccm_bias, guide.shifts,
                        guide.slopes, guide.mix, guide.mix_bias, y_lo, y_w, x_lo, x_w,
-                       np.float32(strength), grey, np.ascontiguousarray(keep, dtype=np.bool_), out)
+                       np.float32(strength), grey, np.ascontiguousarray(keep, dtype=np.bool_),
+                       np.float32(eps), dn, dy_lo, dy_w, dx_lo, dx_w, out)
     return out
 

@@ -26,6 +26,10 @@ class ModelConfig:
             channel clips. ``"rgb"``: DeepUPE's per-channel ``S``, free to change colours (a
             model trained on endoscopy turns out-of-range colours, e.g. a blue chart patch,
             towards tissue pink; docs/fidelity.md).
+        denoise: the model divides a denoised frame: a fast guided filter (fitted on a copy
+            shrunk by ``denoise_factor`` with a box of radius ``denoise_radius`` there, edge
+            threshold a learned luma variance starting at ``denoise_eps``) blended in with a
+            per-pixel strength from a 13th grid channel (``endolight.model.denoise``).
     """
 
     lowres: int = 256
@@ -35,6 +39,10 @@ class ModelConfig:
     fc_width: int = 256
     guide_knots: int = 16
     illumination: str = "grey"
+    denoise: bool = True
+    denoise_factor: int = 4
+    denoise_radius: int = 2
+    denoise_eps: float = 1e-3
 
     def __post_init__(self) -> None:
         if self.illumination not in ILLUMINATIONS:
@@ -44,6 +52,11 @@ class ModelConfig:
             raise ValueError(
                 f"lowres/grid_size must be a power of two >= 2, got {self.lowres}/{self.grid_size}"
             )
+
+    @property
+    def n_coeffs(self) -> int:
+        """Channels of a grid cell: a 3x4 affine, plus the denoising strength."""
+        return 13 if self.denoise else 12
 
     @property
     def n_splat(self) -> int:
@@ -57,5 +70,6 @@ class ModelConfig:
     def from_json(cls, text: str) -> ModelConfig:
         data = json.loads(text)
         data.setdefault("illumination", "rgb")  # checkpoints from before the option were per channel
+        data.setdefault("denoise", False)  # ...and those from before the learned denoising had none
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})

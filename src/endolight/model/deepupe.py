@@ -1,7 +1,8 @@
-"""The full enhancer network: low-res coefficients + full-res guide, slice, apply, divide."""
+"""The full enhancer network: low-res coefficients + full-res guide, slice, denoise, apply, divide."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -9,8 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from endolight.model.config import ModelConfig
+from endolight.model.denoise import denoise, guided_coefficients, shrink
 from endolight.model.guide import GuideMap
-from endolight.model.net import CoefficientNet
+from endolight.model.net import N_AFFINE, CoefficientNet
 from endolight.model.slicing import apply_affine, illumination, slice_grid
 
 
@@ -18,20 +20,31 @@ from endolight.model.slicing import apply_affine, illumination, slice_grid
 class Prediction:
     """What one forward pass returns, all ``(B, C, H, W)`` at the input's resolution."""
 
-    illumination: torch.Tensor  # S, I <= S <= 1: 1 channel (grey) or 3 (rgb)
-    output: torch.Tensor  # R = I / S, clamped to [0, 1]
-    grid: torch.Tensor  # (B, 12, D, Gh, Gw)
+    illumination: torch.Tensor  # S, D <= S <= 1: 1 channel (grey) or 3 (rgb)
+    output: torch.Tensor  # R = D / S, clamped to [0, 1]
+    grid: torch.Tensor  # (B, C, D, Gh, Gw), C = cfg.n_coeffs
     guide: torch.Tensor  # (B, 1, H, W)
+    denoised: torch.Tensor  # D: the frame the illumination divides (the input without denoise)
 
 
 class DeepUPE(nn.Module):
-    """Retinex enhancer: predicts the illumination ``S`` of a frame ``I``; output ``R = I / S``."""
+    """Retinex enhancer: predicts the illumination ``S`` of a frame ``I``; output ``R = D / S``
+    with ``D`` the frame denoised by the model (``I`` itself without ``cfg.denoise``)."""
 
     def __init__(self, cfg: ModelConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg or ModelConfig()
         self.coeffs = CoefficientNet(self.cfg)
         self.guide = GuideMap(self.cfg)
+        if self.cfg.denoise:
+            # The filter's edge threshold (a luma variance), learned on a log scale.
+            self.log_eps = nn.Parameter(torch.tensor(math.log(self.cfg.denoise_eps)))
+
+    def denoise_coeffs(self, image: torch.Tensor) -> torch.Tensor:
+        """Guided-filter coefficients ``(B, 6, h, w)`` of a ``(B, 3, H, W)`` frame (float in
+        [0, 1], or uint8), fitted at ``1 / cfg.denoise_factor`` of its size."""
+        small = shrink(image, self.cfg.denoise_factor)
+        return guided_coefficients(small, self.cfg.denoise_radius, self.log_eps.exp())
 
     def lowres(self, image: torch.Tensor) -> torch.Tensor:
         """Resize ``(B, 3, H, W)`` to the network's square low-res input (antialiased)."""
@@ -45,17 +58,22 @@ class DeepUPE(nn.Module):
         return self.coeffs(self.lowres(image))
 
     def render(self, grid: torch.Tensor, image: torch.Tensor, strength: float = 1.0) -> Prediction:
-        """Full-res stage for a given grid: guide, slice, apply, ``S``, ``R = I / S``.
+        """Full-res stage for a given grid: guide, slice, denoise, apply, ``S``, ``R = D / S``.
 
-        ``strength`` k blends the illumination towards 1 as ``S**k``: 0 returns the input.
+        ``strength`` k blends the illumination towards 1 as ``S**k``: 0 returns ``D``.
         """
         guide = self.guide(image)
-        logits = apply_affine(slice_grid(grid, guide), image)
-        s = illumination(logits, image, grey=self.cfg.illumination == "grey")
+        coeffs = slice_grid(grid, guide)
+        x = image
+        if self.cfg.denoise:
+            lam = torch.sigmoid(coeffs[:, N_AFFINE:N_AFFINE + 1])
+            x = denoise(image, self.denoise_coeffs(image), lam).clamp(0.0, 1.0)
+        logits = apply_affine(coeffs[:, :N_AFFINE], x)
+        s = illumination(logits, x, grey=self.cfg.illumination == "grey")
         if strength != 1.0:
             s = s**strength
-        out = (image / s).clamp(0.0, 1.0)
-        return Prediction(illumination=s, output=out, grid=grid, guide=guide)
+        out = (x / s).clamp(0.0, 1.0)
+        return Prediction(illumination=s, output=out, grid=grid, guide=guide, denoised=x)
 
     def forward(self, image: torch.Tensor, strength: float = 1.0) -> Prediction:
         return self.render(self.grid(image), image, strength)

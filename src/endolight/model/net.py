@@ -8,7 +8,7 @@ from torch import nn
 
 from endolight.model.config import ModelConfig
 
-N_COEFFS = 12  # a 3x4 affine colour transform per grid cell
+N_AFFINE = 12  # a 3x4 affine colour transform per grid cell (ModelConfig.n_coeffs may add more)
 
 
 def _conv(cin: int, cout: int, stride: int = 1, act: bool = True) -> nn.Sequential:
@@ -21,7 +21,8 @@ def _conv(cin: int, cout: int, stride: int = 1, act: bool = True) -> nn.Sequenti
 class CoefficientNet(nn.Module):
     """HDRNet low-res stream: splat convs, local and global paths, fusion, linear prediction.
 
-    Input ``(B, 3, lowres, lowres)`` float in [0, 1]; output grid ``(B, 12, D, Gh, Gw)``.
+    Input ``(B, 3, lowres, lowres)`` float in [0, 1]; output grid ``(B, C, D, Gh, Gw)`` with
+    ``C = cfg.n_coeffs`` (12 affine coefficients, then the denoising strength's logit).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -51,7 +52,7 @@ class CoefficientNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(cfg.fc_width // 2, feat),
         )
-        self.pred = nn.Conv2d(feat, N_COEFFS * cfg.grid_depth, 1)
+        self.pred = nn.Conv2d(feat, cfg.n_coeffs * cfg.grid_depth, 1)
         self._init_pred()
 
     def _init_pred(self) -> None:
@@ -68,4 +69,4 @@ class CoefficientNet(nn.Module):
         fused = F.relu(local + g)
         coeffs = self.pred(fused)  # (B, 12*D, Gh, Gw)
         b, _, gh, gw = coeffs.shape
-        return coeffs.view(b, N_COEFFS, self.cfg.grid_depth, gh, gw)
+        return coeffs.view(b, self.cfg.n_coeffs, self.cfg.grid_depth, gh, gw)

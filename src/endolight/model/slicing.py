@@ -43,7 +43,7 @@ def apply_affine(coeffs: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         ``(B, 3, H, W)``.
     """
     b, _, h, w = coeffs.shape
-    a = coeffs.view(b, 3, 4, h, w)
+    a = coeffs.reshape(b, 3, 4, h, w)
     return torch.einsum("bcjhw,bjhw->bchw", a[:, :, :3], image) + a[:, :, 3]
 
 

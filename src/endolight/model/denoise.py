@@ -1,0 +1,92 @@
+"""Learned denoising inside the model: a fast guided filter whose strength the grid predicts.
+
+``R = I / S`` lifts the sensor noise of dark regions with their signal. The model therefore
+divides a denoised frame ``D`` instead of ``I``:
+
+* a guided filter (He et al., TPAMI 2013) of each colour channel, guided by the frame's luma,
+  computed the "fast" way (He & Sun 2015): the local linear coefficients ``q_c = a_c * Y + b_c``
+  are fitted on a copy shrunk by ``factor`` with a ``(2 radius + 1)`` box, then bilinearly
+  upsampled, so full resolution costs one multiply-add per channel. Flat regions (local luma
+  variance below ``eps``) become their local mean; edges (variance above ``eps``) keep the pixel.
+  Every channel is guided by the same luma, so colour noise goes too and edges stay in place.
+* a per-pixel strength ``lam`` in [0, 1], sliced from a 13th channel of the bilateral grid:
+  the network decides where to denoise (dark, lifted cells) and where to keep texture.
+
+``D = I + lam * (q - I)``. All heavy work is at low resolution; the fused CPU kernel
+(``endolight.kernels.fused``) does the full-resolution part in the same pass as the slice.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+# Rec. 601 luma weights (as kornia.color.rgb_to_grayscale): the guide of the filter.
+LUMA = (0.299, 0.587, 0.114)
+N_GUIDED = 6  # a_r, a_g, a_b, b_r, b_g, b_b
+
+
+def lowres_size(height: int, width: int, factor: int) -> tuple[int, int]:
+    """Size ``(h, w)`` of the shrunk copy the filter's coefficients are fitted on."""
+    return max(1, math.ceil(height / factor)), max(1, math.ceil(width / factor))
+
+
+def luma(image: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` -> ``(B, 1, H, W)`` Rec. 601 luma."""
+    return LUMA[0] * image[:, 0:1] + LUMA[1] * image[:, 1:2] + LUMA[2] * image[:, 2:3]
+
+
+def shrink(image: torch.Tensor, factor: int) -> torch.Tensor:
+    """Antialiased bilinear shrink by ``factor`` (also works on uint8; returns float in [0, 1]
+    for uint8 input)."""
+    size = lowres_size(image.shape[-2], image.shape[-1], factor)
+    out = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return out.float() / 255 if image.dtype == torch.uint8 else out
+
+
+def guided_coefficients(small: torch.Tensor, radius: int, eps: torch.Tensor | float) -> torch.Tensor:
+    """Guided-filter coefficients of a shrunk frame, each channel guided by the luma.
+
+    Args:
+        small: ``(B, 3, h, w)`` float in [0, 1] (:func:`shrink` of the frame).
+        radius: box radius in shrunk pixels.
+        eps: regulariser (a luma variance): the edge/flat threshold.
+
+    Returns:
+        ``(B, 6, h, w)``: ``a_r, a_g, a_b, b_r, b_g, b_b``, box-averaged as in He et al.
+    """
+    k = 2 * radius + 1
+
+    def box(t: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(t, k, stride=1, padding=radius, count_include_pad=False)
+
+    y = luma(small)
+    mean_y, mean_i = box(y), box(small)
+    var_y = box(y * y) - mean_y * mean_y
+    cov = box(y * small) - mean_y * mean_i
+    a = cov / (var_y.clamp_min(0) + eps)
+    b = mean_i - a * mean_y
+    return box(torch.cat([a, b], dim=1))
+
+
+def upsample(coeffs: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear (half-pixel, edge-clamped) upsampling of ``(B, C, h, w)`` to ``(B, C, H, W)``."""
+    return F.interpolate(coeffs, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def denoise(image: torch.Tensor, coeffs: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``D = I + lam * (a * Y + b - I)`` at full resolution.
+
+    Args:
+        image: ``(B, 3, H, W)`` float in [0, 1].
+        coeffs: ``(B, 6, h, w)`` from :func:`guided_coefficients`.
+        lam: ``(B, 1, H, W)`` strength in [0, 1].
+
+    Returns:
+        ``(B, 3, H, W)`` denoised frame (not clamped; within [0, 1] up to the filter's overshoot).
+    """
+    up = upsample(coeffs, image.shape[-2], image.shape[-1])
+    q = up[:, :3] * luma(image) + up[:, 3:]
+    return image + lam * (q - image)
