@@ -14,6 +14,11 @@ from endolight.io.atomic import atomic_write
 from endolight.model import DeepUPE, ModelConfig
 
 DEFAULT_WEIGHTS = "endolight-default.safetensors"
+# Weights shipped in the package, selectable by name wherever a weights path is accepted.
+SHIPPED_WEIGHTS = {
+    "default": DEFAULT_WEIGHTS,  # noise-aware model, endoscope protocol (configs/default.toml)
+    "paper": "endolight-paper.safetensors",  # DeepUPE's own model, paper protocol (configs/paper.toml)
+}
 
 
 def save_weights(model: DeepUPE, path: str | Path, meta: dict[str, Any] | None = None) -> None:
@@ -31,18 +36,30 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return {k: v if k == "model_config" else json.loads(v) for k, v in meta.items()}
 
 
-def default_weights_path() -> Path:
-    """The weights shipped inside the package."""
-    return Path(str(resources.files("endolight") / "weights" / DEFAULT_WEIGHTS))
+def default_weights_path(name: str = "default") -> Path:
+    """A weights file shipped inside the package (``SHIPPED_WEIGHTS``)."""
+    return Path(str(resources.files("endolight") / "weights" / SHIPPED_WEIGHTS[name]))
+
+
+def resolve_weights(path: str | Path | None) -> Path:
+    """A weights path: ``None`` is the shipped default, a name of ``SHIPPED_WEIGHTS`` (``"paper"``)
+    that is not an existing file is that shipped file, anything else a path."""
+    if not path:
+        return default_weights_path()
+    name = str(path)
+    if name in SHIPPED_WEIGHTS and not Path(name).exists():
+        return default_weights_path(name)
+    return Path(path)
 
 
 def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> DeepUPE:
-    """Build a :class:`DeepUPE` from a weights file (default: the shipped weights), in eval mode.
+    """Build a :class:`DeepUPE` from a weights file or a shipped name (default: the shipped
+    default weights; ``"paper"``: the paper preset), in eval mode.
 
     Raises:
         FileNotFoundError: the weights file does not exist.
     """
-    p = Path(path) if path else default_weights_path()
+    p = resolve_weights(path)
     if not p.is_file():
         raise FileNotFoundError(f"weights file {p} not found")
     cfg = ModelConfig.from_json(read_metadata(p)["model_config"])

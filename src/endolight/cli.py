@@ -22,6 +22,10 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+# A weights file, or the name of shipped weights (endolight.checkpoint.SHIPPED_WEIGHTS).
+Weights = Annotated[Path | None, typer.Option(
+    help="Weights file, or a shipped name: default (the shipped model) or paper (the DeepUPE preset).")]
+
 # The degradation protocol of synthesized pairs (endolight.degrade.PROTOCOLS), shared by synth,
 # train, eval and compare.
 Protocol = Annotated[str, typer.Option(
@@ -60,7 +64,7 @@ def _fidelity(exposure: float | None, denoise: float, preserve_hue: bool, highli
 def enhance(
     source: Annotated[str, typer.Argument(help="Image file, folder (recursive) or glob pattern.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")],
-    weights: Annotated[Path | None, typer.Option(help="Weights file (default: shipped).")] = None,
+    weights: Weights = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="0 = input, 1 = full.")] = 1.0,
     keep_border: Annotated[bool, typer.Option(help="Leave black borders untouched.")] = True,
@@ -184,6 +188,67 @@ def train(
         typer.echo(f"checkpoints in {cfg.out_dir}")
 
 
+@app.command()
+def adapt(
+    source: Annotated[str, typer.Argument(help="Well-lit footage of your scope: video file, or folder or "
+                                               "glob of frames in time order.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Weights file to write "
+                                                                "(e.g. my-scope.safetensors).")],
+    weights: Annotated[Path | None, typer.Option(help="Starting weights (default: shipped).")] = None,
+    protocol: Protocol = "endoscope",
+    minutes: Annotated[float, typer.Option(min=0.1, help="Training time budget; frame selection "
+                                                         "and the final evaluation come on top.")] = 6.0,
+    max_frames: Annotated[int, typer.Option(min=5, help="Usable frames kept at most, evenly in time.")] = 60,
+    max_side: Annotated[int, typer.Option(min=64, help="Frames are shrunk to this longer side.")] = 512,
+    work_dir: Annotated[Path | None, typer.Option(help="Frames, checkpoints and report "
+                                                       "(default: OUTPUT's name + .adapt beside it).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its work folder.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+) -> None:
+    """Fine-tune the model to your own scope from well-lit footage, in one command.
+
+    Keeps the usable frames (well exposed, sharp, no near-duplicates) and says why it dropped
+    the rest, holds out the last 20 % in time, dims the others with the degradation model
+    (--protocol) and fine-tunes the starting weights for about --minutes. Then it compares
+    the starting and adapted weights on the held-out frames, and writes a report with a
+    contact sheet in the work folder. Use the result with any command's --weights. See
+    docs/adapt.md.
+    """
+    from endolight.adapt import AdaptConfig, AdaptError, run_adapt
+    from endolight.io.images import InputError
+
+    cfg = AdaptConfig(source=source, output=str(output), work_dir=str(work_dir) if work_dir else None,
+                      weights=str(weights) if weights else None, protocol=protocol, minutes=minutes,
+                      max_frames=max_frames, max_side=max_side, device=device)
+    bars: dict[str, tqdm] = {}
+
+    def on_progress(stage: str, done: int, total: int | None) -> None:
+        if stage not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[stage] = tqdm(total=total, desc=stage, unit="step" if stage == "adapt" else "frame")
+        bars[stage].update(done - bars[stage].n)
+
+    def on_epoch(log) -> None:
+        tqdm.write(f"epoch {log.epoch}: held-out PSNR {log.val_psnr:.2f} dB, SSIM {log.val_ssim:.4f}")
+
+    try:
+        result = run_adapt(cfg, resume=resume, on_progress=on_progress, on_epoch=on_epoch)
+    except (AdaptError, InputError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail(f"interrupted: run the same command with --resume to continue from the last epoch "
+              f"(kept in {cfg.work})", code=130)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    typer.echo(result.selection)
+    typer.echo(f"{result.n_train} frames trained on, {result.n_heldout} held out (the last in time); "
+               f"{int(result.plan['steps'])} steps")
+    typer.echo(result.table)
+    typer.echo(f"weights: {output}\nreport: {result.report} ({result.seconds:.0f} s in all)")
+
+
 @app.command("eval")
 def evaluate_cmd(
     pairs: Annotated[Path | None, typer.Option(help="Folder with dim/ and target/ (from synth). "
@@ -191,7 +256,7 @@ def evaluate_cmd(
     output: Annotated[Path, typer.Option("-o", "--output", help="Where metrics.csv/.md go.")] = Path(
         "results/eval"
     ),
-    weights: Annotated[Path | None, typer.Option(help="Weights file (default: shipped).")] = None,
+    weights: Weights = None,
     methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = (
         "identity,gamma,clahe,endolight,endolight+denoise"),
     max_side: Annotated[int | None, typer.Option(help="Shrink frames to this longer side.")] = None,
@@ -240,7 +305,7 @@ def evaluate_cmd(
 def export_cmd(
     output: Annotated[Path, typer.Option("-o", "--output", help="File to write (.onnx, .pt).")],
     fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
-    weights: Annotated[Path | None, typer.Option(help="Weights file (default: shipped).")] = None,
+    weights: Weights = None,
     layout: Annotated[str, typer.Option(help="nhwc: (N,H,W,3) frames; nchw: (N,3,H,W).")] = "nhwc",
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="Baked-in strength.")] = 1.0,
     check: Annotated[bool, typer.Option(help="Compare the file with PyTorch on a 480x640 frame.")] = True,
@@ -282,7 +347,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface; the default serves this machine only.")] = "127.0.0.1",
     source: Annotated[str | None, typer.Option(help="Live source: video file, frame folder, camera "
                                                     "index (0) or stream URL (rtsp://...).")] = None,
-    weights: Annotated[Path | None, typer.Option(help="Weights file (default: shipped).")] = None,
+    weights: Weights = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="Initial strength.")] = 1.0,
     keep_border: Annotated[bool, typer.Option(help="Leave black borders untouched.")] = True,
@@ -343,6 +408,7 @@ def compare(
                                                  "no-reference table instead of the dim split.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "cpu",
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (default: torch's).")] = None,
+    protocol: Protocol = "endoscope",
 ) -> None:
     """Re-run the paper's comparison: Table 1, Figures 3 and 4, no-reference measures.
 
@@ -363,7 +429,8 @@ def compare(
     cfg = QUICK if quick else CompareConfig()
     budget = replace(cfg.budget, **{k: v for k, v in
                                     {"steps": steps, "batch_size": batch_size, "crop": crop}.items() if v})
-    cfg = replace(cfg, budget=budget, device=device,
+    _protocol(protocol)  # a clear error for an unknown name
+    cfg = replace(cfg, budget=budget, device=device, protocol=protocol,
                   **{k: str(v) if isinstance(v, Path) else v for k, v in
                      {"eval_max_side": max_side, "out_dir": output, "runs_dir": runs_dir,
                       "ours_weights": weights, "pairs_dir": pairs, "dim_dir": dim}.items() if v is not None})
@@ -404,14 +471,18 @@ def video(
                                                "or stream URL (rtsp://, http://, udp://...).")],
     output: Annotated[Path | None, typer.Option(
         "-o", "--output", help="Video file (.mp4, .mkv, .mov, .avi, .ts) or folder of frames.")] = None,
-    weights: Annotated[Path | None, typer.Option(help="Weights file (default: shipped).")] = None,
+    weights: Weights = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="0 = input, 1 = full.")] = 1.0,
     keep_border: Annotated[bool, typer.Option(help="Leave black borders untouched.")] = True,
     temporal: Annotated[bool, typer.Option(help="Smooth the illumination over time (cut-aware).")] = True,
     side_by_side: Annotated[bool, typer.Option(help="Write input | output side by side.")] = False,
-    low_latency: Annotated[bool, typer.Option(help="Queue depth 1, no encoder buffering; a live "
-                                                   "source skips late frames. Reports latency.")] = False,
+    low_latency: Annotated[bool, typer.Option(help="Short queues, no decoder/encoder buffering; a live "
+                                                   "source drops frames (counted) only when the enhancer "
+                                                   "falls behind.")] = False,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Camera/stream: seconds without data that end "
+                                                         "the stream (a normal end once frames arrived); "
+                                                         "limits each wait, not the session.")] = 5.0,
     show: Annotated[bool, typer.Option(help="Also show a live window (needs a display).")] = False,
     exposure: Exposure = None,
     denoise: Denoise = 0.0,
@@ -428,7 +499,7 @@ def video(
     from endolight.video import VideoError, VideoOptions, enhance_video
 
     opts = VideoOptions(side_by_side=side_by_side, low_latency=low_latency,
-                        temporal=TemporalConfig() if temporal else None)
+                        temporal=TemporalConfig() if temporal else None, timeout=timeout)
 
     def on_start(src) -> None:
         bar.total = src.info.frames
@@ -458,10 +529,11 @@ def video(
         _fail(str(exc), code=1)
     bar.close()
     where = ", ".join(str(p) for p in report.outputs) or "the window"
-    typer.echo(f"{report.written} frames written to {where} in {report.seconds:.1f} s ({report.fps:.1f} fps)"
-               + (f", {report.dropped} late frames skipped" if report.dropped else ""))
-    typer.echo(f"latency per frame (decoded -> written): p50 {report.latency(50):.1f} ms, "
-               f"p99 {report.latency(99):.1f} ms")
+    ended = f"stream ended ({report.ended}): " if report.ended else ""
+    corrupt = f", {report.corrupt} corrupt packets skipped" if report.corrupt else ""
+    typer.echo(f"{ended}{report.decoded} frames received, {report.written} written to {where}, "
+               f"{report.dropped} dropped{corrupt}; {report.seconds:.1f} s ({report.fps:.1f} fps); latency "
+               f"(decoded -> written) p50 {report.latency(50):.1f} ms, p99 {report.latency(99):.1f} ms")
     if report.interrupted:
         typer.echo("interrupted: the output ends at the last frame enhanced", err=True)
         raise typer.Exit(130)
@@ -470,7 +542,7 @@ def video(
 @app.command()
 def bench(
     quick: Annotated[bool, typer.Option(help="CI size: 720p and 1080p, a few frames each.")] = False,
-    weights: Annotated[Path | None, typer.Option(help="Weights file (default: shipped).")] = None,
+    weights: Weights = None,
     output: Annotated[Path | None, typer.Option("-o", "--output",
                                                 help="Also write the tables here (.md).")] = None,
 ) -> None:

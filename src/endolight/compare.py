@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from endolight.checkpoint import default_weights_path, read_metadata
+from endolight.checkpoint import SHIPPED_WEIGHTS, default_weights_path, read_metadata
 from endolight.data import FrameRef, PairDataset, list_frames, load_frame
-from endolight.degrade import DEGRADE_VERSION, DegradeConfig
+from endolight.degrade import DEGRADE_VERSION, DegradeConfig, protocol_config
 from endolight.device import resolve_device
 from endolight.enhancer import Enhancer
 from endolight.evaluate import (
@@ -48,6 +48,7 @@ from endolight.io.images import expand_sources, write_image
 from endolight.methods import LEARNED, METHODS, Method
 from endolight.methods import ours as ours_module
 from endolight.methods.learned import Budget, NetMethod, batches, count_parameters, fit, save_net
+from endolight.model import ModelConfig
 from endolight.pairs import EVAL_SEED, Pair, heldout_pairs, pairs_from_dir
 from endolight.train import seed_everything
 
@@ -75,6 +76,18 @@ class CompareConfig:
     data_root: str | None = None  # None: endolight.data.default_data_root() ($ENDOLIGHT_DATA)
     pairs_dir: str | None = None  # evaluate on these (dim/, target/) pairs instead of the held-out split
     dim_dir: str | None = None  # no-reference measures on these frames instead of the dim split
+    protocol: str = "endoscope"  # degradation of training and held-out pairs (endolight.degrade)
+
+    @property
+    def degrade(self) -> DegradeConfig:
+        return protocol_config(self.protocol)
+
+    @property
+    def ours_config(self) -> ModelConfig:
+        """Our same-budget model: the shipped default's, or the paper's own under its protocol."""
+        if self.protocol == "paper":
+            return ModelConfig(illumination="rgb", denoise=False)
+        return ModelConfig()
 
 
 QUICK = CompareConfig(
@@ -96,13 +109,13 @@ class Trained:
 # --------------------------------------------------------------------------- training
 
 
-def _learned_specs() -> dict[str, tuple[Any, Any, dict[str, Any]]]:
+def _learned_specs(cfg: CompareConfig) -> dict[str, tuple[Any, Any, dict[str, Any]]]:
     """Checkpoint key -> (module, config, extra trainer kwargs), comparators then our retrains."""
     specs: dict[str, tuple[Any, Any, dict[str, Any]]] = {
         name: (spec.module, spec.config, {}) for name, spec in LEARNED.items()
     }
     for variant, weights in ours_module.ABLATION.items():
-        specs[_ours_key(variant)] = (ours_module, ours_module.Config(), {"weights": weights})
+        specs[_ours_key(variant)] = (ours_module, cfg.ours_config, {"weights": weights})
     return specs
 
 
@@ -116,12 +129,12 @@ def _checkpoint_matches(path: Path, config: Any, extra: dict[str, Any], cfg: Com
     meta = read_metadata(path)
     return (meta.get("budget") == asdict(cfg.budget) and meta.get("model_config") == config.to_json()
             and meta.get("trainer") == _jsonable(extra) and meta.get("train_max_side") == cfg.train_max_side
-            and meta.get("train_frames") == cfg.train_frames and meta.get("pairs") == _pairs_key())
+            and meta.get("train_frames") == cfg.train_frames and meta.get("pairs") == _pairs_key(cfg))
 
 
-def _pairs_key() -> dict[str, Any]:
+def _pairs_key(cfg: CompareConfig) -> dict[str, Any]:
     """What makes the training pairs: a cached model trained on other pairs is retrained."""
-    return _jsonable({"degrade_version": DEGRADE_VERSION, "degrade": DegradeConfig()})
+    return _jsonable({"degrade_version": DEGRADE_VERSION, "degrade": cfg.degrade})
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +156,7 @@ def train_all(cfg: CompareConfig, on_progress: Progress | None = None) -> dict[s
     device = resolve_device(cfg.device)
     dataset: PairDataset | None = None
     out: dict[str, Trained] = {}
-    for key, (module, config, extra) in _learned_specs().items():
+    for key, (module, config, extra) in _learned_specs(cfg).items():
         path = runs / f"{key}.safetensors"
         if _checkpoint_matches(path, config, extra, cfg):
             net = module.Net(config)
@@ -152,7 +165,7 @@ def train_all(cfg: CompareConfig, on_progress: Progress | None = None) -> dict[s
             out[key] = Trained(net.eval(), meta["seconds"], meta["loss_start"], meta["loss_end"], True)
             continue
         if dataset is None:  # loaded once, only when something must train
-            dataset = PairDataset(_train_refs(cfg), cfg.budget.crop, cfg.train_max_side, DegradeConfig(),
+            dataset = PairDataset(_train_refs(cfg), cfg.budget.crop, cfg.train_max_side, cfg.degrade,
                                   cfg.budget.seed)
         seed_everything(cfg.budget.seed)
         net = module.Net(config).to(device)
@@ -171,7 +184,7 @@ def train_all(cfg: CompareConfig, on_progress: Progress | None = None) -> dict[s
         write_csv(runs / f"{key}.log.csv", [{"step": i + 1, **t} for i, t in enumerate(log)])
         save_net(net, path, key, {"budget": asdict(cfg.budget), "trainer": _jsonable(extra),
                                   "train_max_side": cfg.train_max_side, "train_frames": cfg.train_frames,
-                                  "pairs": _pairs_key(),
+                                  "pairs": _pairs_key(cfg),
                                   "seconds": seconds, "loss_start": trained.loss_start,
                                   "loss_end": trained.loss_end})
         out[key] = trained
@@ -192,7 +205,7 @@ def ours_weights_path(cfg: CompareConfig) -> Path:
         if not Path(cfg.ours_weights).is_file():
             raise FileNotFoundError(f"weights file {cfg.ours_weights} not found")
         return Path(cfg.ours_weights)
-    shipped = default_weights_path()
+    shipped = default_weights_path("paper" if cfg.protocol == "paper" else "default")
     if shipped.is_file():
         return shipped
     fallback = Path("runs/default/best.safetensors")
@@ -203,7 +216,8 @@ def ours_weights_path(cfg: CompareConfig) -> Path:
 
 def ours_label(path: Path) -> str:
     """Row name of our trained weights: "endolight (shipped)" for the shipped file, else its path."""
-    return SHIPPED if path.resolve() == default_weights_path().resolve() else f"endolight ({path.as_posix()})"
+    shipped = {default_weights_path(name).resolve() for name in SHIPPED_WEIGHTS}
+    return SHIPPED if path.resolve() in shipped else f"endolight ({path.as_posix()})"
 
 
 def build_methods(
@@ -251,7 +265,8 @@ def eval_pairs(cfg: CompareConfig) -> list[Pair]:
     """The user's pairs (``cfg.pairs_dir``, as written by ``endolight synth``, used as they are),
     else the project's synthesized held-out split shrunk to ``cfg.eval_max_side``."""
     root = Path(cfg.data_root) if cfg.data_root else None
-    source = pairs_from_dir(Path(cfg.pairs_dir)) if cfg.pairs_dir else heldout_pairs(cfg.eval_max_side, root)
+    source = (pairs_from_dir(Path(cfg.pairs_dir)) if cfg.pairs_dir
+              else heldout_pairs(cfg.eval_max_side, root, cfg.degrade))
     return list(_first_per_group(source, lambda p: p.organ, cfg.heldout_per_organ))
 
 
