@@ -32,6 +32,7 @@ from endolight.io.tensors import to_tensor, to_uint8
 from endolight.kernels.fused import GuideParams, render_uint8
 from endolight.metrics import mean_brightness
 from endolight.model import DeepUPE
+from endolight.model.denoise import box_mean_cv2
 from endolight.model.slicing import EPS
 
 EXPOSURE_TOL = 0.005  # exposure target met to within this mean luma (data range 1)
@@ -124,7 +125,8 @@ class Enhancer:
             if self.model.cfg.denoise:
                 # The denoiser's coefficients from a shrunk uint8 copy (as the grid's low-res
                 # input): the full-res frame is never converted to float.
-                dn = self.model.denoise_coeffs(torch.from_numpy(frame).permute(2, 0, 1)[None])
+                dn = self.model.denoise_coeffs(torch.from_numpy(frame).permute(2, 0, 1)[None],
+                                               box=box_mean_cv2)
             return render_uint8(frame, grid, self.guide_params, EPS, k, keep=keep,
                                 grey=self.model.cfg.illumination == "grey", denoise=dn)
         x = to_tensor(frame)[None].to(self.device)

@@ -102,7 +102,10 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
     x1_max = gw - 1
     cell = np.uint64(depth * nc)
     dz = np.uint64(nc if depth > 1 else 0)
-    u1, u2, u3, u12 = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(12)
+    u1, u2, u3 = np.uint64(1), np.uint64(2), np.uint64(3)
+    # Grey grids arrive collapsed to the mean affine row (render_uint8): one logit per pixel.
+    n_logit = 1 if grey else 3
+    lam_off = np.uint64(4 * n_logit)  # the denoising strength follows the affine rows
     use_dn = dn.shape[0] == 6
     dh, dw = dn.shape[1], dn.shape[2]
     l0, l1, l2 = np.float32(LUMA[0]), np.float32(LUMA[1]), np.float32(LUMA[2])
@@ -177,10 +180,10 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
             wt[2, x] = wx * (one - wz)
             wt[3, x] = wx * wz
         if use_dn:
-            _denoise_row(img, row, p, q, wt, dn, dy_lo[y], dy_w[y], dx_lo, dx_w, dz, u12, ua, ub,
+            _denoise_row(img, row, p, q, wt, dn, dy_lo[y], dy_w[y], dx_lo, dx_w, dz, lam_off, ua, ub,
                          l0, l1, l2, dh, dw)
         logit = np.empty((3, w), dtype=np.float32)
-        for c in range(3):
+        for c in range(n_logit):
             for x in range(ua, ub):
                 i0, i1, i2 = img[0, x], img[1, x], img[2, x]
                 a = p[x] + np.uint64(4 * c)
@@ -192,13 +195,13 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
                 logit[c, x] += wt[2, x] * (row[a] * i0 + row[a + u1] * i1 + row[a + u2] * i2 + row[a + u3])
                 logit[c, x] += wt[3, x] * (row[b] * i0 + row[b + u1] * i1 + row[b + u2] * i2 + row[b + u3])
         # Stage 4: S = max(I + (1 - I) * sigmoid(logit), eps) ** k, R = clamp(I / S, 0, 1);
-        # grey: one S = max(m + (1 - m) * sigmoid(mean_c logit), eps) ** k, m = max_c I.
+        # grey: one S = max(m + (1 - m) * sigmoid(mean_c logit), eps) ** k, m = max_c I (the mean
+        # of the three logits is the one logit of the collapsed grid).
         if grey:
-            third = np.float32(1.0 / 3.0)
             s = np.empty(w, dtype=np.float32)
             for x in range(ua, ub):
                 m = max(img[0, x], max(img[1, x], img[2, x]))
-                s[x] = max(m + (one - m) * _sigmoid((logit[0, x] + logit[1, x] + logit[2, x]) * third), eps)
+                s[x] = max(m + (one - m) * _sigmoid(logit[0, x]), eps)
             if use_pow:
                 for x in range(ua, ub):
                     s[x] = s[x] ** strength
@@ -224,10 +227,10 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
 
 
 @njit(**_JIT)
-def _denoise_row(img, row, p, q, wt, dn, r0, wy, dx_lo, dx_w, dz, u12, ua, ub, l0, l1, l2, dh,
+def _denoise_row(img, row, p, q, wt, dn, r0, wy, dx_lo, dx_w, dz, lam_off, ua, ub, l0, l1, l2, dh,
                  dw):  # pragma: no cover - compiled
     """``D = clamp(I + lam * (a * Y + b - I), 0, 1)`` in place on one row's planar ``img``:
-    ``lam`` the sigmoid of the grid's 13th channel (same taps as the affine), ``a, b`` the
+    ``lam`` the sigmoid of the grid's channel ``lam_off`` (same taps as the affine), ``a, b`` the
     guided filter's low-res coefficients ``dn`` (6, h, w) bilinearly upsampled."""
     one, zero = np.float32(1.0), np.float32(0.0)
     w = img.shape[1]
@@ -239,8 +242,8 @@ def _denoise_row(img, row, p, q, wt, dn, r0, wy, dx_lo, dx_w, dz, u12, ua, ub, l
     lam = np.empty(w, dtype=np.float32)
     luma = np.empty(w, dtype=np.float32)
     for x in range(ua, ub):
-        a = p[x] + u12
-        b = q[x] + u12
+        a = p[x] + lam_off
+        b = q[x] + lam_off
         v = wt[0, x] * row[a] + wt[1, x] * row[a + dz] + wt[2, x] * row[b] + wt[3, x] * row[b + dz]
         lam[x] = _sigmoid(v)
         luma[x] = l0 * img[0, x] + l1 * img[1, x] + l2 * img[2, x]
@@ -304,7 +307,13 @@ def render_uint8(
     h, w = frame.shape[:2]
     _, _, gh, gw = g.shape
     # (Gh, Gw, D, C): the coefficients of a cell are adjacent in memory.
-    cells = np.ascontiguousarray(g.transpose(2, 3, 1, 0), dtype=np.float32)
+    cells = g.transpose(2, 3, 1, 0)
+    if grey:
+        # Grey S needs only the mean of the three affine rows (the mean logit): averaging the
+        # rows once per grid cell saves two thirds of the per-pixel affine work.
+        mean_row = cells[..., :12].reshape(*cells.shape[:3], 3, 4).mean(axis=3)
+        cells = np.concatenate([mean_row, cells[..., 12:]], axis=-1)
+    cells = np.ascontiguousarray(cells, dtype=np.float32)
     y_lo, y_w = _axis_taps(h, gh)
     x_lo, x_w = _axis_taps(w, gw)
     dy_lo, dy_w = _axis_taps(h, dn.shape[1])

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from endolight.model.config import ModelConfig
-from endolight.model.denoise import denoise, guided_coefficients, shrink
+from endolight.model.denoise import Box, box_mean, denoise, guided_coefficients, shrink
 from endolight.model.guide import GuideMap
 from endolight.model.net import N_AFFINE, CoefficientNet
 from endolight.model.slicing import apply_affine, illumination, slice_grid
@@ -40,11 +40,11 @@ class DeepUPE(nn.Module):
             # The filter's edge threshold (a luma variance), learned on a log scale.
             self.log_eps = nn.Parameter(torch.tensor(math.log(self.cfg.denoise_eps)))
 
-    def denoise_coeffs(self, image: torch.Tensor) -> torch.Tensor:
+    def denoise_coeffs(self, image: torch.Tensor, box: Box = box_mean) -> torch.Tensor:
         """Guided-filter coefficients ``(B, 6, h, w)`` of a ``(B, 3, H, W)`` frame (float in
         [0, 1], or uint8), fitted at ``1 / cfg.denoise_factor`` of its size."""
         small = shrink(image, self.cfg.denoise_factor)
-        return guided_coefficients(small, self.cfg.denoise_radius, self.log_eps.exp())
+        return guided_coefficients(small, self.cfg.denoise_radius, self.log_eps.exp(), box)
 
     def lowres(self, image: torch.Tensor) -> torch.Tensor:
         """Resize ``(B, 3, H, W)`` to the network's square low-res input (antialiased)."""

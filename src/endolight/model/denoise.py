@@ -19,7 +19,10 @@ divides a denoised frame ``D`` instead of ``I``:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -46,29 +49,54 @@ def shrink(image: torch.Tensor, factor: int) -> torch.Tensor:
     return out.float() / 255 if image.dtype == torch.uint8 else out
 
 
-def guided_coefficients(small: torch.Tensor, radius: int, eps: torch.Tensor | float) -> torch.Tensor:
+Box = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def box_mean(t: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean of each ``(B, C, h, w)`` pixel's ``(2 radius + 1)^2`` box, over the pixels inside the
+    image (differentiable; the reference)."""
+    return F.avg_pool2d(t, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+
+
+def box_mean_cv2(t: torch.Tensor, radius: int) -> torch.Tensor:
+    """:func:`box_mean` by OpenCV, for inference on CPU: ~30x faster than PyTorch's pooling at
+    480x270 (separable running sums). No gradient; ``t`` must be on the CPU."""
+    k = 2 * radius + 1
+    planes = t.detach().float().contiguous().numpy()
+    b, c, h, w = planes.shape
+    flat = planes.reshape(b * c, h, w)
+    out = np.empty_like(flat)
+    for i in range(b * c):  # planar: no layout copies
+        cv2.boxFilter(flat[i], -1, (k, k), dst=out[i], normalize=False, borderType=cv2.BORDER_CONSTANT)
+    # In-image pixels per box (the count_include_pad=False normalisation), separable.
+    ones = np.ones((h, w), np.float32)
+    counts = cv2.boxFilter(ones, -1, (k, k), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    out *= 1.0 / counts
+    return torch.from_numpy(out.reshape(b, c, h, w))
+
+
+def guided_coefficients(small: torch.Tensor, radius: int, eps: torch.Tensor | float,
+                        box: Box = box_mean) -> torch.Tensor:
     """Guided-filter coefficients of a shrunk frame, each channel guided by the luma.
 
     Args:
         small: ``(B, 3, h, w)`` float in [0, 1] (:func:`shrink` of the frame).
         radius: box radius in shrunk pixels.
         eps: regulariser (a luma variance): the edge/flat threshold.
+        box: the box mean (:func:`box_mean`, or :func:`box_mean_cv2` for CPU inference).
 
     Returns:
         ``(B, 6, h, w)``: ``a_r, a_g, a_b, b_r, b_g, b_b``, box-averaged as in He et al.
     """
-    k = 2 * radius + 1
-
-    def box(t: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(t, k, stride=1, padding=radius, count_include_pad=False)
-
     y = luma(small)
-    mean_y, mean_i = box(y), box(small)
-    var_y = box(y * y) - mean_y * mean_y
-    cov = box(y * small) - mean_y * mean_i
+    # One box call for all eight statistics (mean Y, mean I, mean Y^2, mean Y*I).
+    stats = box(torch.cat([y, small, y * y, y * small], dim=1), radius)
+    mean_y, mean_i, mean_yy, mean_yi = stats[:, :1], stats[:, 1:4], stats[:, 4:5], stats[:, 5:8]
+    var_y = mean_yy - mean_y * mean_y
+    cov = mean_yi - mean_y * mean_i
     a = cov / (var_y.clamp_min(0) + eps)
     b = mean_i - a * mean_y
-    return box(torch.cat([a, b], dim=1))
+    return box(torch.cat([a, b], dim=1), radius)
 
 
 def upsample(coeffs: torch.Tensor, height: int, width: int) -> torch.Tensor:
