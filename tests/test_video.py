@@ -274,7 +274,7 @@ def test_cli_video_and_errors(tmp_path, sequence):
     res = runner.invoke(app, ["video", str(src), "-o", str(tmp_path / "out.mp4"), "--weights", str(weights),
                               "--low-latency"])
     assert res.exit_code == 0, res.output
-    assert "5 frames written" in res.output and "p99" in res.output
+    assert "5 frames received, 5 written" in res.output and "0 dropped" in res.output and "p99" in res.output
     res = runner.invoke(app, ["video", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "x.mp4"),
                               "--weights", str(weights)])
     assert res.exit_code == 2 and "error:" in res.output and "no such file" in res.output

@@ -3,15 +3,18 @@
 A reader thread decodes, the calling thread enhances (the fused kernel and PyTorch release the
 GIL, so decoding and encoding run beside it), a writer thread encodes. Bounded queues between
 them keep memory flat for a video of any length. Whatever happens part-way (Ctrl-C, a truncated
-file, a stream that drops, a fault in a frame), every frame enhanced so far is written and the
-output file is finished cleanly; the report says what stopped it.
+file, a stream that fails, a fault in a frame), every frame enhanced so far is written and the
+output file is finished cleanly; the report says what stopped it. A live stream's end (its sender
+closed it, or no data for the time-out) is a normal end, not a fault.
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,11 +28,23 @@ from endolight.enhancer import Enhancer
 from endolight.fov import FovTracker
 from endolight.io.images import InputError
 from endolight.io.sinks import Sink, WindowSink, open_sink
-from endolight.io.sources import FolderSource, Source, SourceError, open_source
+from endolight.io.sources import (
+    STREAM_TIMEOUT,
+    FolderSource,
+    Source,
+    SourceError,
+    VideoSource,
+    is_live,
+    open_source,
+)
 from endolight.temporal import GridSmoother, TemporalConfig
 
 _END = object()  # end of stream marker on a queue
 LATENCY_WINDOW = 100_000  # frames (over an hour at 25 fps) kept for the latency percentiles
+# Low latency on a live source: frames may wait this long (3 frames at 25-30 fps) before the
+# oldest is dropped. A scheduling hiccup on a busy machine is absorbed; only an enhancer that
+# stays slower than the source loses frames, and the added latency stays bounded.
+LIVE_BACKLOG_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -38,11 +53,13 @@ class VideoOptions:
 
     Attributes:
         side_by_side: write input | output side by side (for review).
-        low_latency: queue depth 1 and no frame buffering in decoder or encoder; a live source
-            skips frames that arrived while the previous one was processed.
+        low_latency: short queues and no frame buffering in decoder or encoder; a live source
+            drops its oldest waiting frame (counted) only when more than ``LIVE_BACKLOG_S``
+            of frames wait, i.e. when the enhancer falls behind the source.
         temporal: grid smoothing over time; ``None`` enhances every frame on its own.
         queue_depth: frames buffered between the stages (ignored in low-latency mode).
         max_frames: stop after this many frames (``None``: the whole source).
+        timeout: seconds without data that end a live stream (normally, once frames arrived).
     """
 
     side_by_side: bool = False
@@ -50,12 +67,14 @@ class VideoOptions:
     temporal: TemporalConfig | None = field(default_factory=TemporalConfig)
     queue_depth: int = 4
     max_frames: int | None = None
+    timeout: float = STREAM_TIMEOUT
 
 
 @dataclass
 class VideoReport:
     """What a run did. ``latency_ms``: per frame, from decoded to written (the last
-    ``LATENCY_WINDOW`` frames, so a stream of any length keeps flat memory)."""
+    ``LATENCY_WINDOW`` frames, so a stream of any length keeps flat memory). ``ended``: why a
+    live stream ended normally; ``corrupt``: its packets the decoder rejected and skipped."""
 
     decoded: int = 0
     enhanced: int = 0
@@ -67,6 +86,8 @@ class VideoReport:
     outputs: list[Path] = field(default_factory=list)
     interrupted: bool = False
     error: str | None = None
+    ended: str | None = None
+    corrupt: int = 0
 
     @property
     def fps(self) -> float:
@@ -121,7 +142,8 @@ def _read(source: Source, q: queue.Queue, stop: threading.Event, drop_late: bool
                 break
             item = (frame, time.perf_counter())
             if drop_late:
-                # Live and low latency: a newer frame replaces one still waiting.
+                # Live and low latency: the queue is full only when the enhancer has fallen
+                # behind by LIVE_BACKLOG_S; the oldest waiting frame makes room (counted).
                 try:
                     q.put_nowait(item)
                 except queue.Full:
@@ -195,6 +217,24 @@ def _enhance(q_in: queue.Queue, q_out: queue.Queue, enhancer: Enhancer, smoother
             return
 
 
+def live_backlog(fps: float) -> int:
+    """Frames a low-latency live stream may queue between two stages (at least 2)."""
+    return max(2, math.ceil(LIVE_BACKLOG_S * float(fps)))
+
+
+_WARM: weakref.WeakSet[Enhancer] = weakref.WeakSet()
+
+
+def warm_up(enhancer: Enhancer) -> None:
+    """Run one small frame through ``enhancer`` once (loads the compiled kernels). Before a
+    live source opens: loading holds the GIL for seconds, which would stall the reader."""
+    if enhancer in _WARM:
+        return
+    tiny = np.full((64, 64, 3), 40, np.uint8)
+    enhancer.enhance_array(tiny, fov=np.ones(tiny.shape[:2], bool))
+    _WARM.add(enhancer)
+
+
 def process(
     source: Source,
     sinks: list[Sink],
@@ -212,7 +252,7 @@ def process(
         writing fault); the frames before it are in the outputs.
     """
     opts = options or VideoOptions()
-    depth = 1 if opts.low_latency else max(1, opts.queue_depth)
+    depth = live_backlog(source.info.fps) if opts.low_latency else max(1, opts.queue_depth)
     q_in: queue.Queue = queue.Queue(depth)
     q_out: queue.Queue = queue.Queue(depth)
     stop = threading.Event()
@@ -241,9 +281,11 @@ def process(
             except queue.Full:
                 continue
         writer.join()
-        reader.join(timeout=15)  # a live stream's read times out within STREAM_TIMEOUT
+        reader.join(timeout=opts.timeout + 5)  # a live stream's read times out within opts.timeout
         if not reader.is_alive():
             source.close()
+        if isinstance(source, VideoSource):
+            report.ended, report.corrupt = source.ended, source.corrupt
         report.seconds = time.perf_counter() - start
         report.cuts = smoother.cuts if smoother else 0
         for sink in sinks:
@@ -277,7 +319,9 @@ def enhance_video(
     opts = options or VideoOptions()
     if output is None and not show:
         raise InputError("nothing to do: give an output (-o) or --show")
-    src = open_source(source, low_latency=opts.low_latency)
+    if is_live(source):
+        warm_up(enhancer)
+    src = open_source(source, low_latency=opts.low_latency, timeout=opts.timeout)
     info = src.info
     sinks: list[Sink] = []
     try:
@@ -298,7 +342,8 @@ def enhance_video(
         on_start(src)
     report = process(src, sinks, enhancer, opts, on_frame)
     if report.decoded == 0 and not report.interrupted:
-        reason = f" ({report.error})" if report.error else ""
+        why = report.error or report.ended
+        reason = f" ({why})" if why else ""
         raise InputError(f"{info.name}: no video frames decoded{reason}")
     if report.error:
         where = f"; the {report.written} frames before it were written" if report.outputs else ""

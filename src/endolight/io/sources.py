@@ -4,8 +4,10 @@ Everything is decoded by FFmpeg through PyAV (files, cameras via V4L2, rtsp/http
 frame folders are read with :func:`endolight.io.images.read_image`. A source yields
 :class:`Frame` objects one at a time (no frame list: a video of any length runs in flat
 memory). Problems before the first frame raise :class:`InputError`; a fault in the middle (a
-truncated or corrupt file, a stream that drops) raises :class:`SourceError` after every frame
-decoded up to it has been yielded, so the caller can still write them.
+truncated or corrupt file, a stream that fails) raises :class:`SourceError` after every frame
+decoded up to it has been yielded, so the caller can still write them. A live stream ends
+normally when its sender closes it or when no data arrives for the time-out (UDP has no end
+marker): :attr:`VideoSource.ended` then says which.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from endolight.io.images import (
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".wmv")
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt", "rtp")
 DEFAULT_FPS = Fraction(25)
-STREAM_TIMEOUT = (10.0, 5.0)  # seconds to open a camera/stream, and to wait for each packet
+STREAM_TIMEOUT = 5.0  # seconds without data after which a live source ends (or, before any data, fails)
 
 
 class SourceError(RuntimeError):
@@ -73,6 +75,12 @@ def _is_url(spec: str) -> bool:
     return bool(m) and m.group(1).lower() in URL_SCHEMES
 
 
+def is_live(spec: str | int | Path) -> bool:
+    """A camera index or a stream URL: frames arrive in real time."""
+    s = str(spec)
+    return isinstance(spec, int) or s.isdigit() or _is_url(s)
+
+
 def _av_message(exc: Exception) -> str:
     """FFmpeg's reason without PyAV's errno and file name decorations."""
     text = getattr(exc, "strerror", None) or str(exc)
@@ -85,21 +93,34 @@ class VideoSource:
     Args:
         spec: file path, camera index (``0`` for ``/dev/video0``) or stream URL.
         low_latency: decode frame by frame (no frame-threading delay), for live use.
+        timeout: live sources: seconds without data that end the stream (a normal end once
+            frames have arrived, an :class:`InputError` before the first data). It bounds each
+            wait for data, never the length of the session.
+
+    Attributes:
+        ended: why a live stream ended normally (the sender closed it, or no data for
+            ``timeout`` seconds); ``None`` while running and for files.
+        corrupt: packets of a live stream the decoder rejected and skipped (lost UDP data).
     """
 
-    def __init__(self, spec: str | int | Path, low_latency: bool = False) -> None:
+    def __init__(self, spec: str | int | Path, low_latency: bool = False,
+                 timeout: float = STREAM_TIMEOUT) -> None:
         s = str(spec)
         self.path: Path | None = None
+        self.timeout = timeout
+        self.ended: str | None = None
+        self.corrupt = 0
         options: dict[str, str] = {}
         open_kw: dict = {}
         if isinstance(spec, int) or s.isdigit():
             url, fmt, live = f"/dev/video{int(s)}", "v4l2", True
             if not Path(url).exists():
                 raise InputError(f"camera {s}: not found ({url} does not exist)")
-            open_kw["timeout"] = STREAM_TIMEOUT
+            # PyAV restarts the read time-out before every packet: "no data for N s".
+            open_kw["timeout"] = (timeout, timeout)
         elif _is_url(s):
             url, fmt, live = s, None, True
-            open_kw["timeout"] = STREAM_TIMEOUT
+            open_kw["timeout"] = (timeout, timeout)
             if s.lower().startswith("rtsp"):
                 options["rtsp_transport"] = "tcp"  # UDP loses packets on busy networks
         else:
@@ -112,6 +133,8 @@ class VideoSource:
         self.name = s
         try:
             self._container = av.open(url, format=fmt, options=options, **open_kw)
+        except av.error.ExitError as exc:  # the time-out's interrupt: nothing arrived
+            raise InputError(f"{s}: no data within {timeout:g} s (is the sender running?)") from exc
         except av.error.FFmpegError as exc:
             what = "corrupt, truncated or not a video" if self.path else "cannot open"
             raise InputError(f"{s}: {what} ({_av_message(exc)})") from exc
@@ -140,7 +163,7 @@ class VideoSource:
         tb, step = self.info.time_base, 1 / (self.info.fps * self.info.time_base)
         index, last_pts = 0, None
         try:
-            for vf in self._container.decode(self._stream):
+            for vf in self._decode():
                 if (vf.width, vf.height) != (self.info.width, self.info.height):
                     raise SourceError(f"{self.name}: the frame size changed from {self.info.width}x"
                                       f"{self.info.height} to {vf.width}x{vf.height} after {index} frames")
@@ -153,10 +176,32 @@ class VideoSource:
                 yield Frame(image, index, pts, tb)
                 index += 1
         except av.error.FFmpegError as exc:
-            what = "stream dropped" if self.info.live else "decoding failed (truncated or corrupt file?)"
+            what = "stream failed" if self.info.live else "decoding failed (truncated or corrupt file?)"
             raise SourceError(f"{self.name}: {what} after {index} frames ({_av_message(exc)})") from exc
         if self.info.frames and not self.info.live and index < self.info.frames:
             raise SourceError(f"{self.name}: truncated: decoded {index} of {self.info.frames} frames")
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        """Decoded frames. A live stream's end (sender closed, or silent for the time-out) is a
+        normal end, recorded in :attr:`ended`; a packet its decoder rejects (data lost in
+        transit) is skipped and counted, as a player would, instead of ending the session."""
+        live, codec = self.info.live, self._stream.codec_context
+        try:
+            for packet in self._container.demux(self._stream):
+                try:
+                    yield from packet.decode()
+                except av.error.InvalidDataError:
+                    if not live:
+                        raise
+                    self.corrupt += 1
+        except av.error.ExitError:
+            if not live:
+                raise
+            self.ended = f"no data for {self.timeout:g} s"
+            yield from codec.decode(None)  # frames still inside a frame-threaded decoder
+            return
+        if live:
+            self.ended = "the sender closed the stream"
 
     def close(self) -> None:
         self._container.close()
@@ -191,18 +236,20 @@ class FolderSource:
 Source = VideoSource | FolderSource
 
 
-def open_source(spec: str | int | Path, low_latency: bool = False, fps: float = float(DEFAULT_FPS)) -> Source:
+def open_source(spec: str | int | Path, low_latency: bool = False, fps: float = float(DEFAULT_FPS),
+                timeout: float = STREAM_TIMEOUT) -> Source:
     """Open any supported source: video file, camera index, stream URL, image folder or glob.
 
     Args:
         fps: frame rate given to image folders (videos keep their own).
+        timeout: seconds without data that end a camera or stream (:class:`VideoSource`).
 
     Raises:
         InputError: missing, empty, unreadable or unsupported, with a one-line reason.
     """
     s = str(spec)
-    if isinstance(spec, int) or s.isdigit() or _is_url(s):
-        return VideoSource(spec, low_latency)
+    if is_live(spec):
+        return VideoSource(spec, low_latency, timeout)
     p = Path(s)
     pattern = not p.exists() and any(c in s for c in "*?[")
     if (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) or p.is_dir() or pattern:
