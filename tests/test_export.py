@@ -49,7 +49,8 @@ def onnx_file(model: DeepUPE, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_onnx_interface_is_documented_and_dynamic(onnx_file: Path) -> None:
     graph = onnx.load(str(onnx_file))
     assert max(op.version for op in graph.opset_import if op.domain in ("", "ai.onnx")) >= ONNX_OPSET
-    assert any(node.op_type == "GridSample" for node in graph.graph.node)
+    # The slice is gathers (GridSample on the 5-D grid costs ~1.9 s per 1080p frame in ONNX Runtime).
+    assert not any(node.op_type in ("GridSample", "Einsum", "GatherND") for node in graph.graph.node)
     (inp,), (out,) = graph.graph.input, graph.graph.output
     assert (inp.name, out.name) == (INPUT_NAME, OUTPUT_NAME)
     for tensor in (inp, out):

@@ -221,6 +221,9 @@ def _train(
         model.load_state_dict(load_file(str(out / "last.safetensors"), device=str(device)))
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        # Resuming with another ``epochs`` continues on a cosine schedule that ends there (the
+        # saved T_max would otherwise win); unchanged ``epochs`` leaves the schedule as it was.
+        sched.T_max = cfg.epochs
         start, best = state["epoch"], state["best_psnr"]
         torch.set_rng_state(state["torch_rng"])
     elif cfg.init_weights:

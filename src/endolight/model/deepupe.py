@@ -13,7 +13,7 @@ from endolight.model.config import ModelConfig
 from endolight.model.denoise import Box, box_mean, denoise, guided_coefficients, shrink
 from endolight.model.guide import GuideMap
 from endolight.model.net import N_AFFINE, CoefficientNet
-from endolight.model.slicing import apply_affine, illumination, slice_grid
+from endolight.model.slicing import apply_affine, grey_grid, illumination, slice_grid, slice_grid_gather
 
 
 @dataclass
@@ -57,23 +57,29 @@ class DeepUPE(nn.Module):
         """Bilateral grid ``(B, 12, D, Gh, Gw)`` for a full-res ``(B, 3, H, W)`` frame."""
         return self.coeffs(self.lowres(image))
 
-    def render(self, grid: torch.Tensor, image: torch.Tensor, strength: float = 1.0) -> Prediction:
+    def render(self, grid: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
+               deploy: bool = False) -> Prediction:
         """Full-res stage for a given grid: guide, slice, denoise, apply, ``S``, ``R = D / S``.
 
         ``strength`` k blends the illumination towards 1 as ``S**k``: 0 returns ``D``.
+        ``deploy`` computes the same with the guide's lookup table and gathers instead of the
+        5-D ``grid_sample`` (what exported graphs run fast; within 1/255, tested).
         """
-        guide = self.guide(image)
-        coeffs = slice_grid(grid, guide)
+        grey = self.cfg.illumination == "grey"
+        guide = self.guide.lookup(image) if deploy else self.guide(image)
+        cells = grey_grid(grid) if grey else grid
+        coeffs = (slice_grid_gather if deploy else slice_grid)(cells, guide)
+        n_affine = 4 if grey else N_AFFINE
         x = image
         if self.cfg.denoise:
-            lam = torch.sigmoid(coeffs[:, N_AFFINE:N_AFFINE + 1])
+            lam = torch.sigmoid(coeffs[:, n_affine:n_affine + 1])
             x = denoise(image, self.denoise_coeffs(image), lam).clamp(0.0, 1.0)
-        logits = apply_affine(coeffs[:, :N_AFFINE], x)
-        s = illumination(logits, x, grey=self.cfg.illumination == "grey")
+        logits = apply_affine(coeffs[:, :n_affine], x)
+        s = illumination(logits, x, grey=grey)
         if strength != 1.0:
             s = s**strength
         out = (x / s).clamp(0.0, 1.0)
         return Prediction(illumination=s, output=out, grid=grid, guide=guide, denoised=x)
 
-    def forward(self, image: torch.Tensor, strength: float = 1.0) -> Prediction:
-        return self.render(self.grid(image), image, strength)
+    def forward(self, image: torch.Tensor, strength: float = 1.0, deploy: bool = False) -> Prediction:
+        return self.render(self.grid(image), image, strength, deploy)

@@ -7,6 +7,8 @@ from torch import nn
 
 from endolight.model.config import ModelConfig
 
+LUT_NODES = 4096  # samples per channel curve in GuideMap.lookup
+
 
 class GuideMap(nn.Module):
     """Per-pixel guide ``g = clamp(sum_c mix_c * curve_c(M @ rgb + b) + m0, 0, 1)``.
@@ -34,4 +36,34 @@ class GuideMap(nn.Module):
         ramps = torch.relu(x[:, :, None] - self.shifts[None, :, :, None, None])
         curved = torch.einsum("ck,bckhw->bchw", self.slopes, ramps)
         g = torch.einsum("c,bchw->bhw", self.mix, curved)[:, None] + self.mix_bias
+        return g.clamp(0.0, 1.0)
+
+    def lookup(self, image: torch.Tensor, nodes: int = LUT_NODES) -> torch.Tensor:
+        """The same guide through a lookup table of each channel's curve (for deployment).
+
+        The curve is piecewise linear, so a table of ``nodes + 1`` samples over the range
+        ``M @ rgb + b`` can take on ``[0, 1]^3``, linearly interpolated, differs from it only in
+        the few cells holding a knot (measured below 1e-3 of the guide's range). It needs no
+        ``(B, 3, K, H, W)`` ramps: two gathers and a lerp per channel, which is what ONNX
+        Runtime runs fast at full resolution.
+        """
+        # Explicit multiply-adds: ONNX Runtime's Einsum is slow at full resolution.
+        m = self.ccm[None, :, :, None, None]
+        x = (m[:, :, 0] * image[:, None, 0] + m[:, :, 1] * image[:, None, 1] + m[:, :, 2] * image[:, None, 2]
+             + self.ccm_bias[None, :, None, None])
+        lo = self.ccm.clamp(max=0).sum(1) + self.ccm_bias
+        span = (self.ccm.clamp(min=0).sum(1) + self.ccm_bias - lo).clamp_min(1e-8)
+        at = lo[:, None] + span[:, None] * torch.linspace(0, 1, nodes + 1, device=image.device)[None]
+        ramps = torch.relu(at[:, :, None] - self.shifts[:, None, :])  # (3, nodes + 1, K)
+        table = self.mix[:, None] * (self.slopes[:, None, :] * ramps).sum(-1)
+        pos = ((x - lo[None, :, None, None]) / span[None, :, None, None] * nodes).clamp(0, nodes)
+        i0 = pos.floor().clamp(max=nodes - 1)
+        frac = pos - i0
+        offsets = (torch.arange(3, device=image.device) * (nodes + 1))[None, :, None, None]
+        idx = (i0.long() + offsets).reshape(-1)
+        flat = table.reshape(-1)
+        # index_select exports as ONNX Gather (fast); advanced indexing would become GatherND.
+        a = torch.index_select(flat, 0, idx).reshape(x.shape)
+        b = torch.index_select(flat, 0, idx + 1).reshape(x.shape)
+        g = (a + frac * (b - a)).sum(1, keepdim=True) + self.mix_bias
         return g.clamp(0.0, 1.0)
