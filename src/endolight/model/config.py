@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 ILLUMINATIONS = ("grey", "rgb")
+DENOISE_FILTERS = ("guided", "box")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class ModelConfig:
             shrunk by ``denoise_factor`` with a box of radius ``denoise_radius`` there, edge
             threshold a learned luma variance starting at ``denoise_eps``) blended in with a
             per-pixel strength from a 13th grid channel (``endolight.model.denoise``).
+            ``denoise_filter = "box"`` blends towards the plain local mean instead (the
+            filter with an infinite edge threshold): the ablation's baseline.
     """
 
     lowres: int = 256
@@ -43,8 +46,11 @@ class ModelConfig:
     denoise_factor: int = 4
     denoise_radius: int = 2
     denoise_eps: float = 1e-3
+    denoise_filter: str = "guided"
 
     def __post_init__(self) -> None:
+        if self.denoise_filter not in DENOISE_FILTERS:
+            raise ValueError(f"denoise_filter must be one of {DENOISE_FILTERS}, got {self.denoise_filter!r}")
         if self.illumination not in ILLUMINATIONS:
             raise ValueError(f"illumination must be one of {ILLUMINATIONS}, got {self.illumination!r}")
         ratio = self.lowres // self.grid_size

@@ -44,7 +44,8 @@ class DeepUPE(nn.Module):
         """Guided-filter coefficients ``(B, 6, h, w)`` of a ``(B, 3, H, W)`` frame (float in
         [0, 1], or uint8), fitted at ``1 / cfg.denoise_factor`` of its size."""
         small = shrink(image, self.cfg.denoise_factor)
-        return guided_coefficients(small, self.cfg.denoise_radius, self.log_eps.exp(), box)
+        eps = self.log_eps.exp() if self.cfg.denoise_filter == "guided" else float("inf")
+        return guided_coefficients(small, self.cfg.denoise_radius, eps, box)
 
     def lowres(self, image: torch.Tensor) -> torch.Tensor:
         """Resize ``(B, 3, H, W)`` to the network's square low-res input (antialiased)."""

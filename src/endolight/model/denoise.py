@@ -98,7 +98,7 @@ def guided_coefficients(small: torch.Tensor, radius: int, eps: torch.Tensor | fl
     mean_y, mean_i, mean_yy, mean_yi = stats[:, :1], stats[:, 1:4], stats[:, 4:5], stats[:, 5:8]
     var_y = mean_yy - mean_y * mean_y
     cov = mean_yi - mean_y * mean_i
-    a = cov / (var_y.clamp_min(0) + eps)
+    a = cov / (var_y.clamp_min(0) + eps)  # eps = inf: a = 0, q = the local mean (a box blur)
     b = mean_i - a * mean_y
     return box(torch.cat([a, b], dim=1), radius)
 
