@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import csv
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
+from endolight import data as data_module
+from endolight import train as train_module
+from endolight.data import list_frames, load_frame
 from endolight.model import DeepUPE
 from endolight.train import load_config, train, validate, validation_pairs
 
@@ -32,28 +36,79 @@ def test_short_run_lowers_validation_loss(tmp_path, data_root):
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2, 3]
 
 
-def test_resume_continues_from_checkpoint(tmp_path, data_root):
-    train(_cfg(tmp_path, epochs=1))
-    first = load_file(str(tmp_path / "run" / "last.safetensors"))
-    logs = train(_cfg(tmp_path, epochs=2), resume=True)
-    assert [log.epoch for log in logs] == [2]  # epoch 1 was not redone
-    second = load_file(str(tmp_path / "run" / "last.safetensors"))
-    assert any(not torch.equal(first[k], second[k]) for k in first)
+class _Interrupted(Exception):
+    pass
 
 
-def test_same_seed_same_weights(tmp_path, data_root):
-    a = train(_cfg(tmp_path / "a", epochs=1))
-    b = train(_cfg(tmp_path / "b", epochs=1))
-    assert a[0].train_loss == b[0].train_loss
-    wa = load_file(str(tmp_path / "a" / "run" / "last.safetensors"))
-    wb = load_file(str(tmp_path / "b" / "run" / "last.safetensors"))
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+def _interrupt(_log) -> None:
+    raise _Interrupted  # after epoch 1's checkpoints are written, like a kill between epochs
 
 
-def test_training_never_reads_heldout(data_root):
-    from endolight.data import list_frames
+def test_resume_matches_an_uninterrupted_run(tmp_path, data_root):
+    # Same seed, same config: two epochs straight vs. one epoch, a stop, and --resume. Resume
+    # restores weights, Adam's moments, the cosine schedule and the best PSNR, so the weights
+    # are bit-exact (CPU, one process); restoring any of them wrongly changes epoch 2. The
+    # straight run's epoch-1 weights also show that one seed gives one set of weights.
+    snapshots = []
 
-    train_refs = {(r.path, r.index) for r in list_frames("train", data_root)}
-    val_refs = {(r.path, r.index) for r in list_frames("val", data_root)}
-    held = {(r.path, r.index) for r in list_frames("heldout", data_root)}
-    assert held and not (held & train_refs) and not (held & val_refs) and not (val_refs & train_refs)
+    def snapshot(_log) -> None:
+        snapshots.append(load_file(str(tmp_path / "full" / "run" / "last.safetensors")))
+
+    full = train(_cfg(tmp_path / "full", epochs=2), on_epoch=snapshot)
+    with pytest.raises(_Interrupted):
+        train(_cfg(tmp_path / "cut", epochs=2), on_epoch=_interrupt)
+    after_one = load_file(str(tmp_path / "cut" / "run" / "last.safetensors"))
+    assert all(torch.equal(snapshots[0][k], after_one[k]) for k in after_one)  # same seed, same run
+    resumed = train(_cfg(tmp_path / "cut", epochs=2), resume=True)
+    assert [log.epoch for log in resumed] == [2]  # epoch 1 was not redone
+    assert resumed[0].train_loss == full[1].train_loss and resumed[0].lr == full[1].lr
+    want = load_file(str(tmp_path / "full" / "run" / "last.safetensors"))
+    got = load_file(str(tmp_path / "cut" / "run" / "last.safetensors"))
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert any(not torch.equal(after_one[k], got[k]) for k in got)  # epoch 2 did train
+    with (tmp_path / "cut" / "run" / "log.csv").open() as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2]
+
+
+# The held-out split as the data README spells it (not as endolight.data computes it, so a
+# wrong split rule is caught too).
+HELDOUT_DIRS = ("larynx/patient2/seq5/", "sinus/clip-b/", "fetoscopy/other/", "bronchoscopy/edinburgh/")
+
+
+def _heldout_by_readme(root, ref) -> bool:
+    rel = ref.path.relative_to(root).as_posix()
+    if ref.index is not None:
+        return rel == "laparoscopy/cholecystectomy-720p.mp4" and 200 <= ref.index <= 249
+    return (rel.startswith(HELDOUT_DIRS) or rel == "laparoscopy/laparoscopic-view-960x540.png"
+            or (rel.startswith("gastroscopy-fujifilm/") and ref.path.name == "5.png"))
+
+
+def test_splits_follow_the_data_readme(data_root):
+    splits = {s: list_frames(s, data_root) for s in ("train", "val", "heldout")}
+    keys = {s: {(r.path, r.index) for r in refs} for s, refs in splits.items()}
+    assert not (keys["heldout"] & keys["train"]) and not (keys["heldout"] & keys["val"])
+    assert not (keys["val"] & keys["train"])
+    assert all(_heldout_by_readme(data_root, r) for r in splits["heldout"])
+    assert not any(_heldout_by_readme(data_root, r) for r in splits["train"] + splits["val"])
+    # 6 gastroscopy stills + 50 clip frames + the 960x540 still + the four folders.
+    assert len(splits["heldout"]) > 57
+
+
+def test_training_never_reads_heldout(tmp_path, data_root, monkeypatch):
+    # train() itself, with every frame it loads recorded: training and validation frames only.
+    loaded = []
+
+    def recording(ref, max_side=None):
+        loaded.append(ref)
+        return load_frame(ref, max_side)
+
+    for module in (data_module, train_module):
+        monkeypatch.setattr(module, "load_frame", recording)
+    train(_cfg(tmp_path, epochs=1, max_frames=8, repeats=1))
+    train_keys = {(r.path, r.index) for r in list_frames("train", data_root)}
+    val_keys = {(r.path, r.index) for r in list_frames("val", data_root)}
+    keys = {(r.path, r.index) for r in loaded}
+    assert keys & train_keys and keys & val_keys  # it did load both kinds
+    assert keys <= train_keys | val_keys
+    assert not any(_heldout_by_readme(data_root, r) for r in loaded)
