@@ -115,8 +115,14 @@ def _fake_png(width: int, height: int) -> bytes:
     ],
     ids=["empty", "text", "pdf", "gif", "bomb", "truncated", "gray", "alpha", "tiny"],
 )
-def test_bad_uploads_get_a_clear_4xx(client: TestClient, body: bytes, status: int, message: str) -> None:
-    res = client.post("/api/enhance", content=body, headers={"content-type": "image/png"})
+@pytest.mark.parametrize("as_form", [False, True], ids=["raw", "form"])
+def test_bad_uploads_get_a_clear_4xx(client: TestClient, body: bytes, status: int, message: str,
+                                     as_form: bool) -> None:
+    # A form's file goes through the same checks as a raw body.
+    if as_form:
+        res = client.post("/api/enhance", files={"file": ("x.png", body, "image/png")})
+    else:
+        res = client.post("/api/enhance", content=body, headers={"content-type": "image/png"})
     assert res.status_code == status
     detail = res.json()["detail"]
     assert message in detail and "\n" not in detail
@@ -129,6 +135,32 @@ def test_too_large_uploads_are_refused(client: TestClient) -> None:
     # Without a Content-Length (chunked), the body is cut off while it is read.
     res = client.post("/api/enhance", content=(big[i : i + 65536] for i in range(0, len(big), 65536)))
     assert res.status_code == 413
+
+
+def test_form_uploads_are_enhanced_like_raw_bodies(client: TestClient, enhancer: Enhancer,
+                                                   png_bytes: bytes) -> None:
+    # What browsers' forms, curl -F and requests' files= send: any field name, file name and type.
+    res = client.post("/api/enhance?strength=0.7", files={"image": ("scan.bin", png_bytes, "text/plain")},
+                      data={"note": "a text field beside the file is ignored"})
+    assert res.status_code == 200, res.text
+    assert res.headers["content-type"] == "image/png"
+    np.testing.assert_array_equal(_decode(res.content), enhancer.enhance_array(_decode(png_bytes), 0.7))
+
+
+def test_form_upload_limits_and_malformed_forms(client: TestClient, png_bytes: bytes) -> None:
+    big = b"\x89PNG\r\n\x1a\n" + bytes(1_020_000)  # over this client's 1 MB limit by 2 %
+    res = client.post("/api/enhance", files={"file": ("big.png", big, "image/png")})
+    assert res.status_code == 413 and "1 MB limit" in res.json()["detail"]
+    text_only = b'--xyz\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi\r\n--xyz--\r\n'
+    res = client.post("/api/enhance", content=text_only,
+                      headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert res.status_code == 400 and "without a file" in res.json()["detail"]
+    two = {"a": ("a.png", png_bytes, "image/png"), "b": ("b.png", png_bytes, "image/png")}
+    res = client.post("/api/enhance", files=two)
+    assert res.status_code == 400 and "malformed form" in res.json()["detail"]
+    res = client.post("/api/enhance", content=b"no boundary here",
+                      headers={"content-type": "multipart/form-data"})
+    assert res.status_code == 400 and "\n" not in res.json()["detail"]
 
 
 def test_bad_strength_is_one_line_422(client: TestClient, png_bytes: bytes) -> None:

@@ -5,8 +5,9 @@ Routes:
 * ``GET /`` the page; ``GET /static/{name}`` its script and style sheet (held in memory, so no
   string from a request is ever used as a path).
 * ``GET /api/info`` device, upload limit, whether a live source is configured.
-* ``POST /api/enhance?strength=K`` body: the file's bytes (any name, any declared type: the
-  content decides). An image (PNG, JPEG, BMP, TIFF, WebP) comes back as PNG; a short clip (MP4/MOV,
+* ``POST /api/enhance?strength=K`` body: the file's bytes, or a ``multipart/form-data`` form with
+  one file field (any field name, file name or declared type: the content decides). An image
+  (PNG, JPEG, BMP, TIFF, WebP) comes back as PNG; a short clip (MP4/MOV,
   MKV/WebM, AVI) as H.264 MP4. ``X-Enhance-Ms`` is the server's time. Errors: 400 empty, 413 too
   large or too long, 415 unsupported content, 422 unusable image or clip, each with a one-line
   ``detail``.
@@ -39,10 +40,11 @@ from endolight.serve.live import LiveStream, source_frames
 from endolight.serve.uploads import (
     IMAGE_TYPES,
     UploadError,
+    check_declared_size,
     decode_image,
     encode_png,
     enhance_clip,
-    read_limited,
+    read_upload,
     sniff_video,
 )
 
@@ -156,10 +158,8 @@ def create_app(enhancer: Enhancer, config: ServeConfig | None = None) -> FastAPI
 
     @app.post("/api/enhance")
     async def enhance(request: Request, strength: float = Query(1.0, ge=0.0, le=1.0)) -> Response:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise UploadError(413, f"upload larger than the {limit / 1e6:.0f} MB limit")
-        data = await read_limited(request.stream(), limit)
+        check_declared_size(request.headers, limit)
+        data = await read_upload(request.headers, request.stream(), limit)
         demuxer = sniff_video(data)
         async with busy:
             if demuxer:

@@ -1,6 +1,7 @@
 """Uploads: size limit while reading, type decided by content, images decoded in memory.
 
-The name or declared content type of an upload is never used. A video clip is written to a
+An upload is the raw request body or the file of a ``multipart/form-data`` form; either way
+the name or declared content type of the file is never used. A video clip is written to a
 fresh temporary folder under a fixed name (FFmpeg reads files), enhanced there by
 :func:`endolight.video.enhance_video`, and the folder is deleted once the reply is sent.
 """
@@ -18,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from endolight.enhancer import Enhancer
 from endolight.io.images import MAX_PIXELS, InputError, validate_frame
@@ -35,16 +38,69 @@ class UploadError(Exception):
         self.status = status
 
 
-async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    """Collect a request body, refusing it (413) as soon as it grows past ``limit`` bytes."""
+# A form's boundaries and part headers, allowed on top of the file's own size limit.
+FORM_OVERHEAD = 64 * 1024
+
+
+def is_form(headers: Headers) -> bool:
+    """Whether the request is a ``multipart/form-data`` form (browsers' forms, ``curl -F``,
+    requests' ``files=``) rather than the raw file as its body."""
+    return headers.get("content-type", "").lower().startswith("multipart/form-data")
+
+
+def check_declared_size(headers: Headers, limit: int) -> None:
+    """Refuse (413) before reading a body whose declared ``Content-Length`` is over the limit."""
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + (FORM_OVERHEAD if is_form(headers) else 0):
+        raise UploadError(413, f"upload larger than the {limit / 1e6:.0f} MB limit")
+
+
+async def read_limited(chunks: AsyncIterator[bytes], limit: int, slack: int = 0) -> bytes:
+    """Collect a request body, refusing it (413) as soon as it grows past ``limit + slack`` bytes."""
     buf = bytearray()
     async for chunk in chunks:
         buf += chunk
-        if len(buf) > limit:
+        if len(buf) > limit + slack:
             raise UploadError(413, f"upload larger than the {limit / 1e6:.0f} MB limit")
     if not buf:
         raise UploadError(400, "empty upload: send the image file as the request body")
     return bytes(buf)
+
+
+async def read_upload(headers: Headers, chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The uploaded file's bytes: the raw request body, or the single file of a form.
+
+    Either way the file may be at most ``limit`` bytes (a form's body gets ``FORM_OVERHEAD``
+    more) and its content is checked afterwards exactly alike.
+
+    Raises:
+        UploadError: 413 over the limit; 400 empty, a form without exactly one file, or a
+            malformed form.
+    """
+    if not is_form(headers):
+        return await read_limited(chunks, limit)
+    body = await read_limited(chunks, limit, FORM_OVERHEAD)
+
+    async def once() -> AsyncIterator[bytes]:
+        yield body
+
+    try:
+        form = await MultiPartParser(headers, once(), max_files=1, max_fields=32).parse()
+    except MultiPartException as exc:
+        raise UploadError(400, f"malformed form upload: {exc.message}") from exc
+    try:
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise UploadError(400, "form upload without a file: send the image as a file field "
+                                   "(e.g. curl -F file=@image.png)")
+        data = await files[0].read()
+    finally:
+        await form.close()
+    if len(data) > limit:
+        raise UploadError(413, f"upload larger than the {limit / 1e6:.0f} MB limit")
+    if not data:
+        raise UploadError(400, "empty upload: the form's file is empty")
+    return data
 
 
 def sniff_image(data: bytes) -> str:
