@@ -136,12 +136,12 @@ def test_enhancer_cpu_uses_the_kernel_and_agrees_with_the_pytorch_path(dim_real_
         assert diff.max() <= 2 and (diff > 1).mean() <= 1e-3
 
 
-def _denoise_reference(model: DeepUPE, frame: np.ndarray,
-                       grid: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+def _denoise_reference(model: DeepUPE, frame: np.ndarray, grid: torch.Tensor,
+                       strength: float = 1.0) -> tuple[np.ndarray, torch.Tensor]:
     """PyTorch output and the denoiser's coefficients (both from the float frame)."""
     x = to_tensor(frame)[None]
     with torch.no_grad():
-        return to_uint8(model.render(grid, x).output[0]), model.denoise_coeffs(x)
+        return to_uint8(model.render(grid, x, strength).output[0]), model.denoise_coeffs(x)
 
 
 def test_denoising_kernel_matches_pytorch_on_random_frames_and_grids():
@@ -155,9 +155,12 @@ def test_denoising_kernel_matches_pytorch_on_random_frames_and_grids():
         frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         grid = torch.randn(1, 13, depth, int(rng.choice([1, 4, 16])), int(rng.choice([1, 8, 16])))
         grid *= float(rng.uniform(0.1, 8.0))
-        ref, dn = _denoise_reference(model, frame, grid)
-        out = _render(frame, grid, GuideParams.from_module(model.guide), grey=grey, denoise=dn)
-        assert _max_diff(out, ref) <= 1, (case, h, w, depth, grey)
+        strength = float(rng.choice([1.0, 0.5, 0.0, 2.0]))  # 2: the exposure solver's range
+        ref, dn = _denoise_reference(model, frame, grid, strength)
+        out = _render(frame, grid, GuideParams.from_module(model.guide), strength, grey=grey, denoise=dn)
+        assert _max_diff(out, ref) <= 1, (case, h, w, depth, grey, strength)
+        if strength == 0.0:
+            np.testing.assert_array_equal(out, frame)
 
 
 def test_denoising_kernel_matches_pytorch_on_real_dim_frames(dim_real_frames):

@@ -67,7 +67,8 @@ def test_illumination_bounds_and_finite_output(model, kind):
     with torch.no_grad():
         p = model(x)
     s = p.illumination
-    assert torch.all(s >= torch.clamp(x, min=EPS) - 1e-6)
+    # The illumination bounds the frame it divides: the denoised one (the input without denoise).
+    assert torch.all(s >= torch.clamp(p.denoised, min=EPS) - 1e-6)
     assert torch.all(s <= 1 + 1e-6)
     assert torch.isfinite(p.output).all()
     assert p.output.min() >= 0 and p.output.max() <= 1
@@ -94,7 +95,7 @@ def test_any_resolution_and_aspect(model, size):
         p = model(x)
     channels = 1 if model.cfg.illumination == "grey" else 3
     assert p.output.shape == x.shape and p.illumination.shape == (1, channels, *size)
-    assert p.grid.shape == (1, 12, 8, 16, 16)
+    assert p.grid.shape == (1, model.cfg.n_coeffs, 8, 16, 16)  # 12 affine (+ denoising strength)
 
 
 def test_strength_zero_is_identity_and_monotone(model):
@@ -113,7 +114,7 @@ def test_grey_illumination_keeps_rgb_ratios_and_never_clips():
     x = torch.rand(1, 3, 48, 64) * 0.9 + 0.05
     with torch.no_grad():
         p = m(x)
-    gain = p.output / x  # one gain per pixel for all three channels
+    gain = p.output / p.denoised  # one gain per pixel for all three channels of the divided frame
     torch.testing.assert_close(gain, gain[:, :1].expand_as(gain))
     assert float(gain.min()) >= 1 - 1e-6 and float(p.output.max()) <= 1
     assert float(gain.max()) > 1.05  # it does brighten

@@ -181,7 +181,7 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
             wt[3, x] = wx * wz
         if use_dn:
             _denoise_row(img, row, p, q, wt, dn, dy_lo[y], dy_w[y], dx_lo, dx_w, dz, lam_off, ua, ub,
-                         l0, l1, l2, dh, dw)
+                         l0, l1, l2, dh, dw, min(strength, one))
         logit = np.empty((3, w), dtype=np.float32)
         for c in range(n_logit):
             for x in range(ua, ub):
@@ -228,9 +228,10 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
 
 @njit(**_JIT)
 def _denoise_row(img, row, p, q, wt, dn, r0, wy, dx_lo, dx_w, dz, lam_off, ua, ub, l0, l1, l2, dh,
-                 dw):  # pragma: no cover - compiled
+                 dw, scale):  # pragma: no cover - compiled
     """``D = clamp(I + lam * (a * Y + b - I), 0, 1)`` in place on one row's planar ``img``:
-    ``lam`` the sigmoid of the grid's channel ``lam_off`` (same taps as the affine), ``a, b`` the
+    ``lam`` the sigmoid of the grid's channel ``lam_off`` (same taps as the affine) times
+    ``scale`` (the strength, at most 1), ``a, b`` the
     guided filter's low-res coefficients ``dn`` (6, h, w) bilinearly upsampled."""
     one, zero = np.float32(1.0), np.float32(0.0)
     w = img.shape[1]
@@ -245,7 +246,7 @@ def _denoise_row(img, row, p, q, wt, dn, r0, wy, dx_lo, dx_w, dz, lam_off, ua, u
         a = p[x] + lam_off
         b = q[x] + lam_off
         v = wt[0, x] * row[a] + wt[1, x] * row[a + dz] + wt[2, x] * row[b] + wt[3, x] * row[b + dz]
-        lam[x] = _sigmoid(v)
+        lam[x] = _sigmoid(v) * scale
         luma[x] = l0 * img[0, x] + l1 * img[1, x] + l2 * img[2, x]
     for c in range(3):
         for x in range(ua, ub):
@@ -282,7 +283,7 @@ def render_uint8(
             ``C`` = 12 (affine), or 13 with ``denoise`` (the denoising strength's logit).
         guide: the guide map's weights.
         eps: the illumination's floor (``endolight.model.slicing.EPS``).
-        strength: ``k`` in ``S ** k``.
+        strength: ``k`` in ``S ** k``; the denoising strength is scaled by ``min(k, 1)``.
         keep: optional ``(H, W)`` bool mask of pixels copied from ``frame`` unchanged (e.g.
             the black border outside the field of view).
         out: optional ``(H, W, 3)`` uint8 buffer to write into.
