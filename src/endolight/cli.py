@@ -200,8 +200,8 @@ def adapt(
                                                          "and the final evaluation come on top.")] = 6.0,
     max_frames: Annotated[int, typer.Option(min=5, help="Usable frames kept at most, evenly in time.")] = 60,
     max_side: Annotated[int, typer.Option(min=64, help="Frames are shrunk to this longer side.")] = 512,
-    work_dir: Annotated[Path | None, typer.Option(help="Frames, checkpoints and report "
-                                                       "(default: OUTPUT's name + .adapt beside it).")] = None,
+    work_dir: Annotated[Path | None, typer.Option(
+        help="Frames, checkpoints and report (default: OUTPUT's name + .adapt beside it).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its work folder.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
 ) -> None:
@@ -233,15 +233,16 @@ def adapt(
         tqdm.write(f"epoch {log.epoch}: held-out PSNR {log.val_psnr:.2f} dB, SSIM {log.val_ssim:.4f}")
 
     try:
-        result = run_adapt(cfg, resume=resume, on_progress=on_progress, on_epoch=on_epoch)
+        try:
+            result = run_adapt(cfg, resume=resume, on_progress=on_progress, on_epoch=on_epoch)
+        finally:  # the bars end their lines before any error is printed
+            for bar in bars.values():
+                bar.close()
     except (AdaptError, InputError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail(f"interrupted: run the same command with --resume to continue from the last epoch "
               f"(kept in {cfg.work})", code=130)
-    finally:
-        for bar in bars.values():
-            bar.close()
     typer.echo(result.selection)
     typer.echo(f"{result.n_train} frames trained on, {result.n_heldout} held out (the last in time); "
                f"{int(result.plan['steps'])} steps")
