@@ -35,7 +35,7 @@ from endolight.model import DeepUPE
 
 INPUT_NAME = "frame"
 OUTPUT_NAME = "enhanced"
-ONNX_OPSET = 20  # first opset whose GridSample accepts 5-D input (the bilateral grid)
+ONNX_OPSET = 20  # the opset the project exports and tests
 FORMATS = ("onnx", "torchscript")
 LAYOUTS = ("nhwc", "nchw")
 
