@@ -3,6 +3,7 @@ one frame whichever entry point computes it."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -14,11 +15,12 @@ from endolight.cli import app
 from endolight.data import degraded_pair, list_frames, load_frame
 from endolight.degrade import PROTOCOLS, DegradeParams, degrade, protocol_config, sample_params
 from endolight.enhancer import Enhancer
-from endolight.io.images import read_image
+from endolight.io.images import read_image, write_image
 from endolight.io.tensors import to_tensor, to_uint8
 from endolight.metrics import noise_sigma
 from endolight.model import DeepUPE, ModelConfig
 from endolight.model.denoise import box_mean, box_mean_cv2, denoise, guided_coefficients, shrink
+from endolight.video import VideoOptions, enhance_video
 
 LARYNX = "larynx/patient2/seq5"  # held-out: tissue, instrument edges, flat mucosa
 
@@ -155,8 +157,9 @@ def test_paper_preset_loads_by_name():
 
 
 def test_every_entry_point_gives_the_same_output(data_root, tmp_path):
-    """Enhancer (fused kernel and PyTorch), endolight.enhance(), `endolight enhance` and the
-    exported ONNX model, all on the shipped weights and one real dim frame."""
+    """Enhancer (fused kernel and PyTorch), endolight.enhance(), `endolight enhance`, the video
+    pipeline, the viewer's API and the exported ONNX model, on the shipped weights and one
+    real dim frame."""
     frame = read_image(data_root / "bronchoscopy" / "edinburgh" / "edinburgh_00.png")
     fused = Enhancer(device="cpu", keep_border=False)
     torch_path = Enhancer(device="cpu", keep_border=False, fused=False)
@@ -172,13 +175,27 @@ def test_every_entry_point_gives_the_same_output(data_root, tmp_path):
     out = torch_path(to_tensor(frame)[None])[0]
     assert max_diff(to_uint8(out)) <= 2
     src = tmp_path / "in.png"
-    from endolight.io.images import write_image
-
     write_image(src, frame)
     result = CliRunner().invoke(app, ["enhance", str(src), "-o", str(tmp_path / "out"), "--no-keep-border",
                                       "--denoise", "0", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert max_diff(read_image(tmp_path / "out" / "in.png")) == 0
+    # The video pipeline (a one-frame folder, per-frame: no temporal filtering) and the viewer.
+    (tmp_path / "clip").mkdir()
+    write_image(tmp_path / "clip" / "0000.png", frame)
+    enhance_video(tmp_path / "clip", tmp_path / "frames", fused, VideoOptions(temporal=None))
+    assert max_diff(read_image(next((tmp_path / "frames").glob("*.png")))) == 0
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from endolight.serve.app import create_app
+
+    png = (tmp_path / "in.png").read_bytes()
+    reply = TestClient(create_app(fused)).post("/api/enhance", content=png,
+                                               headers={"Content-Type": "image/png"})
+    assert reply.status_code == 200
+    served = cv2.imdecode(np.frombuffer(reply.content, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    assert max_diff(served) == 0
     pytest.importorskip("onnxruntime")
     from endolight.export import export_model, run_onnx
 
