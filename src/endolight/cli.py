@@ -268,7 +268,9 @@ def evaluate_cmd(
                            "of pairs: brightness, uniformity, noise, colourfulness, hue shift.")] = False,
 ) -> None:
     """PSNR, SSIM, ΔE2000 and LOE per image and on average, for our model and references; then
-    inside the field of view: PSNR, SSIM, ΔE2000, hue shift, uniformity and noise (docs/fidelity.md).
+    inside the field of view: PSNR, SSIM, ΔE2000, hue shift, uniformity and noise (docs/fidelity.md);
+    PSNR / SSIM per input-brightness and noise-level bin. Also writes contact_sheet.png (input |
+    each method | target, one frame per organ) and psnr_vs_brightness.png to OUTPUT.
 
     METHODS: identity, gamma, clahe, he, msrcr, lime, a trained comparator (retinexnet, feqe,
     dped, zero-dce, zero-dce++), or endolight with fidelity options as suffixes, e.g.
@@ -296,14 +298,17 @@ def evaluate_cmd(
         typer.echo(f"per-image measures: {output / 'noref.csv'}")
         return
     bar = tqdm(total=len(items), desc="eval", unit="img")
-    rows = evaluate(chosen, items, on_item=lambda _: bar.update())
+    samples: dict = {}
+    rows = evaluate(chosen, items, on_item=lambda _: bar.update(), samples=samples)
     bar.close()
-    typer.echo(write_report(rows, output))
+    typer.echo(write_report(rows, output, samples))
     typer.echo(f"per-image metrics: {output / 'metrics.csv'}")
 
 
 @app.command("export")
 def export_cmd(
+    typer.echo(f"pictures: {output / 'contact_sheet.png'} (input | each method | target, per organ), "
+               f"{output / 'psnr_vs_brightness.png'}")
     output: Annotated[Path, typer.Option("-o", "--output", help="File to write (.onnx, .pt).")],
     fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
     weights: Weights = None,

@@ -43,6 +43,7 @@ from endolight.evaluate import (
     noref_summary,
     summarize,
 )
+from endolight.figures import brightness_plot, contact_sheet, figure_grid
 from endolight.io.atomic import write_csv, write_text
 from endolight.io.images import expand_sources, write_image
 from endolight.methods import LEARNED, METHODS, Method
@@ -316,44 +317,6 @@ def timing_frame(
 # --------------------------------------------------------------------------- figures
 
 
-def _label(text: str, width: int, height: int = 22) -> np.ndarray:
-    bar = np.full((height, width, 3), 255, np.uint8)
-    scale = min(0.45, 0.45 * width / max(1, 8.2 * len(text)))
-    cv2.putText(bar, text, (3, height - 7), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
-    return bar
-
-
-def _crop(image: np.ndarray, frac: float = 0.6) -> np.ndarray:
-    """The same centred square (``frac`` of the shorter side) of every column of a figure row."""
-    h, w = image.shape[:2]
-    s = int(min(h, w) * frac)
-    y0, x0 = (h - s) // 2, (w - s) // 2
-    return image[y0 : y0 + s, x0 : x0 + s]
-
-
-def figure_grid(
-    rows: list[list[np.ndarray]], labels: list[str], cell: int = 160, crop: bool = True
-) -> np.ndarray:
-    """Rows of images (each cropped alike, resized to ``cell`` px high) under a label header."""
-    tiles = []
-    for row in rows:
-        ims = [_crop(im) if crop else im for im in row]
-        h = cell
-        ims = [cv2.resize(im, (cell if crop else max(1, round(im.shape[1] * h / im.shape[0])), h),
-                          interpolation=cv2.INTER_AREA) for im in ims]
-        tiles.append(ims)
-    widths = [max(r[i].shape[1] for r in tiles) for i in range(len(labels))]
-    gap = 4
-    header = np.concatenate([np.concatenate([_label(t, w), np.full((22, gap, 3), 255, np.uint8)], 1)
-                             for t, w in zip(labels, widths, strict=True)], 1)
-    body = []
-    for r in tiles:
-        cells = [np.pad(im, ((0, 0), (0, w - im.shape[1] + gap), (0, 0)), constant_values=255)
-                 for im, w in zip(r, widths, strict=True)]
-        body += [np.concatenate(cells, 1), np.full((gap, header.shape[1], 3), 255, np.uint8)]
-    return np.concatenate([header, *body], 0)
-
-
 def _figure_pairs(pairs: list[Pair], n: int) -> list[Pair]:
     return list(_first_per_group(pairs, lambda p: p.organ, 1))[:n]
 
@@ -430,8 +393,9 @@ def run(cfg: CompareConfig, on_progress: Progress | None = None, command: str = 
         raise FileNotFoundError("no held-out frames found")
     done = iter(range(1, len(pairs) + 1))
     # Whole-frame metrics only: the field-of-view ones (tissue=True) double the evaluation time.
+    samples: dict = {}
     rows = evaluate(methods, pairs, on_item=lambda _: progress("held-out pairs", next(done), len(pairs)),
-                    tissue=False)
+                    tissue=False, samples=samples)
     summary = summarize(rows)
     counts: dict[str, int] = defaultdict(int)
     for p in pairs:
@@ -455,6 +419,8 @@ def run(cfg: CompareConfig, on_progress: Progress | None = None, command: str = 
     write_image(out / "figure4.png", figure_grid(
         [[p.dim, *[methods[n](p.dim) for n in shown], p.target] for p in fig_pairs],
         ["input", *shown, "ground truth"]))
+    write_image(out / "contact_sheet.png", contact_sheet(samples, methods=shown))
+    write_image(out / "psnr_vs_brightness.png", brightness_plot(rows, methods=shown))
     abl = ablation_rows()
     write_image(out / "figure3.png", figure_grid(
         [[p.dim, *[methods[abl[v]](p.dim) for v in abl], p.target] for p in fig_pairs],
@@ -605,6 +571,10 @@ def _report(cfg: CompareConfig, command: str, pairs: list[Pair], counts: dict[st
     lines += [
         "## Figure 4 — side by side (held-out, same crop in every column)", "",
         f"![Figure 4]({fig('figure4.png')})", "",
+        "Whole frames, one per organ (input | each method | target), and PSNR against the dim "
+        "input's mean brightness:", "",
+        f"![Contact sheet]({fig('contact_sheet.png')})", "",
+        f"![PSNR vs brightness]({fig('psnr_vs_brightness.png')})", "",
         "## Training of the learned methods", "",
         "| method | seconds | loss, first → last 10 % of steps | cached |", "|---|---|---|---|",
         *[f"| {r['method']} | {r['seconds']:.0f} | {r['loss_start']:.4f} → {r['loss_end']:.4f} | "

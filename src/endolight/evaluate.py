@@ -11,26 +11,21 @@ import numpy as np
 import torch
 
 from endolight.data import FrameRef
+from endolight.figures import bin_index, brightness_bins, brightness_plot, contact_sheet
 from endolight.fov import detect_fov, fov_mask
 from endolight.io.atomic import write_csv, write_text
+from endolight.io.images import write_image
 from endolight.io.tensors import to_tensor
 from endolight.methods import Method
-from endolight.metrics import (
-    brightness_uniformity,
-    flat_dark_mask,
-    full_reference,
-    no_reference,
-    noise_sigma,
-    tissue_metrics,
-)
+from endolight.metrics import mean_brightness, no_reference, reference_metrics
 from endolight.pairs import Pair
 
 METRICS = ("psnr", "ssim", "delta_e", "loe")
 HIGHER_BETTER = {"psnr": True, "ssim": True, "delta_e": False, "loe": False}
-NOTE = ("PSNR (dB) and SSIM with data range 1; SSIM by kornia, 11x11 Gaussian window, "
-        "padding='valid' (Wang et al. settings); ΔE2000 mean over pixels (scikit-image); "
+NOTE = ("PSNR (dB) and SSIM with data range 1; SSIM with an 11x11 Gaussian window (σ 1.5), "
+        "padding='valid' (Wang et al. settings); ΔE2000 mean over pixels (CIEDE2000 as in scikit-image); "
         "LOE against the target's lightness order, images shrunk to 50 px on the short side.")
-# Inside the field of view (endolight.metrics.tissue_metrics); *_gt: the target's own values.
+# Inside the field of view (endolight.metrics.reference_metrics); *_gt: the target's own values.
 TISSUE = ("psnr_fov", "ssim_fov", "delta_e_fov", "hue_fov", "uniformity", "noise")
 TISSUE_GT = ("uniformity_gt", "noise_gt")
 TISSUE_HIGHER = {"psnr_fov": True, "ssim_fov": True, "delta_e_fov": False, "hue_fov": False}
@@ -39,6 +34,17 @@ TISSUE_NOTE = ("Inside the field of view, detected on the target (endolight.fov.
                "periphery / centre mean luma (1 = even light). Noise: Immerkær σ of the luma "
                "(8-bit levels) in flat dark patches (darkest quarter of the dim input where the "
                "target is flat).")
+
+# The dim input, each method's result and the target, of one frame per organ (uint8 RGB).
+Sample = tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]
+# Rows of the per-bin tables: the binned per-image quantity and how its bins are described.
+BINNED = {
+    "input_brightness": ("PSNR / SSIM by the dim input's mean brightness (luma in [0, 1], whole "
+                         "frame; bins of equal frame counts):", "{:.3f}"),
+    "peak": ("PSNR / SSIM by noise level: the degradation's `peak` (photo-electrons at white; fewer "
+             "is noisier; bins of equal frame counts):", "{:.0f}"),
+}
+PICTURES = ("contact_sheet.png", "psnr_vs_brightness.png")
 
 # No-reference measures on real dim frames (endolight.metrics.no_reference), with their formats.
 NOREF_FMT = {"brightness": "{:.3f}", "uniformity": "{:.3f}", "loe_input": "{:.1f}", "lifted_noise": "{:.2f}",
@@ -61,28 +67,32 @@ def evaluate(
     pairs: Iterable[Pair],
     on_item: Callable[[str], None] | None = None,
     tissue: bool = True,
+    samples: dict[str, Sample] | None = None,
 ) -> list[dict[str, float | str]]:
     """Run every method on every pair; one row per (method, image) with all metrics.
 
-    With ``tissue``, also the field-of-view metrics (``TISSUE``) and the target's own
-    uniformity and noise in the same patches (``TISSUE_GT``), the reference for those two.
+    Each row also carries the dim input's mean brightness (``input_brightness``, for the
+    per-brightness tables) and the degradation's ``peak`` (photo-electrons at white: the noise
+    level) where the pair carries it. With ``tissue``, also the field-of-view metrics (``TISSUE``)
+    and the target's own uniformity and noise in the same patches (``TISSUE_GT``), the
+    reference for those two. All methods' results for one frame are scored as one batch.
+    ``samples``, when given, receives the first pair of each organ with every method's result
+    (for :func:`endolight.figures.contact_sheet`).
     """
     rows: list[dict[str, float | str]] = []
     for pair in pairs:
-        target = to_tensor(pair.target)[None]
-        extra: dict[str, float] = {}
-        if tissue:
-            dim = to_tensor(pair.dim)[None]
-            fov = torch.from_numpy(detect_fov(pair.target))[None, None]
-            extra = {"uniformity_gt": float(brightness_uniformity(target, fov)[0]),
-                     "noise_gt": float(noise_sigma(target, flat_dark_mask(dim, target, fov))[0])}
-        for name, method in methods.items():
-            out = to_tensor(method(pair.dim))[None]
-            vals = full_reference(out, target)
-            if tissue:
-                vals |= tissue_metrics(out, target, dim, fov)
+        target, dim = to_tensor(pair.target)[None], to_tensor(pair.dim)[None]
+        extra: dict[str, float] = {"input_brightness": float(mean_brightness(dim)[0])}
+        if "peak" in pair.params:
+            extra["peak"] = float(pair.params["peak"])
+        fov = torch.from_numpy(detect_fov(pair.target))[None, None] if tissue else None
+        results = {name: method(pair.dim) for name, method in methods.items()}
+        if samples is not None and pair.organ not in samples:
+            samples[pair.organ] = (pair.dim, results, pair.target)
+        vals = reference_metrics(torch.stack([to_tensor(r) for r in results.values()]), target, dim, fov)
+        for i, name in enumerate(methods):
             rows.append({"method": name, "organ": pair.organ, "image": pair.name,
-                         **{k: float(v[0]) for k, v in vals.items()}, **extra})
+                         **{k: float(v[i]) for k, v in vals.items()}, **extra})
         if on_item:
             on_item(pair.name)
     return rows
@@ -149,14 +159,47 @@ def _tissue_table(overall: dict[str, dict[str, float]]) -> list[str]:
     return lines
 
 
-def write_report(rows: list[dict[str, float | str]], out_dir: Path) -> str:
-    """Write ``metrics.csv`` (per image) and ``metrics.md`` (summary); returns the Markdown."""
+def binned_markdown(rows: list[dict[str, float | str]], key: str, n_bins: int = 4) -> str:
+    """PSNR / SSIM of each method per bin of a per-image quantity (``input_brightness`` or
+    ``peak``, see ``BINNED``); empty when the rows do not carry it."""
+    if not rows or any(key not in r for r in rows):
+        return ""
+    title, fmt = BINNED[key]
+    edges = brightness_bins([float(r[key]) for r in rows], n_bins)
+    methods = list(dict.fromkeys(str(r["method"]) for r in rows))
+    acc: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
+    for r in rows:
+        acc[bin_index(float(r[key]), edges), str(r["method"])].append((float(r["psnr"]), float(r["ssim"])))
+    lines = [title, "", f"| {key} (n) | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for b in range(len(edges) - 1):
+        n = len(acc[b, methods[0]])
+        if not n:
+            continue
+        cells = [f"{np.mean([v[0] for v in acc[b, m]]):.2f} / {np.mean([v[1] for v in acc[b, m]]):.3f}"
+                 for m in methods]
+        label = f"{fmt.format(edges[b])}–{fmt.format(edges[b + 1])} ({n})"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(rows: list[dict[str, float | str]], out_dir: Path,
+                 samples: dict[str, Sample] | None = None) -> str:
+    """Write ``metrics.csv`` (per image), ``metrics.md`` (summary, and PSNR / SSIM per input
+    brightness and noise level), ``psnr_vs_brightness.png`` and, from ``samples``,
+    ``contact_sheet.png``; returns the Markdown."""
     write_csv(out_dir / "metrics.csv", rows)
     counts: dict[str, int] = defaultdict(int)
     for r in rows:
         if r["method"] == rows[0]["method"]:
             counts[str(r["organ"])] += 1
     md = markdown_table(summarize(rows), counts)
+    for key in BINNED:
+        table = binned_markdown(rows, key)
+        md += f"\n{table}" if table else ""
+    if all("input_brightness" in r for r in rows):
+        write_image(out_dir / PICTURES[1], brightness_plot(rows))
+    if samples:
+        write_image(out_dir / PICTURES[0], contact_sheet(samples))
     write_text(out_dir / "metrics.md", md)
     return md
 
