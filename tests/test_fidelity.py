@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import kornia
 import numpy as np
 import pytest
@@ -14,23 +15,26 @@ from endolight.cli import app
 from endolight.data import FrameRef, list_frames, load_frame
 from endolight.degrade import DegradeConfig
 from endolight.enhancer import Enhancer
-from endolight.evaluate import evaluate, markdown_table, summarize
+from endolight.evaluate import TISSUE, evaluate, markdown_table, summarize
 from endolight.fidelity import FidelityConfig, highlight_mask, luminance_gain, masked_lowres, tissue_weights
 from endolight.fov import FovTracker, detect_fov
+from endolight.io.images import read_image, write_image
 from endolight.io.tensors import to_tensor, to_uint8
 from endolight.losses import LossWeights, total_loss
+from endolight.methods.classical import auto_gamma
 from endolight.metrics import (
     brightness_uniformity,
     delta_e2000,
     flat_dark_mask,
     hue_shift,
+    lifted_noise,
     mean_brightness,
     noise_sigma,
     psnr,
     ssim,
 )
 from endolight.model import DeepUPE, ModelConfig
-from endolight.pairs import Pair, make_pair
+from endolight.pairs import Pair, make_pair, synthesized_pairs
 
 # (folder, file) of one real frame per kind of scope, and the plausible area of its view
 # (fraction of the frame; checked by eye on overlays, see docs/fidelity.md).
@@ -101,9 +105,17 @@ def test_fov_area_on_real_frames(views, folder, lo, hi):
                             "border with no visible edge, so the view is cut (docs/fidelity.md)")),
 ])
 def test_fov_survives_dimming_and_noise(views, folder):
-    # The enhancer sees dim, noisy frames: their view must match the well-lit frame's.
+    # The enhancer sees dim, noisy frames: their view must match the well-lit frame's. Measured
+    # with the endoscope protocol (exposure down to 0.1), IoU for seeds 7, 8, 9 (medians): sinus
+    # 0.899, 0.892, 0.903 (0.899); fetoscopy 0.970, 0.964, 0.961 (0.964); colonoscopy 0.927,
+    # 0.966, 0.652 (0.927); larynx 1.0; capsule 0.90, 0.98, 0.90 (0.90); the gastroscopy view,
+    # cut on its dark side (the known limit, xfail), 0.72, 0.82, 0.82 (0.82). Seeds 0-9 go down
+    # to 0.65 on the darkest draws, hence a median of three. The bound (deterministic for these
+    # seeds) sits between the cut view and the lowest good one; a detection that falls back to
+    # the full frame scores 0.45-0.75 on these views.
     clean = detect_fov(views[folder])
-    assert _iou(detect_fov(_dim(views[folder], 7)), clean) >= 0.9
+    ious = [_iou(detect_fov(_dim(views[folder], seed)), clean) for seed in (7, 8, 9)]
+    assert float(np.median(ious)) >= 0.85, ious
 
 
 def test_fov_tracker_accumulates_a_clip(data_root):
@@ -314,11 +326,32 @@ def test_preserve_hue_on_real_dim_frames(data_root, recolouring):
 needs_weights = pytest.mark.skipif(not default_weights_path().is_file(), reason="shipped weights not present")
 
 
+def heldout_psnr(data_root, enhance, step: int = 4, side: int = 160) -> dict[str, float]:
+    """Mean PSNR (dB) of identity, auto-gamma and ``enhance`` on every ``step``-th held-out still
+    (the clip's frames are left out: decoding the clip costs more than the rest), shrunk to
+    ``side`` px and degraded by the default protocol with the evaluation seeds."""
+    refs = [r for r in list_frames("heldout", data_root) if r.index is None][::step]
+    methods = {"identity": lambda x: x.copy(), "gamma": auto_gamma, "model": enhance}
+    scores: dict[str, list[float]] = {name: [] for name in methods}
+    for pair in synthesized_pairs(refs, max_side=side):
+        target = to_tensor(pair.target)[None]
+        for name, method in methods.items():
+            scores[name].append(float(psnr(to_tensor(method(pair.dim))[None], target)[0]))
+    return {name: float(np.mean(v)) for name, v in scores.items()}
+
+
 @needs_weights
-def test_shipped_model_keeps_chart_hue():
-    # Out-of-distribution colours (blue, green, yellow patches): a grey illumination scales
-    # each pixel's R, G, B alike, so even those keep their hue.
-    assert _chart_hue_shift(Enhancer(device="cpu", keep_border=False).enhance_array) < HUE_BOUND
+def test_shipped_model_beats_the_baselines_on_heldout_pairs(data_root, record_property):
+    # About the weights, not the architecture: a model that learned nothing (or the wrong
+    # thing) scores near the identity. Measured with the shipped grey model of 2 Dec (trained
+    # before the endoscope protocol was widened) on these 13 pairs: identity 11.66 dB, gamma
+    # 15.60 dB, model 16.96 dB (+5.3 and +1.36 dB; on all 52 held-out stills +5.2 and +1.0).
+    # The bounds keep well under those margins (3 and 0.5 dB), so the noise-aware model that
+    # replaces it should pass with room, and one that falls to a global gamma curve's level fails.
+    got = heldout_psnr(data_root, Enhancer(device="cpu").enhance_array)
+    record_property("heldout_psnr", got)  # in the JUnit report: the figures behind the bounds
+    assert got["model"] > got["identity"] + 3.0, got
+    assert got["model"] > got["gamma"] + 0.5, got
 
 
 @needs_weights
@@ -382,15 +415,40 @@ def test_masked_psnr_ssim_and_flat_dark_noise():
 
 
 def test_eval_reports_field_of_view_metrics(views):
+    # Every field-of-view column must ignore what a method does outside the view: a method that
+    # paints the border scores the same there as the identity, while the whole-frame PSNR drops.
     frame = views["colonoscopy-cvc"]
-    pair = Pair("cvc", "colonoscopy-cvc", _dim(frame, 1), frame, {})
-    rows = evaluate({"identity": lambda x: x.copy()}, [pair])
-    row = rows[0]
+    dim = _dim(frame, 1)
+    fov = detect_fov(frame)  # evaluate() measures inside the target's view
+    assert 0.5 < fov.mean() < 0.9
+    # SSIM windows (11 x 11) and the noise estimator (3 x 3) centred inside the view reach 5 px
+    # past its edge, so the second painter leaves that band alone.
+    band = cv2.dilate(fov.astype(np.uint8), np.ones((13, 13), np.uint8)) > 0
+
+    def painter(outside: np.ndarray):
+        rng = np.random.default_rng(0)
+
+        def paint(x: np.ndarray) -> np.ndarray:
+            out = x.copy()
+            out[outside] = rng.integers(0, 256, (int(outside.sum()), 3), dtype=np.uint8)
+            return out
+
+        return paint
+
+    methods = {"identity": lambda x: x.copy(), "all": painter(~fov), "far": painter(~band)}
+    rows = {r["method"]: r for r in evaluate(methods, [Pair("cvc", "colonoscopy-cvc", dim, frame, {})])}
+    ident = rows["identity"]
     for key in ("psnr", "psnr_fov", "ssim_fov", "delta_e_fov", "hue_fov", "uniformity", "noise",
                 "uniformity_gt", "noise_gt"):
-        assert np.isfinite(row[key]), key
-    assert row["psnr_fov"] != row["psnr"]  # the border really is left out
-    md = markdown_table(summarize(rows), {"colonoscopy-cvc": 1})
+        assert np.isfinite(ident[key]), key
+    for key in ("psnr_fov", "delta_e_fov", "hue_fov", "uniformity"):  # per-pixel measures
+        assert rows["all"][key] == pytest.approx(ident[key], rel=1e-6, abs=1e-9), key
+    for key in TISSUE:
+        assert rows["far"][key] == pytest.approx(ident[key], rel=1e-6, abs=1e-9), key
+    for name in ("all", "far"):
+        assert rows[name]["psnr"] < ident["psnr"] - 1  # the painted border does count there
+    assert ident["psnr_fov"] != ident["psnr"]  # the border really is left out
+    md = markdown_table(summarize(list(rows.values())), {"colonoscopy-cvc": 1})
     assert "PSNR FOV" in md and "target (ground truth)" in md
 
 
@@ -409,16 +467,69 @@ def test_loss_mask_ignores_masked_pixels(views):
     assert float(total_loss(image, illum, out, spoilt, LossWeights())["lm"]) > float(base["lm"]) + 1e-3
 
 
-def test_cli_fidelity_options(tmp_path, data_root):
-    src = data_root / "capsule" / "normal"
-    first = sorted(src.glob("*.jpg"))[0]
-    out = tmp_path / "out"
-    weights = tmp_path / "w.safetensors"
-    save_weights(DeepUPE(), weights)
-    runner = CliRunner()
-    ok = runner.invoke(app, ["enhance", str(first), "-o", str(out), "--weights", str(weights), "--device",
-                             "cpu", "--exposure", "0.5", "--denoise", "1", "--preserve-hue", "--highlights"])
-    assert ok.exit_code == 0, ok.output
-    assert (out / first.name).is_file()
-    bad = runner.invoke(app, ["enhance", str(first), "-o", str(out), "--exposure", "1.5"])
+def _cli_enhance(tmp_path, image: np.ndarray, weights, *options: str) -> np.ndarray:
+    """``endolight enhance`` of one frame with ``options``; returns the written frame."""
+    tmp_path.mkdir(exist_ok=True)
+    src = tmp_path / "in.png"
+    if not src.exists():
+        write_image(src, image)
+    out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+    r = CliRunner().invoke(app, ["enhance", str(src), "-o", str(out), "--weights", str(weights),
+                                 "--device", "cpu", *options])
+    assert r.exit_code == 0, r.output
+    return read_image(out / "in.png")
+
+
+@pytest.fixture(scope="module")
+def rgb_weights(tmp_path_factory):
+    """A per-channel model with large random prediction weights: it recolours, so the hue
+    option has something to undo."""
+    torch.manual_seed(0)
+    model = DeepUPE(ModelConfig(illumination="rgb"))
+    torch.nn.init.normal_(model.coeffs.pred.weight, std=0.5)
+    path = tmp_path_factory.mktemp("w") / "rgb.safetensors"
+    save_weights(model, path)
+    return path
+
+
+def test_cli_fidelity_options(tmp_path, data_root, rgb_weights):
+    # Each option of `endolight enhance` changes the written frame the way it promises.
+    dim = _dim(_frame(data_root, "sinus/clip-b", None, 384), 11)
+    fov = detect_fov(dim)
+    mask = torch.from_numpy(fov)[None, None]
+    x = to_tensor(dim)[None]
+
+    def run(*options):
+        return _cli_enhance(tmp_path, dim, rgb_weights, *options)
+
+    def brightness(out):
+        return float(mean_brightness(to_tensor(out)[None], mask)[0])
+
+    plain = run("--denoise", "0")
+    # --exposure: the view's mean brightness meets the target (solved to 0.005 per frame).
+    assert abs(brightness(plain) - 0.5) > 0.05
+    assert brightness(run("--denoise", "0", "--exposure", "0.5")) == pytest.approx(0.5, abs=0.01)
+    # --denoise (on by default for stills): less noise where the frame was lifted most.
+    noisy = float(lifted_noise(to_tensor(plain)[None], x, mask)[0])
+    assert float(lifted_noise(to_tensor(run())[None], x, mask)[0]) < 0.8 * noisy
+    # --preserve-hue: this model recolours the view; with the option its hue stays the input's.
+    # Measured: 7.3 degrees without, 2.9 with (noise and clipping keep it above 0); the bound
+    # asks for the option to remove at least 40 % of the shift, and the CLI to equal the API.
+    kept = run("--denoise", "0", "--preserve-hue")
+    fid = FidelityConfig(preserve_hue=True, denoise=0.0)
+    assert np.array_equal(kept, Enhancer(rgb_weights, device="cpu", fidelity=fid).enhance_array(dim))
+    hue = [float(hue_shift(to_tensor(out)[None], x, mask, min_chroma=10)[0]) for out in (plain, kept)]
+    assert hue[0] > 5 and hue[1] < 0.6 * hue[0], hue
+    # --strength 0 is the input; --no-keep-border brightens the border the default keeps.
+    assert np.array_equal(run("--strength", "0"), dim)
+    assert np.array_equal(plain[~fov], dim[~fov])
+    assert luminance_gain(run("--denoise", "0", "--no-keep-border"), dim)[~fov].mean() > 1.2
+    # --highlights: specular spots pushed to exposure 0.8 no longer clip into white blobs.
+    spots_img, _ = _tissue_with_spots(0.5)
+    spots = highlight_mask(spots_img)
+    clipped = [int((_cli_enhance(tmp_path / name, spots_img, rgb_weights, "--exposure", "0.8", *opt)[spots]
+                    .max(axis=1) >= 254).sum()) for name, opt in (("s0", ()), ("s1", ("--highlights",)))]
+    assert clipped[1] * 4 <= clipped[0], clipped
+    bad = CliRunner().invoke(app, ["enhance", str(tmp_path / "in.png"), "-o", str(tmp_path / "o"),
+                                   "--exposure", "1.5"])
     assert bad.exit_code == 2
