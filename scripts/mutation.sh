@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Mutation testing of the core modules (docs/testing.md): scripts/mutation.sh [MODULE...]
+#
+# MODULE is a key of [tool.endolight.mutation] in pyproject.toml (losses, metrics, fov, degrade...;
+# default: all of them). Each module runs mutmut in its own scratch copy of src/ and tests/ under
+# $MUTATION_WORK (default /tmp/endolight-mutation/MODULE), mutating only that module's files against
+# only its fast tests, so nothing is written into the working tree and a slow test never runs
+# once per mutant. Prints one summary line per module: mutants made, killed, survived, other
+# (timeout, no tests, suspicious), and the kill rate; the surviving mutants' names go to
+# WORK/MODULE/survived.txt (see one with: cd WORK/MODULE && mutmut show NAME).
+#
+# Slow (minutes per module on two cores) and CPU-bound: it runs under nice -n 15, with
+# MUTATION_CHILDREN workers (default 1). Not part of CI; run before a release.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+[ -f .venv/bin/activate ] && . .venv/bin/activate
+work_root=${MUTATION_WORK:-/tmp/endolight-mutation}
+children=${MUTATION_CHILDREN:-1}
+# The scratch copy is not beside ../shared: point the tests at the real data explicitly.
+export ENDOLIGHT_DATA=${ENDOLIGHT_DATA:-$(python -c "from endolight.data import default_data_root as d; print(d())")}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1
+
+modules=("$@")
+if [ ${#modules[@]} -eq 0 ]; then
+  mapfile -t modules < <(python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['endolight']['mutation']))")
+fi
+
+# Writes WORK/pyproject.toml: the repository's [tool.mutmut] and pytest settings plus this
+# module's files to mutate and test selection.
+write_config() {
+  python - "$1" "$2" <<'EOF'
+import json, sys, tomllib
+module, dest = sys.argv[1], sys.argv[2]
+data = tomllib.load(open("pyproject.toml", "rb"))
+spec = data["tool"]["endolight"]["mutation"].get(module)
+if spec is None:
+    sys.exit(f"error: unknown module {module!r}; choose from {sorted(data['tool']['endolight']['mutation'])}")
+mutmut = dict(data["tool"]["mutmut"], only_mutate=spec["mutate"],
+              pytest_add_cli_args_test_selection=spec["tests"], use_git_change_detection=False)
+lines = ["[tool.mutmut]"] + [f"{k} = {json.dumps(v)}" for k, v in mutmut.items()]
+lines += ["", "[tool.pytest.ini_options]"]
+lines += [f"{k} = {json.dumps(v)}" for k, v in data["tool"]["pytest"]["ini_options"].items()]
+open(dest, "w").write("\n".join(lines) + "\n")
+EOF
+}
+
+summary=()
+for module in "${modules[@]}"; do
+  work=$work_root/$module
+  rm -rf "$work"
+  mkdir -p "$work"
+  write_config "$module" "$work/pyproject.toml"
+  cp -r src tests "$work/"
+  find "$work" -name __pycache__ -prune -exec rm -rf {} +
+  echo "== $module: mutmut in $work (log: $work/run.log)"
+  (cd "$work" && nice -n 15 mutmut run --max-children "$children" >run.log 2>&1) || {
+    echo "error: mutmut failed for $module; last lines of $work/run.log:" >&2
+    tail -5 "$work/run.log" >&2
+    exit 1
+  }
+  (cd "$work" && mutmut results --all true) >"$work/results.txt"
+  grep ': survived$' "$work/results.txt" | sed 's/^ *//; s/: survived$//' >"$work/survived.txt" || true
+  line=$(awk -F': ' -v m="$module" '
+    NF == 2 { n++; if ($2 == "killed" || $2 == "caught by type check") k++; else if ($2 == "survived") s++; else o++ }
+    END { printf "%-10s %6d %7d %9d %6d %7.1f%%", m, n, k, s, o, n ? 100 * k / n : 0 }' "$work/results.txt")
+  summary+=("$line")
+  echo "$line"
+done
+
+echo
+echo "module      made  killed  survived  other  killed"
+printf '%s\n' "${summary[@]}"
