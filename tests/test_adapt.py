@@ -107,7 +107,7 @@ def test_resume_continues_after_an_interruption(tmp_path, small_weights):
     source = _folder(tmp_path / "scope", [texture(s) for s in range(8)])
     cfg = AdaptConfig(source=str(source), output=str(tmp_path / "out" / "mine.safetensors"),
                       weights=str(small_weights), epochs=3, batch_size=2, crop=64, max_side=96,
-                      minutes=0.01, device="cpu")
+                      steps=9, device="cpu")
 
     def stop_after_first(log) -> None:
         if log.epoch == 1:
@@ -131,7 +131,7 @@ def test_real_footage_adapts_and_the_weights_work_everywhere(tmp_path, data_root
     before = _digest(source)
     out = tmp_path / "cvc.safetensors"
     cfg = AdaptConfig(source=str(source), output=str(out), epochs=1, batch_size=2, crop=96,
-                      max_side=128, minutes=0.01, device="cpu")
+                      max_side=128, steps=4, device="cpu")
     result = run_adapt(cfg)
     assert _digest(source) == before
     assert load_model(out).cfg == load_model(None).cfg  # the shipped shape, fine-tuned

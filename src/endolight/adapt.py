@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 from endolight.checkpoint import (
-    default_weights_path,
     load_model,
     load_trainer_state,
     read_metadata,
+    resolve_weights,
     save_weights,
 )
 from endolight.data import FrameRef
@@ -58,6 +58,10 @@ class AdaptError(ValueError):
     """Input adapt cannot use; the message is one line meant for the user."""
 
 
+class _OutOfTime(Exception):
+    """Training reached the time budget at the end of an epoch."""
+
+
 @dataclass(frozen=True)
 class AdaptConfig:
     """One adaptation run. ``minutes`` is the training budget; frame selection (about a minute
@@ -66,9 +70,10 @@ class AdaptConfig:
     source: str
     output: str
     work_dir: str | None = None  # default: OUTPUT's name + ".adapt" beside it
-    weights: str | None = None  # starting weights; default: shipped
+    weights: str | None = None  # starting weights: a file or a shipped name; default: shipped
     protocol: str = DEFAULT_PROTOCOL
     minutes: float = 6.0
+    steps: int | None = None  # a fixed number of training steps instead of the time budget
     max_frames: int = 60
     max_side: int = 512
     holdout: float = 0.2
@@ -87,7 +92,7 @@ class AdaptConfig:
 
     @property
     def start_weights(self) -> Path:
-        return Path(self.weights) if self.weights else default_weights_path()
+        return resolve_weights(self.weights)
 
 
 @dataclass
@@ -100,6 +105,7 @@ class AdaptResult:
     means: dict[str, dict[str, float]]  # method -> metric -> mean
     report: Path
     seconds: float
+    stopped: str  # why training stopped before the plan's last epoch ("" when it did not)
 
 
 # -- checks before any work ----------------------------------------------------------------------
@@ -199,7 +205,7 @@ def _refs(work: Path, names: list[str], organ: str) -> list[FrameRef]:
 
 # -- plan --------------------------------------------------------------------------------------------
 
-def step_seconds(model_cfg: ModelConfig, batch: int, crop: int, device: str, steps: int = 2) -> float:
+def step_seconds(model_cfg: ModelConfig, batch: int, crop: int, device: str, steps: int = 1) -> float:
     """Seconds per training step on this machine (after one warm-up step)."""
     from endolight.device import resolve_device
 
@@ -221,14 +227,17 @@ def step_seconds(model_cfg: ModelConfig, batch: int, crop: int, device: str, ste
 
 
 def plan(cfg: AdaptConfig, n_train: int, step_s: float) -> dict[str, float]:
-    """Epochs, repeats and steps so that training takes about ``cfg.minutes``."""
-    steps = max(cfg.epochs, int(cfg.minutes * 60 / step_s))
-    per_epoch = max(1, steps // cfg.epochs)
-    # Each epoch sees every training frame ``repeats`` times (random crops); enough for a batch.
-    repeats = max(math.ceil(cfg.batch_size / n_train), round(per_epoch * cfg.batch_size / n_train))
+    """Epochs, repeats and steps so that training takes about ``cfg.minutes``.
+
+    An epoch sees every training frame at least once (``repeats`` random crops of each), so a
+    small budget means fewer epochs (down to one) rather than a partial pass.
+    """
+    steps = cfg.steps or int(cfg.minutes * 60 / step_s)
+    epochs = max(1, min(cfg.epochs, steps // max(1, n_train // cfg.batch_size)))
+    repeats = max(math.ceil(cfg.batch_size / n_train), round(steps / epochs * cfg.batch_size / n_train))
     per_epoch = n_train * repeats // cfg.batch_size
-    return {"epochs": cfg.epochs, "repeats": repeats, "steps_per_epoch": per_epoch,
-            "steps": per_epoch * cfg.epochs, "step_seconds": round(step_s, 3)}
+    return {"epochs": epochs, "repeats": repeats, "steps_per_epoch": per_epoch,
+            "steps": per_epoch * epochs, "step_seconds": round(step_s, 3)}
 
 
 def train_config(cfg: AdaptConfig, p: dict[str, float]) -> TrainConfig:
@@ -253,7 +262,8 @@ def _prepare(cfg: AdaptConfig, on_progress: Progress | None) -> dict:
     model_cfg = ModelConfig.from_json(read_metadata(cfg.start_weights)["model_config"])
     if on_progress:
         on_progress("plan", 0, 1)
-    p = plan(cfg, len(names["train"]), step_seconds(model_cfg, cfg.batch_size, cfg.crop, cfg.device))
+    step_s = 0.0 if cfg.steps else step_seconds(model_cfg, cfg.batch_size, cfg.crop, cfg.device)
+    p = plan(cfg, len(names["train"]), step_s)
     state = {"config": {k: v for k, v in asdict(cfg).items() if k != "criteria"},
              "selection": sel.summary(), "frames": names, "plan": p}
     write_text(cfg.work / MARKER, json.dumps(state, indent=1))
@@ -276,8 +286,8 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False, on_progress: Progress | No
     marker = cfg.work / MARKER
     if resume and marker.is_file():
         state = json.loads(marker.read_text())
-        cfg = replace(cfg, **{k: state["config"][k] for k in ("max_side", "epochs", "batch_size", "crop",
-                                                                "lr", "seed", "protocol", "weights")})
+        kept = ("max_side", "epochs", "batch_size", "crop", "lr", "seed", "protocol", "weights", "steps")
+        cfg = replace(cfg, **{k: state["config"][k] for k in kept})
     else:
         state = _prepare(cfg, on_progress)
     p, names = state["plan"], state["frames"]
@@ -292,22 +302,34 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False, on_progress: Progress | No
         if on_progress:
             on_progress("adapt", done + step, total)
 
+    t_train = time.time()
+
     def epoch_done(log) -> None:
         nonlocal done
         done = log.epoch * int(p["steps_per_epoch"])
         if on_epoch:
             on_epoch(log)
+        # The plan came from a few timed steps; a machine that got busier stops at the budget
+        # (after the epoch's checkpoint, so --resume continues from here).
+        late = time.time() - t_train + log.seconds > cfg.minutes * 60 * 1.1
+        if late and not cfg.steps and log.epoch < p["epochs"]:
+            raise _OutOfTime(f"stopped at the time budget after epoch {log.epoch} of {p['epochs']} "
+                             "(--resume continues)")
 
-    train(tcfg, resume=resume, on_step=on_step, on_epoch=epoch_done,
-          train_refs=_refs(cfg.work, names["train"], "train"),
-          val_refs=_refs(cfg.work, names["heldout"], "heldout"))
+    try:
+        train(tcfg, resume=resume, on_step=on_step, on_epoch=epoch_done,
+              train_refs=_refs(cfg.work, names["train"], "train"),
+              val_refs=_refs(cfg.work, names["heldout"], "heldout"))
+        state["stopped"] = ""
+    except _OutOfTime as exc:
+        state["stopped"] = str(exc)
     adapted = load_model(Path(tcfg.out_dir) / "last.safetensors")
     save_weights(adapted, cfg.output, {"adapted_from": str(cfg.start_weights), "source": cfg.source,
                                        "protocol": cfg.protocol, "frames": len(names["train"])})
     table, means, pairs, outputs = _before_after(cfg, names["heldout"], on_progress)
     report = _write_report(cfg, state, table, pairs, outputs, time.time() - t0)
     return AdaptResult(state["selection"], len(names["train"]), len(names["heldout"]), p, table, means,
-                       report, time.time() - t0)
+                       report, time.time() - t0, state["stopped"])
 
 
 def _labels(cfg: AdaptConfig) -> tuple[str, str]:
@@ -370,6 +392,7 @@ def _write_report(cfg: AdaptConfig, state: dict, table: str, pairs: list[Pair],
     sheet = contact_sheet(rows, ["input (dim)", start, adapted, "target"])
     write_image(cfg.work / "contact-sheet.png", sheet)
     p = state["plan"]
+    stopped = f"; {state['stopped']}" if state["stopped"] else ""
     text = "\n".join([
         "# endolight adapt", "",
         f"- source: `{cfg.source}`",
@@ -378,7 +401,7 @@ def _write_report(cfg: AdaptConfig, state: dict, table: str, pairs: list[Pair],
         f"- start weights: `{cfg.start_weights}`; output: `{cfg.output}`",
         f"- training: protocol `{cfg.protocol}`, {p['epochs']} epochs x {p['steps_per_epoch']} steps "
         f"(batch {cfg.batch_size}, crop {cfg.crop}, frames shrunk to {cfg.max_side} px), "
-        f"{p['step_seconds']:.2f} s a step when planned",
+        f"{p['step_seconds']:.2f} s a step when planned{stopped}",
         f"- total time of this call: {seconds:.0f} s", "",
         "Held-out frames, dimmed by the same protocol (fixed seeds):", "", table,
         "![input | start | adapted | target](contact-sheet.png)", "",

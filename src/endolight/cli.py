@@ -198,6 +198,8 @@ def adapt(
     protocol: Protocol = "endoscope",
     minutes: Annotated[float, typer.Option(min=0.1, help="Training time budget; frame selection "
                                                          "and the final evaluation come on top.")] = 6.0,
+    steps: Annotated[int | None, typer.Option(min=1, help="A fixed number of training steps instead of "
+                                                          "the time budget (reproducible runs).")] = None,
     max_frames: Annotated[int, typer.Option(min=5, help="Usable frames kept at most, evenly in time.")] = 60,
     max_side: Annotated[int, typer.Option(min=64, help="Frames are shrunk to this longer side.")] = 512,
     work_dir: Annotated[Path | None, typer.Option(
@@ -219,7 +221,7 @@ def adapt(
 
     cfg = AdaptConfig(source=source, output=str(output), work_dir=str(work_dir) if work_dir else None,
                       weights=str(weights) if weights else None, protocol=protocol, minutes=minutes,
-                      max_frames=max_frames, max_side=max_side, device=device)
+                      steps=steps, max_frames=max_frames, max_side=max_side, device=device)
     bars: dict[str, tqdm] = {}
 
     def on_progress(stage: str, done: int, total: int | None) -> None:
@@ -244,6 +246,8 @@ def adapt(
         _fail(f"interrupted: run the same command with --resume to continue from the last epoch "
               f"(kept in {cfg.work})", code=130)
     typer.echo(result.selection)
+    if result.stopped:
+        typer.echo(result.stopped)
     typer.echo(f"{result.n_train} frames trained on, {result.n_heldout} held out (the last in time); "
                f"{int(result.plan['steps'])} steps")
     typer.echo(result.table)
@@ -303,12 +307,12 @@ def evaluate_cmd(
     bar.close()
     typer.echo(write_report(rows, output, samples))
     typer.echo(f"per-image metrics: {output / 'metrics.csv'}")
+    typer.echo(f"pictures: {output / 'contact_sheet.png'} (input | each method | target, per organ), "
+               f"{output / 'psnr_vs_brightness.png'}")
 
 
 @app.command("export")
 def export_cmd(
-    typer.echo(f"pictures: {output / 'contact_sheet.png'} (input | each method | target, per organ), "
-               f"{output / 'psnr_vs_brightness.png'}")
     output: Annotated[Path, typer.Option("-o", "--output", help="File to write (.onnx, .pt).")],
     fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
     weights: Weights = None,
@@ -482,6 +486,8 @@ def video(
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="0 = input, 1 = full.")] = 1.0,
     keep_border: Annotated[bool, typer.Option(help="Leave black borders untouched.")] = True,
     temporal: Annotated[bool, typer.Option(help="Smooth the illumination over time (cut-aware).")] = True,
+    temporal_denoise: Annotated[bool, typer.Option(
+        help="Temporal noise reduction: average still tissue over frames, never moving parts.")] = True,
     side_by_side: Annotated[bool, typer.Option(help="Write input | output side by side.")] = False,
     low_latency: Annotated[bool, typer.Option(help="Short queues, no decoder/encoder buffering; a live "
                                                    "source drops frames (counted) only when the enhancer "
@@ -505,7 +511,8 @@ def video(
     from endolight.video import VideoError, VideoOptions, enhance_video
 
     opts = VideoOptions(side_by_side=side_by_side, low_latency=low_latency,
-                        temporal=TemporalConfig() if temporal else None, timeout=timeout)
+                        temporal=TemporalConfig(denoise=TemporalConfig.denoise if temporal_denoise else 0.0)
+                        if temporal else None, timeout=timeout)
 
     def on_start(src) -> None:
         bar.total = src.info.frames
