@@ -307,12 +307,12 @@ def evaluate_cmd(
     bar.close()
     typer.echo(write_report(rows, output, samples))
     typer.echo(f"per-image metrics: {output / 'metrics.csv'}")
-    typer.echo(f"pictures: {output / 'contact_sheet.png'} (input | each method | target, per organ), "
-               f"{output / 'psnr_vs_brightness.png'}")
 
 
 @app.command("export")
 def export_cmd(
+    typer.echo(f"pictures: {output / 'contact_sheet.png'} (input | each method | target, per organ), "
+               f"{output / 'psnr_vs_brightness.png'}")
     output: Annotated[Path, typer.Option("-o", "--output", help="File to write (.onnx, .pt).")],
     fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
     weights: Weights = None,
@@ -486,8 +486,6 @@ def video(
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="0 = input, 1 = full.")] = 1.0,
     keep_border: Annotated[bool, typer.Option(help="Leave black borders untouched.")] = True,
     temporal: Annotated[bool, typer.Option(help="Smooth the illumination over time (cut-aware).")] = True,
-    temporal_denoise: Annotated[bool, typer.Option(
-        help="Temporal noise reduction: average still tissue over frames, never moving parts.")] = True,
     side_by_side: Annotated[bool, typer.Option(help="Write input | output side by side.")] = False,
     low_latency: Annotated[bool, typer.Option(help="Short queues, no decoder/encoder buffering; a live "
                                                    "source drops frames (counted) only when the enhancer "
@@ -511,8 +509,7 @@ def video(
     from endolight.video import VideoError, VideoOptions, enhance_video
 
     opts = VideoOptions(side_by_side=side_by_side, low_latency=low_latency,
-                        temporal=TemporalConfig(denoise=TemporalConfig.denoise if temporal_denoise else 0.0)
-                        if temporal else None, timeout=timeout)
+                        temporal=TemporalConfig() if temporal else None, timeout=timeout)
 
     def on_start(src) -> None:
         bar.total = src.info.frames
