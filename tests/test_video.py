@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from endolight.bench import moving_clip, static_clip
@@ -105,6 +107,11 @@ def test_side_by_side_and_frame_folder_output(tmp_path, sequence, enhancer):
     out = _probe(tmp_path / "sbs.mkv")
     assert report.written == out["frames"] == 4 and out["size"] == (640, 240)
     assert np.abs(out["images"][0][:, :320].astype(int) - sequence[0]).mean() < 3  # left: input
+    # Right: the enhanced frame (the first of a stream: no past to smooth with), up to H.264 loss,
+    # and far from the input it would be if the halves were swapped or both the input.
+    right = out["images"][0][:, 320:].astype(int)
+    assert np.abs(right - enhancer.enhance_array(sequence[0])).mean() < 3
+    assert np.abs(right - sequence[0]).mean() > 10
     report = enhance_video(src, tmp_path / "out-frames", enhancer, VideoOptions(low_latency=True))
     written = sorted((tmp_path / "out-frames").iterdir())
     assert [p.name for p in written] == [f"frame_{i:06d}.png" for i in range(4)] and report.dropped == 0
@@ -305,3 +312,125 @@ def test_border_follows_the_clips_accumulated_view(tmp_path, data_root, enhancer
         assert 0.6 < view.mean() < 0.95
         assert np.array_equal(outs[k][~view], frames[k][~view])
         assert np.abs(outs[k][view].astype(int) - frames[k][view]).mean() > 1  # inside: enhanced
+
+
+def _cli_frames(src: Path, out: Path, *args: str) -> list[np.ndarray]:
+    """``endolight video SRC -o OUT ARGS`` with the shipped weights, to a folder of PNG frames."""
+    res = CliRunner().invoke(app, ["video", str(src), "-o", str(out), *args])
+    assert res.exit_code == 0, res.output
+    return [cv2.imread(str(p))[..., ::-1] for p in sorted(out.iterdir())]
+
+
+def test_cli_video_options_change_the_output_as_documented(tmp_path, data_root):
+    from endolight.bench import flat_regions, noise_sigma
+    from endolight.degrade import DegradeConfig
+    from endolight.fov import detect_fov
+    from endolight.pairs import make_pair
+
+    clean = load_frame(FrameRef(expand_sources(data_root / "sinus/clip-a")[0], "sinus"), 320)
+    frames = [make_pair(clean, 10 + i, DegradeConfig())[0] for i in range(4)]  # dim and noisy, round view
+    src = tmp_path / "in"
+    for i, img in enumerate(frames):
+        write_image(src / f"f{i:02d}.png", img)  # lossless input: outputs compare to the byte
+    view = detect_fov(frames[:1])
+    base = _cli_frames(src, tmp_path / "base")
+    inside = [f[view].astype(int) for f in frames]
+
+    def mean_in(outs: list[np.ndarray]) -> float:
+        return float(np.mean([o[view].mean() for o in outs]))
+
+    # The shipped model's documented effects (README): each holds for any model that brightens.
+    # --strength: 0 is the input to the byte; 0.5 lies between the input and full strength.
+    none = _cli_frames(src, tmp_path / "s0", "--strength", "0")
+    assert all(np.array_equal(o, f) for o, f in zip(none, frames, strict=True))
+    half = _cli_frames(src, tmp_path / "s05", "--strength", "0.5")
+    assert np.mean([f.mean() for f in inside]) + 2 < mean_in(half) < mean_in(base) - 2
+    # --exposure: the view's mean brightness meets the target, whatever the model's own level.
+    for target in (0.35, 0.6):
+        outs = _cli_frames(src, tmp_path / f"e{target}", "--exposure", str(target))
+        assert abs(mean_in(outs) / 255 - target) < 0.03, (target, mean_in(outs) / 255)
+    # --denoise: lifted noise goes down in flat regions of the view.
+    flat = flat_regions(clean, view)
+    denoised = _cli_frames(src, tmp_path / "dn", "--denoise", "1", "--no-temporal")
+    plain = _cli_frames(src, tmp_path / "plain", "--no-temporal")
+    assert noise_sigma(denoised[-1], flat) < 0.8 * noise_sigma(plain[-1], flat)
+    # --no-keep-border: the border is brightened too; by default it is the input's to the byte.
+    assert all(np.array_equal(o[~view], f[~view]) for o, f in zip(base, frames, strict=True))
+    free = _cli_frames(src, tmp_path / "nokeep", "--no-keep-border")
+    assert free[0][~view].mean() > frames[0][~view].mean() + 1
+    # --no-temporal: each frame is enhanced on its own (what enhance_array gives per frame);
+    # with smoothing and temporal noise reduction the later frames differ from that.
+    enh = Enhancer(device="cpu")
+    for k in (0, 3):
+        seen = 1 << (k + 1).bit_length() - 1  # frames the view in force at frame k was built from
+        np.testing.assert_array_equal(plain[k], enh.enhance_array(frames[k], fov=detect_fov(frames[:seen])))
+    assert np.abs(base[3].astype(int) - plain[3]).mean() > 0.5
+    # --no-temporal-denoise: grid smoothing only, so still-scene noise stays higher.
+    nodn = _cli_frames(src, tmp_path / "nodn", "--no-temporal-denoise")
+    assert noise_sigma(base[3], flat) < 0.9 * noise_sigma(nodn[3], flat)
+
+
+def test_scene_cut_resets_the_field_of_view(tmp_path, data_root, enhancer):
+    from endolight.fov import detect_fov
+
+    refs = [FrameRef(p, "sinus") for p in expand_sources(data_root / "sinus/clip-a")[:4]]
+    scope_a = [cv2.resize(load_frame(r, 320), (320, 240), interpolation=cv2.INTER_AREA) for r in refs]
+    scope_b = [cv2.resize(f, (320, 240), interpolation=cv2.INTER_AREA) for f in
+               (load_frame(FrameRef(p, "laparoscopy"), 320) for p in
+                sorted(expand_sources(data_root / SEQUENCE), key=lambda p: int(p.stem.split("_")[1]))[:4])]
+    view_a, view_b = detect_fov(scope_a[:1]), detect_fov(scope_b[:1])
+    assert (view_b & ~view_a).mean() > 0.05  # the second scope sees where the first had border
+    src = tmp_path / "frames"
+    for i, img in enumerate([*scope_a, *scope_b]):
+        write_image(src / f"f{i:02d}.png", img)
+    report = enhance_video(src, tmp_path / "out", enhancer)
+    assert report.cuts == 2  # the first frame and the cut
+    outs = [cv2.imread(str(p))[..., ::-1] for p in sorted((tmp_path / "out").iterdir())]
+    first_b = outs[4]
+    # After the cut the view is the new scope's: its view is enhanced where the old scope's
+    # border was (kept to the byte had the old mask stayed), and its own border is kept.
+    newly_seen = view_b & ~view_a
+    assert np.abs(first_b[newly_seen].astype(int) - scope_b[0][newly_seen]).mean() > 5
+    np.testing.assert_array_equal(first_b[~view_b], scope_b[0][~view_b])
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(w=st.integers(8, 90).map(lambda v: 2 * v + 1), h=st.integers(8, 90).map(lambda v: 2 * v + 1))
+def test_any_odd_size_round_trips_through_the_video_writer(tmp_path, w, h):
+    rng = np.random.default_rng(w * 1000 + h)
+    frames = [cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 2) for _ in range(3)]
+    path = tmp_path / f"odd-{w}x{h}.mp4"
+    _write_clip(path, frames, Fraction(25), Fraction(1, 25), 1)
+    out = _probe(path)
+    assert out["size"] == (w, h) and out["frames"] == 3
+    for got, want in zip(out["images"], frames, strict=True):
+        assert np.abs(got.astype(int) - want).mean() < 3  # lossy, but the same picture
+
+
+def test_written_video_carries_the_bt601_tag(tmp_path, sequence):
+    from endolight.io.sinks import BT601, LIMITED_RANGE
+
+    path = tmp_path / "tagged.mp4"
+    _write_clip(path, sequence[:2], Fraction(25), Fraction(1, 25), 1)
+    with av.open(str(path)) as c:
+        ctx = c.streams.video[0].codec_context
+        assert int(ctx.colorspace) == BT601 == 6 and int(ctx.color_range) == LIMITED_RANGE == 1
+        # The colours decode back: the tag and the conversion agree (a BT.709 tag would shift them).
+        img = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    assert np.abs(img.astype(int) - sequence[0]).mean() < 3
+
+
+def test_over_limit_frames_give_the_clear_error_in_video(tmp_path, sequence, monkeypatch):
+    import endolight.io.images as images
+    import endolight.io.sources as sources
+
+    clip = tmp_path / "in.mp4"
+    _write_clip(clip, sequence[:2], Fraction(25), Fraction(1, 25), 1)
+    write_image(tmp_path / "frames" / "0.png", sequence[0])
+    # A 64 MP frame costs 200 MB; the limit is lowered below 320 x 240 instead (same check).
+    monkeypatch.setattr(images, "MAX_PIXELS", 320 * 240 - 1)
+    monkeypatch.setattr(sources, "MAX_PIXELS", 320 * 240 - 1)
+    for src, message in ((clip, "outside the supported sizes"), (tmp_path / "frames", "MP limit")):
+        res = CliRunner().invoke(app, ["video", str(src), "-o", str(tmp_path / "o.mp4")])
+        assert res.exit_code == 2 and res.output.startswith("error: ") and message in res.output, res.output
+        assert "Traceback" not in res.output and not (tmp_path / "o.mp4").exists()

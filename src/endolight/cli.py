@@ -486,6 +486,8 @@ def video(
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="0 = input, 1 = full.")] = 1.0,
     keep_border: Annotated[bool, typer.Option(help="Leave black borders untouched.")] = True,
     temporal: Annotated[bool, typer.Option(help="Smooth the illumination over time (cut-aware).")] = True,
+    temporal_denoise: Annotated[bool, typer.Option(
+        help="Temporal noise reduction: average still tissue over frames, never moving parts.")] = True,
     side_by_side: Annotated[bool, typer.Option(help="Write input | output side by side.")] = False,
     low_latency: Annotated[bool, typer.Option(help="Short queues, no decoder/encoder buffering; a live "
                                                    "source drops frames (counted) only when the enhancer "
@@ -509,7 +511,8 @@ def video(
     from endolight.video import VideoError, VideoOptions, enhance_video
 
     opts = VideoOptions(side_by_side=side_by_side, low_latency=low_latency,
-                        temporal=TemporalConfig() if temporal else None, timeout=timeout)
+                        temporal=TemporalConfig(denoise=TemporalConfig.denoise if temporal_denoise else 0.0)
+                        if temporal else None, timeout=timeout)
 
     def on_start(src) -> None:
         bar.total = src.info.frames
@@ -561,12 +564,20 @@ def bench(
     without temporal smoothing. Numbers are for this machine: stop other work first.
     """
     _passive_openmp()
-    from endolight.bench import QUICK, BenchConfig, FlickerRow, markdown, run
+    from endolight.bench import QUICK, BenchConfig, CodecRow, DenoiseRow, FlickerRow, markdown, run
 
     def on_row(row) -> None:
         if isinstance(row, FlickerRow):
             tqdm.write(f"flicker  {row.clip}, smoothing {'on' if row.temporal else 'off'}: "
                        f"{row.flicker:.3f}  PSNR {row.psnr:.2f} dB")
+        elif isinstance(row, CodecRow):
+            tqdm.write(f"{row.size:>5} bare decode+encode {row.ms_per_frame:8.1f} ms/frame "
+                       f"{row.fps:7.1f} fps, endolight / bare {row.ratio:.2f}")
+        elif isinstance(row, DenoiseRow):
+            tqdm.write(f"temporal denoise  {row.clip}: noise {row.noise_frame:.2f} -> {row.noise_tnr:.2f}, "
+                       f"warping error input {row.warp_input:.4f} per-frame {row.warp_frame:.4f} filtered "
+                       f"{row.warp_tnr:.4f}, ghosting moving {row.ghost_moving:.2f} "
+                       f"still {row.ghost_still:.2f}")
         else:
             rss = f"  peak RSS {row.peak_rss_mb:.0f} MB" if row.mode == "end-to-end" else ""
             tqdm.write(f"{row.size:>5} {row.path:<7} {row.mode:<10} {row.ms_per_frame:8.1f} ms/frame "

@@ -1,4 +1,4 @@
-"""Temporal stability for video: smooth the bilateral grid over time, reset at scene cuts.
+"""Temporal stability for video: a smoothed illumination, and temporal noise reduction.
 
 Per-frame enhancement flickers because the low-res network's grid (the illumination estimate)
 jitters with sensor noise and small content changes even when the scene is still. The grid is
@@ -7,13 +7,23 @@ edges and motion stay sharp, only the illumination follows slowly. A cut (a new 
 scope pulled out, a light switched) must not be smeared: the colour histograms of consecutive
 low-res frames tell how much the scene changed, and the smoothing weight falls with that change,
 to zero (a reset) at a cut.
+
+Lifting a dark frame lifts its sensor noise, which changes from frame to frame.
+:class:`TemporalDenoiser` is the motion-adaptive recursive filter of endoscope processors ("3D
+noise reduction"): each output pixel is blended with the previous filtered one where the scene
+is still, and left as it is where it moved, so still tissue is averaged over several frames and
+a moving instrument leaves no trail. Motion is the change of the input between frames, measured
+on a quarter-size copy and relative to its noise level.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
+from numba import njit, prange
 
 
 @dataclass(frozen=True)
@@ -26,17 +36,30 @@ class TemporalConfig:
         cut: histogram distance (total variation, in [0, 1]) at and above which a frame starts
             a new scene; below it the past's weight falls linearly from ``alpha`` to 0.
         bins: histogram bins per colour channel.
+
+        denoise: weight of the past in :class:`TemporalDenoiser` on still pixels (0: off). 0.75
+            averages ~7 frames: noise sigma / 2.6 on still tissue.
+        still, moving: motion thresholds of the denoiser, in multiples of the typical (median)
+            frame-to-frame change of the quarter-size input: at most ``still`` counts as noise
+            (full weight), at least ``moving`` as motion (no weight), linear between.
     """
 
     alpha: float = 0.8
     cut: float = 0.3
     bins: int = 32
+    denoise: float = 0.75
+    still: float = 2.0
+    moving: float = 4.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha < 1.0:
             raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
         if self.cut <= 0.0:
             raise ValueError(f"cut must be > 0, got {self.cut}")
+        if not 0.0 <= self.denoise < 1.0:
+            raise ValueError(f"denoise must be in [0, 1), got {self.denoise}")
+        if not 0.0 < self.still < self.moving:
+            raise ValueError(f"need 0 < still < moving, got {self.still}, {self.moving}")
 
 
 def colour_histogram(image: torch.Tensor, bins: int = 32) -> torch.Tensor:
@@ -94,3 +117,89 @@ class GridSmoother:
             self._grid = torch.lerp(grid, self._grid, self.weight(self.last_change))
         self._hist = hist
         return self._grid
+
+
+SCALE = 4  # the motion map's downscale: a 4x4 average cuts the noise of the difference by 4
+ONE = 128  # weights in 1/128: products of a weight and a difference of levels fit in int16
+
+
+@njit(parallel=True, nogil=True, cache=True, error_model="numpy")
+def _blend(image: np.ndarray, prev: np.ndarray, present: np.ndarray, out: np.ndarray) -> None:
+    """``out = prev + present / ONE * (image - prev)`` on ``(H, 3 W)`` uint8 rows, rounded half
+    away from zero (no drift up or down). Int16 lanes: vectorised, ~3 ms a 1080p frame."""
+    for y in prange(image.shape[0]):
+        for i in range(image.shape[1]):
+            p = np.int16(prev[y, i])
+            d = np.int16(image[y, i]) - p
+            q = (np.int16(present[y, i]) * abs(d) + np.int16(ONE // 2)) >> 7
+            out[y, i] = np.uint8(p + q if d >= 0 else p - q)
+
+
+class TemporalDenoiser:
+    """Motion-adaptive recursive noise reduction of an enhanced stream, one stream at a time.
+
+    Call it on each ``(input, output)`` pair of uint8 frames, in order; it returns the filtered
+    output. The weight of the past per pixel is ``cfg.denoise`` where the input did not change
+    beyond its noise since the previous frame, falling to 0 where it did (motion, a cut, a
+    change of light), so nothing moving is smeared. The noise level is the median change of the
+    quarter-size input inside the view, followed over time (it may rise by at most a fifth a
+    frame: a frame where most of the view moves does not pass for noise).
+    """
+
+    def __init__(self, cfg: TemporalConfig | None = None) -> None:
+        self.cfg = cfg or TemporalConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        self._small: np.ndarray | None = None
+        self._prev: np.ndarray | None = None
+        self._fov: tuple[np.ndarray | None, ...] = (None,)
+        self.noise = 0.0  # the followed median change (levels of the quarter-size luma)
+
+    def _present_weight(self, small: np.ndarray, view: np.ndarray | None) -> np.ndarray:
+        """Weight of the present per quarter-size pixel, in 1/ONE (uint8)."""
+        cfg = self.cfg
+        diff = cv2.absdiff(small, self._small)
+        inside = diff[view] if view is not None and view.any() else diff
+        level = max(float(np.median(inside[::2])), 0.25)  # a noiseless (synthetic) clip: a floor
+        self.noise = level if self.noise == 0.0 else min(level, 1.2 * self.noise)
+        still = np.clip((cfg.moving - diff / np.float32(self.noise)) / (cfg.moving - cfg.still), 0.0, 1.0)
+        # Motion reaches one quarter-size pixel further, so the upsampled weight is 0 all over a
+        # moved part's full-size edge instead of blending across it.
+        still = cv2.erode(still, np.ones((3, 3), np.uint8))
+        return (ONE * (1.0 - cfg.denoise * still) + 0.5).astype(np.uint8)
+
+    def _masks(self, fov: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The view at the motion map's size, and the border as weights (ONE outside the view):
+        derived once per mask (a stream's mask changes only at its first frames and cuts)."""
+        if self._fov[0] is not fov:
+            small = cv2.resize(fov.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+            self._fov = (fov, small, (~fov).astype(np.uint8) * np.uint8(ONE))
+        return self._fov[1], self._fov[2]
+
+    def __call__(self, frame: np.ndarray, out: np.ndarray, fov: np.ndarray | None = None) -> np.ndarray:
+        """Filtered ``(H, W, 3)`` uint8 output. It is also the filter's memory of the past:
+        do not modify it in place.
+
+        Args:
+            frame: the input frame (uint8 RGB), where motion is measured.
+            out: the enhanced frame to filter.
+            fov: ``(H, W)`` bool field of view; pixels outside it pass through from ``out``
+                (the border), and the noise level is measured inside it.
+        """
+        h, w = frame.shape[:2]
+        size = (max(2, -(-w // SCALE)), max(2, -(-h // SCALE)))
+        small = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA)
+        small = small.astype(np.float32)
+        if self._small is None or self._small.shape != small.shape or self._prev.shape != out.shape:
+            self._small, self._prev = small, out  # a new stream: no past
+            return out
+        view, border = self._masks(fov, size) if fov is not None else (None, None)
+        present = cv2.resize(self._present_weight(small, view), (w, h), interpolation=cv2.INTER_LINEAR)
+        if border is not None:
+            present = cv2.max(present, border)
+        present = cv2.cvtColor(present, cv2.COLOR_GRAY2RGB)  # one weight per channel value
+        result = np.empty_like(out)
+        _blend(out.reshape(h, -1), self._prev.reshape(h, -1), present.reshape(h, -1), result.reshape(h, -1))
+        self._small, self._prev = small, result
+        return result

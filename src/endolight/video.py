@@ -37,7 +37,7 @@ from endolight.io.sources import (
     is_live,
     open_source,
 )
-from endolight.temporal import GridSmoother, TemporalConfig
+from endolight.temporal import GridSmoother, TemporalConfig, TemporalDenoiser
 
 _END = object()  # end of stream marker on a queue
 LATENCY_WINDOW = 100_000  # frames (over an hour at 25 fps) kept for the latency percentiles
@@ -56,7 +56,8 @@ class VideoOptions:
         low_latency: short queues and no frame buffering in decoder or encoder; a live source
             drops its oldest waiting frame (counted) only when more than ``LIVE_BACKLOG_S``
             of frames wait, i.e. when the enhancer falls behind the source.
-        temporal: grid smoothing over time; ``None`` enhances every frame on its own.
+        temporal: grid smoothing and temporal noise reduction (``TemporalConfig.denoise``; 0:
+            off); ``None`` enhances every frame on its own.
         queue_depth: frames buffered between the stages (ignored in low-latency mode).
         max_frames: stop after this many frames (``None``: the whole source).
         timeout: seconds without data that end a live stream (normally, once frames arrived).
@@ -184,9 +185,11 @@ def _write(sinks: list[Sink], q: queue.Queue, report: VideoReport, failed: threa
             on_frame(report)
 
 
-def _enhance(q_in: queue.Queue, q_out: queue.Queue, enhancer: Enhancer, smoother: GridSmoother | None,
+def _enhance(q_in: queue.Queue, q_out: queue.Queue, enhancer: Enhancer, temporal: TemporalConfig | None,
              side_by_side: bool, stop: threading.Event, failed: threading.Event, report: VideoReport) -> None:
     """The calling thread's loop: enhance frames from the reader for the writer, in order."""
+    smoother = GridSmoother(temporal) if temporal else None
+    denoiser = TemporalDenoiser(temporal) if temporal and temporal.denoise > 0 else None
     tracker, fov, fov_cuts = FovTracker(), None, -1
     while not failed.is_set():
         try:
@@ -210,6 +213,9 @@ def _enhance(q_in: queue.Queue, q_out: queue.Queue, enhancer: Enhancer, smoother
                 if tracker.count & (tracker.count - 1) == 0:
                     fov = tracker.mask
         out = enhancer.enhance_array(frame.image, grid_filter=smoother, fov=fov)
+        if denoiser:
+            out = denoiser(frame.image, out, fov if enhancer.keep_border else None)
+        report.cuts = smoother.cuts if smoother else 0
         if side_by_side:
             out = np.concatenate([frame.image, out], axis=1)
         report.enhanced += 1
@@ -231,7 +237,10 @@ def warm_up(enhancer: Enhancer) -> None:
     if enhancer in _WARM:
         return
     tiny = np.full((64, 64, 3), 40, np.uint8)
-    enhancer.enhance_array(tiny, fov=np.ones(tiny.shape[:2], bool))
+    out = enhancer.enhance_array(tiny, fov=np.ones(tiny.shape[:2], bool))
+    denoiser = TemporalDenoiser()
+    for _ in range(2):
+        denoiser(tiny, out)
     _WARM.add(enhancer)
 
 
@@ -257,7 +266,6 @@ def process(
     q_out: queue.Queue = queue.Queue(depth)
     stop = threading.Event()
     report, failed = VideoReport(), threading.Event()
-    smoother = GridSmoother(opts.temporal) if opts.temporal else None
     drop_late = opts.low_latency and source.info.live
     reader = threading.Thread(target=_read, args=(source, q_in, stop, drop_late, opts.max_frames, report),
                               daemon=True)
@@ -267,7 +275,7 @@ def process(
     writer.start()
     try:
         with torch_threads_for(enhancer):
-            _enhance(q_in, q_out, enhancer, smoother, opts.side_by_side, stop, failed, report)
+            _enhance(q_in, q_out, enhancer, opts.temporal, opts.side_by_side, stop, failed, report)
     except KeyboardInterrupt:
         report.interrupted = True
     except Exception as exc:  # noqa: BLE001 - a fault in one frame still finishes the file
@@ -287,7 +295,6 @@ def process(
         if isinstance(source, VideoSource):
             report.ended, report.corrupt = source.ended, source.corrupt
         report.seconds = time.perf_counter() - start
-        report.cuts = smoother.cuts if smoother else 0
         for sink in sinks:
             try:
                 path = sink.close()
