@@ -114,13 +114,35 @@ def brightness_plot(rows: list[dict], n_bins: int = 5, size: tuple[int, int] = (
     """PSNR (dB) against the dim input's mean brightness: one line per method, a point at the
     middle of each brightness bin (equal-count bins), with axes, grid and a legend."""
     edges, curves = psnr_by_brightness(rows, n_bins, methods)
+    mids = (edges[:-1] + edges[1:]) / 2
+    return line_plot({m: (mids, ys) for m, ys in curves.items()},
+                     "PSNR (dB) against the dim input's mean brightness",
+                     "mean luma of the dim input (bin edges: equal numbers of frames)", size, x_ticks=edges)
+
+
+def training_curves(logs: dict[str, list[dict]], size: tuple[int, int] = (760, 440)) -> np.ndarray:
+    """Validation PSNR per epoch of training runs, ``name -> rows of log.csv``."""
+    curves = {name: ([float(r["epoch"]) for r in rows], [float(r["val_psnr"]) for r in rows])
+              for name, rows in logs.items()}
+    return line_plot(curves, "validation PSNR (dB) per epoch", "epoch", size)
+
+
+def line_plot(curves: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, x_label: str,
+              size: tuple[int, int] = (760, 440), x_ticks: Sequence[float] | None = None,
+              markers: bool = True) -> np.ndarray:
+    """Lines ``name -> (xs, ys)`` with axes, a grid and a legend (NaN points are skipped);
+    ``x_ticks``: vertical grid lines (default: five, evenly spaced)."""
     w, h = size
     img = np.full((h, w, 3), 255, np.uint8)
     left, right, top, bottom = 60, 170, 36, 50
-    values = [v for c in curves.values() for v in c if np.isfinite(v)]
+    values = [float(v) for _, ys in curves.values() for v in ys if np.isfinite(v)]
     lo, hi = np.floor(min(values)) - 1, np.ceil(max(values)) + 1
-    x0, x1 = float(edges[0]), float(edges[-1])
+    xs_all = [float(x) for xs, _ in curves.values() for x in xs]
+    x0, x1 = min(xs_all), max(xs_all)
+    if x_ticks is not None:
+        x0, x1 = min(x0, float(x_ticks[0])), max(x1, float(x_ticks[-1]))
     span = max(x1 - x0, 1e-6)
+    ticks = np.linspace(x0, x1, 5) if x_ticks is None else np.asarray(x_ticks, float)
 
     def px(x: float, y: float) -> tuple[int, int]:
         return (round(left + (x - x0) / span * (w - left - right)),
@@ -130,22 +152,20 @@ def brightness_plot(rows: list[dict], n_bins: int = 5, size: tuple[int, int] = (
     for y in np.arange(lo, hi + 1e-6, step):
         cv2.line(img, px(x0, y), px(x1, y), GREY, 1)
         cv2.putText(img, f"{y:.0f}", (8, px(x0, y)[1] + 5), FONT, 0.45, BLACK, 1, cv2.LINE_AA)
-    for e in edges:
+    for e in ticks:
         cv2.line(img, px(e, lo), px(e, hi), GREY, 1)
-        cv2.putText(img, f"{e:.2f}", (px(e, lo)[0] - 16, h - bottom + 18), FONT, 0.42, BLACK, 1, cv2.LINE_AA)
+        text = f"{e:.2f}" if span < 10 else f"{e:.0f}"
+        cv2.putText(img, text, (px(e, lo)[0] - 16, h - bottom + 18), FONT, 0.42, BLACK, 1, cv2.LINE_AA)
     cv2.rectangle(img, px(x0, hi), px(x1, lo), BLACK, 1)
-    mids = (edges[:-1] + edges[1:]) / 2
-    for i, (name, ys) in enumerate(curves.items()):
+    for i, (name, (xs, ys)) in enumerate(curves.items()):
         colour = COLOURS[i % len(COLOURS)]
-        pts = [px(x, y) for x, y in zip(mids, ys, strict=True) if np.isfinite(y)]
+        pts = [px(float(x), float(y)) for x, y in zip(xs, ys, strict=True) if np.isfinite(y)]
         cv2.polylines(img, [np.array(pts, np.int32)], False, colour, 2, cv2.LINE_AA)
-        for p in pts:
+        for p in pts if markers else []:
             cv2.circle(img, p, 4, colour, -1, cv2.LINE_AA)
         ly = top + 12 + 22 * i
         cv2.line(img, (w - right + 12, ly), (w - right + 36, ly), colour, 2, cv2.LINE_AA)
         cv2.putText(img, name, (w - right + 42, ly + 5), FONT, 0.42, BLACK, 1, cv2.LINE_AA)
-    cv2.putText(img, "PSNR (dB) against the dim input's mean brightness", (left, 22), FONT, 0.55, BLACK, 1,
-                cv2.LINE_AA)
-    cv2.putText(img, "mean luma of the dim input (bin edges: equal numbers of frames)", (left, h - 10), FONT,
-                0.45, BLACK, 1, cv2.LINE_AA)
+    cv2.putText(img, title, (left, 22), FONT, 0.55, BLACK, 1, cv2.LINE_AA)
+    cv2.putText(img, x_label, (left, h - 10), FONT, 0.45, BLACK, 1, cv2.LINE_AA)
     return img
