@@ -154,7 +154,8 @@ def line_plot(curves: dict[str, tuple[Sequence[float], Sequence[float]]], title:
         cv2.putText(img, f"{y:.0f}", (8, px(x0, y)[1] + 5), FONT, 0.45, BLACK, 1, cv2.LINE_AA)
     for e in ticks:
         cv2.line(img, px(e, lo), px(e, hi), GREY, 1)
-        text = f"{e:.2f}" if span < 10 else f"{e:.0f}"
+        # Enough decimals that neighbouring ticks of a narrow range read apart.
+        text = f"{e:.0f}" if span >= 10 else f"{e:.2f}" if span >= 0.2 else f"{e:.3f}"
         cv2.putText(img, text, (px(e, lo)[0] - 16, h - bottom + 18), FONT, 0.42, BLACK, 1, cv2.LINE_AA)
     cv2.rectangle(img, px(x0, hi), px(x1, lo), BLACK, 1)
     for i, (name, (xs, ys)) in enumerate(curves.items()):
