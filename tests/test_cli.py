@@ -51,20 +51,18 @@ def test_enhance_folder_keeps_names_and_brightens(frames, tmp_path, weights):
         assert dst.shape == src.shape and dst.mean() > src.mean()
 
 
-def test_enhance_denoises_stills_by_default(frames, tmp_path, weights):
+def test_enhance_writes_the_enhancers_output_and_has_no_post_filter(frames, tmp_path, weights):
     from endolight.enhancer import Enhancer
-    from endolight.fidelity import FidelityConfig
 
     first = sorted(frames.iterdir())[0]
     image = cv2.imread(str(first))[..., ::-1]
     assert _run("enhance", first, "-o", tmp_path / "d", "--weights", weights).exit_code == 0
-    assert _run("enhance", first, "-o", tmp_path / "p", "--weights", weights, "--denoise", "0").exit_code == 0
-    denoised = cv2.imread(str(tmp_path / "d" / first.name))[..., ::-1]
-    plain = cv2.imread(str(tmp_path / "p" / first.name))[..., ::-1]
-    expected = Enhancer(weights, device="cpu", fidelity=FidelityConfig(denoise=1.0)).enhance_array(image)
-    assert np.array_equal(denoised, expected)
-    assert np.array_equal(plain, Enhancer(weights, device="cpu").enhance_array(image))
-    assert not np.array_equal(denoised, plain)
+    written = cv2.imread(str(tmp_path / "d" / first.name))[..., ::-1]
+    assert np.array_equal(written, Enhancer(weights, device="cpu").enhance_array(image))
+    # The old bilateral post-filter is gone: the model denoises (endolight.model.denoise).
+    r = _run("enhance", first, "-o", tmp_path / "p", "--weights", weights, "--denoise", "0")
+    assert r.exit_code == 2 and "No such option" in r.output
+    assert not (tmp_path / "p").exists()
 
 
 def test_enhance_single_file_and_glob(frames, tmp_path, weights):
@@ -124,10 +122,10 @@ def test_synth_then_eval_table(tmp_path, frames, weights):
     assert len(list((pairs / "dim").iterdir())) == 2 and (pairs / "manifest.csv").is_file()
     r = _run("eval", "--pairs", pairs, "-o", tmp_path / "ev", "--weights", weights)
     assert r.exit_code == 0, r.output
-    for name in ("identity", "gamma", "clahe", "endolight", "endolight+denoise"):
+    for name in ("identity", "gamma", "clahe", "endolight"):
         assert f"| {name} |" in r.output
     assert "padding='valid'" in r.output
-    assert (tmp_path / "ev" / "metrics.csv").read_text().count("\n") == 1 + 2 * 5
+    assert (tmp_path / "ev" / "metrics.csv").read_text().count("\n") == 1 + 2 * 4
     r = _run("eval", "--pairs", pairs, "-o", tmp_path / "ev", "--methods", "endolight+sharpen")
     assert r.exit_code == 2 and "unknown endolight option 'sharpen'" in r.output
 

@@ -232,12 +232,12 @@ def test_cli_compare_bad_weights_is_one_line(tmp_path):
 
 
 def test_endolight_fidelity_options_by_name(pairs):
-    # "endolight+hue+denoise" is the shipped model with those options, one name per table row.
+    # "endolight+hue+highlights" is the shipped model with those options, one name per table row.
     from endolight.fidelity import FidelityConfig
 
     dim = pairs[0].dim
-    by_name = get_method("endolight+hue+denoise", device="cpu")(dim)
-    fid = FidelityConfig(preserve_hue=True, denoise=1.0)
+    by_name = get_method("endolight+hue+highlights", device="cpu")(dim)
+    fid = FidelityConfig(preserve_hue=True, highlights=True)
     direct = Enhancer(device="cpu", fidelity=fid).enhance_array(dim)
     assert np.array_equal(by_name, direct)
     assert not np.array_equal(by_name, get_method("endolight", device="cpu")(dim))

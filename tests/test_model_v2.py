@@ -177,7 +177,7 @@ def test_every_entry_point_gives_the_same_output(data_root, tmp_path):
     src = tmp_path / "in.png"
     write_image(src, frame)
     result = CliRunner().invoke(app, ["enhance", str(src), "-o", str(tmp_path / "out"), "--no-keep-border",
-                                      "--denoise", "0", "--device", "cpu"])
+                                      "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert max_diff(read_image(tmp_path / "out" / "in.png")) == 0
     # The video pipeline (a one-frame folder, per-frame: no temporal filtering) and the viewer.

@@ -350,11 +350,9 @@ def test_cli_video_options_change_the_output_as_documented(tmp_path, data_root):
     for target in (0.35, 0.6):
         outs = _cli_frames(src, tmp_path / f"e{target}", "--exposure", str(target))
         assert abs(mean_in(outs) / 255 - target) < 0.03, (target, mean_in(outs) / 255)
-    # --denoise: lifted noise goes down in flat regions of the view.
+    # (Denoising of lifted regions is the model's own, in every frame: no option.)
     flat = flat_regions(clean, view)
-    denoised = _cli_frames(src, tmp_path / "dn", "--denoise", "1", "--no-temporal")
     plain = _cli_frames(src, tmp_path / "plain", "--no-temporal")
-    assert noise_sigma(denoised[-1], flat) < 0.8 * noise_sigma(plain[-1], flat)
     # --no-keep-border: the border is brightened too; by default it is the input's to the byte.
     assert all(np.array_equal(o[~view], f[~view]) for o, f in zip(base, frames, strict=True))
     free = _cli_frames(src, tmp_path / "nokeep", "--no-keep-border")

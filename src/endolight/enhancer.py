@@ -19,9 +19,7 @@ from endolight.device import resolve_device
 from endolight.fidelity import (
     FidelityConfig,
     cap_highlights,
-    denoise_lifted,
     highlight_mask,
-    luminance_gain,
     masked_lowres,
     preserve_hue,
     solve_exposure,
@@ -50,7 +48,7 @@ class Enhancer:
         strength: 0 returns the input, 1 the full model (illumination ``S ** strength``).
         keep_border: leave pixels outside the field of view (black borders) untouched.
         fused: render uint8 frames with the fused CPU kernel; default: on CPU only.
-        fidelity: optional steps around the model for uint8 frames (highlights, denoise, hue,
+        fidelity: optional steps around the model for uint8 frames (highlights, hue,
             exposure target; see :class:`~endolight.fidelity.FidelityConfig`).
     """
 
@@ -184,16 +182,14 @@ class Enhancer:
 
     def _finish(self, out: np.ndarray, frame: np.ndarray, spots: np.ndarray | None,
                 keep: np.ndarray | None) -> np.ndarray:
-        """Fidelity steps after the model (highlight gain cap, hue, denoise); the border is
+        """Fidelity steps after the model (highlight gain cap, hue); the border is
         restored last, since filters reach across the view's edge."""
         fid = self.fidelity
         if spots is not None:
             out = cap_highlights(out, frame, spots)
         if fid.preserve_hue:
             out = preserve_hue(out, frame)
-        if fid.denoise > 0:
-            out = denoise_lifted(out, luminance_gain(out, frame), fid.denoise)
-        if keep is not None and (spots is not None or fid.preserve_hue or fid.denoise > 0):
+        if keep is not None and (spots is not None or fid.preserve_hue):
             np.copyto(out, frame, where=keep[..., None])
         return out
 

@@ -1,5 +1,5 @@
-"""Fidelity steps around the model: specular highlights, masked low-res statistics, denoising of
-lifted regions, hue preservation and an exposure target.
+"""Fidelity steps around the model: specular highlights, masked low-res statistics, hue
+preservation and an exposure target (denoising is inside the model: endolight.model.denoise).
 
 Each is a small functional op on ``(H, W, 3)`` uint8 RGB frames (the enhancer's I/O type) or on
 the low-res tensor the network sees; :class:`~endolight.enhancer.Enhancer` chains them before
@@ -165,30 +165,6 @@ def luminance_gain(output: np.ndarray, frame: np.ndarray, sigma: float = 0.01) -
     return np.maximum(cv2.resize(gain, (w, h), interpolation=cv2.INTER_LINEAR), 1.0)
 
 
-def denoise_lifted(output: np.ndarray, gain: np.ndarray, amount: float = 1.0,
-                   full_gain: float = 2.0, sigma_color: float = 60.0, passes: int = 2) -> np.ndarray:
-    """Denoise where the frame was lifted, the more the larger the gain.
-
-    An edge-preserving bilateral filter (OpenCV, 5x5, ``passes`` times) of the output is
-    blended in with weight ``amount * clip((gain - 1) / (full_gain - 1), 0, 1)``: untouched
-    where the model did not brighten (gain 1), fully filtered from ``full_gain`` up, where the
-    noise was amplified. Defaults chosen on the validation split (docs/fidelity.md).
-
-    Args:
-        output: ``(H, W, 3)`` uint8 enhanced frame.
-        gain: ``(H, W)`` float gain (:func:`luminance_gain`).
-        amount: 0 (off) to 1.
-    """
-    if amount <= 0:
-        return output
-    smooth = output
-    for _ in range(passes):
-        smooth = cv2.bilateralFilter(smooth, 5, sigma_color, 3)
-    wgt = (amount * np.clip((gain - 1.0) / (full_gain - 1.0), 0.0, 1.0)).astype(np.float32)
-    # OpenCV's blend is threaded and stays in uint8: 5x faster at 1080p than the numpy float blend.
-    return cv2.blendLinear(output, smooth, 1.0 - wgt, wgt)
-
-
 def preserve_hue(output: np.ndarray, frame: np.ndarray) -> np.ndarray:
     """Take the output's brightness and the input's colour: ``I * Y(out) / Y(I)`` per pixel.
 
@@ -234,12 +210,9 @@ class FidelityConfig:
 
     mask_stats: bool = False  # the network's low-res input ignores the border (and highlights)
     highlights: bool = False  # detect specular highlights: kept out of the statistics, gain capped
-    denoise: float = 0.0  # 0-1: bilateral denoise of lifted regions, weighted by the gain
     preserve_hue: bool = False  # brightness from the model, colour (RGB ratios) from the input
     exposure: float | None = None  # target mean brightness (luma, 0-1) of the view; sets strength
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.denoise <= 1.0:
-            raise ValueError(f"denoise must be in [0, 1], got {self.denoise}")
         if self.exposure is not None and not 0.0 < self.exposure < 1.0:
             raise ValueError(f"exposure must be in (0, 1), got {self.exposure}")

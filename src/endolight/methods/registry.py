@@ -49,7 +49,6 @@ COMPARE_RUNS = Path("runs/compare")  # where `endolight compare` caches trained 
 # Method-name suffixes -> FidelityConfig fields, so option rows of eval/compare are one name each.
 FIDELITY_OPTIONS: dict[str, dict[str, Any]] = {
     "hue": {"preserve_hue": True},
-    "denoise": {"denoise": 1.0},
     "highlights": {"highlights": True},
     "mask_stats": {"mask_stats": True},
 }
@@ -76,7 +75,7 @@ def comparator_weights(name: str, runs_dir: str | Path = COMPARE_RUNS) -> Path:
 
 def get_method(name: str, weights: str | Path | None = None, device: str = "auto") -> Method:
     """Look up a method by name; ``"endolight"`` is our model (``weights``: default shipped), with
-    fidelity options as ``+`` suffixes (``"endolight+hue+denoise"``, see :data:`FIDELITY_OPTIONS`); a
+    fidelity options as ``+`` suffixes (``"endolight+hue+highlights"``, see :data:`FIDELITY_OPTIONS`); a
     learned comparator loads ``weights`` (default: its checkpoint from ``endolight compare``).
 
     Raises:
