@@ -45,18 +45,14 @@ def _protocol(name: str):
 # Fidelity options shared by enhance and video (endolight.fidelity.FidelityConfig, docs/fidelity.md).
 Exposure = Annotated[float | None, typer.Option(
     min=0.01, max=0.99, help="Target mean brightness (0-1) of the view; sets the strength per frame.")]
-Denoise = Annotated[float, typer.Option(
-    min=0.0, max=1.0, help="Denoise lifted regions (0 = off, 1 = full): lifting a dark region lifts its "
-                           "sensor noise. Costs ~30 ms per 1080p frame on 2 CPU cores, so it is on "
-                           "for images and off for video by default.")]
 PreserveHue = Annotated[bool, typer.Option(help="Keep the input's colours; brightness from the model.")]
 Highlights = Annotated[bool, typer.Option(help="Detect specular highlights; keep them from being stretched.")]
 
 
-def _fidelity(exposure: float | None, denoise: float, preserve_hue: bool, highlights: bool):
+def _fidelity(exposure: float | None, preserve_hue: bool, highlights: bool):
     from endolight.fidelity import FidelityConfig
 
-    return FidelityConfig(highlights=highlights, denoise=denoise, preserve_hue=preserve_hue,
+    return FidelityConfig(highlights=highlights, preserve_hue=preserve_hue,
                           exposure=exposure)
 
 
@@ -69,14 +65,12 @@ def enhance(
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="0 = input, 1 = full.")] = 1.0,
     keep_border: Annotated[bool, typer.Option(help="Leave black borders untouched.")] = True,
     exposure: Exposure = None,
-    denoise: Denoise = 1.0,
     preserve_hue: PreserveHue = False,
     highlights: Highlights = False,
 ) -> None:
     """Enhance images; outputs keep their file names under OUTPUT (inputs are never overwritten).
 
-    Lifted regions are denoised by default (--denoise 0 for the model's output alone): on the
-    held-out pairs it is the better image on every measure (README, Results).
+    The model denoises what it lifts (its learned denoiser, the same in every entry point).
 
     A bad file (unreadable, not an image, grayscale, alpha, 16-bit, too small or too large) is
     reported on one line; the rest of the batch continues and the exit code is 1.
@@ -87,7 +81,7 @@ def enhance(
     try:
         files = expand_sources(source)
         enhancer = Enhancer(weights, device=device, strength=strength, keep_border=keep_border,
-                            fidelity=_fidelity(exposure, denoise, preserve_hue, highlights))
+                            fidelity=_fidelity(exposure, preserve_hue, highlights))
     except (InputError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     root = Path(source) if Path(source).is_dir() else None
@@ -179,6 +173,7 @@ def train(
     def on_epoch(log) -> None:
         tqdm.write(f"epoch {log.epoch}: train loss {log.train_loss:.4f}  val loss {log.val_loss:.4f}"
                    f"  val PSNR {log.val_psnr:.2f} dB  SSIM {log.val_ssim:.4f}  ({log.seconds:.0f} s)")
+        _plot_curve(Path(cfg.out_dir))
         bar.reset()
         bar.set_description(f"epoch {log.epoch + 1}")
 
@@ -254,6 +249,18 @@ def adapt(
     typer.echo(f"weights: {output}\nreport: {result.report} ({result.seconds:.0f} s in all)")
 
 
+def _plot_curve(run_dir: Path) -> None:
+    """RUN_DIR/curve.png: the validation curve so far (from RUN_DIR/log.csv)."""
+    import csv
+
+    from endolight.figures import training_curves
+    from endolight.io.images import write_image
+
+    with (run_dir / "log.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    write_image(run_dir / "curve.png", training_curves({run_dir.name: rows}))
+
+
 @app.command("eval")
 def evaluate_cmd(
     pairs: Annotated[Path | None, typer.Option(help="Folder with dim/ and target/ (from synth). "
@@ -263,7 +270,7 @@ def evaluate_cmd(
     ),
     weights: Weights = None,
     methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = (
-        "identity,gamma,clahe,endolight,endolight+denoise"),
+        "identity,gamma,clahe,endolight"),
     max_side: Annotated[int | None, typer.Option(help="Shrink frames to this longer side.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
     protocol: Protocol = "endoscope",
@@ -278,7 +285,7 @@ def evaluate_cmd(
 
     METHODS: identity, gamma, clahe, he, msrcr, lime, a trained comparator (retinexnet, feqe,
     dped, zero-dce, zero-dce++), or endolight with fidelity options as suffixes, e.g.
-    endolight+hue+denoise (hue, denoise, highlights, mask_stats).
+    endolight+hue+highlights (hue, highlights, mask_stats).
     """
     from endolight.data import list_frames, load_frame
     from endolight.evaluate import evaluate, evaluate_no_reference, write_noref_report, write_report
@@ -307,12 +314,12 @@ def evaluate_cmd(
     bar.close()
     typer.echo(write_report(rows, output, samples))
     typer.echo(f"per-image metrics: {output / 'metrics.csv'}")
+    typer.echo(f"pictures: {output / 'contact_sheet.png'} (input | each method | target, per organ), "
+               f"{output / 'psnr_vs_brightness.png'}")
 
 
 @app.command("export")
 def export_cmd(
-    typer.echo(f"pictures: {output / 'contact_sheet.png'} (input | each method | target, per organ), "
-               f"{output / 'psnr_vs_brightness.png'}")
     output: Annotated[Path, typer.Option("-o", "--output", help="File to write (.onnx, .pt).")],
     fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
     weights: Weights = None,
@@ -497,7 +504,6 @@ def video(
                                                          "limits each wait, not the session.")] = 5.0,
     show: Annotated[bool, typer.Option(help="Also show a live window (needs a display).")] = False,
     exposure: Exposure = None,
-    denoise: Denoise = 0.0,
     preserve_hue: PreserveHue = False,
     highlights: Highlights = False,
 ) -> None:
@@ -525,7 +531,7 @@ def video(
 
     try:
         enhancer = Enhancer(weights, device=device, strength=strength, keep_border=keep_border,
-                            fidelity=_fidelity(exposure, denoise, preserve_hue, highlights))
+                            fidelity=_fidelity(exposure, preserve_hue, highlights))
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     except (RuntimeError, AssertionError) as exc:  # torch: no such device / not built with CUDA
