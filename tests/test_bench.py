@@ -1,0 +1,78 @@
+"""``endolight bench``: a real run whose printed tables agree with themselves (fps from ms/frame,
+speed-ups from the two paths' timings, the progress lines from the table). No timing is asserted:
+speed is the benchmark's output, not a test."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from endolight import bench
+from endolight.cli import app
+
+# The CI size (QUICK) still runs two clips and a 1080p encode; the consistency checked here does
+# not depend on the size, so the test runs one 720p clip with a handful of frames.
+TINY = bench.BenchConfig(sizes=("720p",), frames=4, compute_frames=2, torch_frames=2, flicker_frames=3,
+                         quick=True)
+
+
+def _table(text: str, header_start: str) -> list[dict[str, str]]:
+    """The rows of the Markdown table whose header starts with ``header_start``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    names = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(names, (c.strip() for c in line.strip("|").split("|")), strict=True)))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def output(data_root, tmp_path_factory) -> tuple[str, str]:
+    mp = pytest.MonkeyPatch()
+    mp.setattr(bench, "QUICK", TINY)
+    md = tmp_path_factory.mktemp("bench") / "bench.md"
+    try:
+        r = CliRunner().invoke(app, ["bench", "--quick", "-o", str(md)])
+    finally:
+        mp.undo()
+    assert r.exit_code == 0, r.output
+    return r.output, md.read_text()
+
+
+def test_bench_tables_are_consistent_with_their_timings(output):
+    printed, md = output
+    assert md.strip() in printed  # the -o file is the printed tables
+    speed = _table(md, "| size | path | mode |")
+    assert {(r["size"], r["path"], r["mode"]) for r in speed} == {
+        ("720p", p, m) for p in ("fused", "pytorch") for m in ("compute", "end-to-end")}
+    ms = {}
+    for r in speed:
+        t = float(r["ms/frame"])
+        assert t > 0 and float(r["fps"]) == pytest.approx(1e3 / t, rel=0.01, abs=0.06), r
+        assert int(r["frames"]) >= 2
+        if r["mode"] == "end-to-end":
+            assert float(r["peak RSS MB"]) > 100 and 0 < float(r["latency p50 ms"]) <= float(r["p99 ms"])
+        ms[r["path"], r["mode"]] = t
+        # The progress line printed while it ran carries the same timing.
+        line = re.search(rf"{r['size']} {r['path']}\s+{r['mode']}\s+([\d.]+) ms/frame", printed)
+        assert line and float(line.group(1)) == t, r
+    (ratios,) = _table(md, "| size | speed-up compute |")
+    for mode, column in (("compute", "speed-up compute"), ("end-to-end", "speed-up end-to-end")):
+        want = ms["pytorch", mode] / ms["fused", mode]
+        # Printed to 0.1x from times printed to 0.1 ms: allow both roundings.
+        slack = 0.05 + want * 0.05 * (1 / ms["pytorch", mode] + 1 / ms["fused", mode]) + 1e-9
+        assert abs(float(ratios[column].rstrip("x")) - want) <= slack, (column, ratios, ms)
+
+
+def test_bench_flicker_rows(output):
+    _, md = output
+    rows = _table(md, "| clip | temporal smoothing |")
+    assert len(rows) == 4 and sorted(r["temporal smoothing"] for r in rows) == ["off", "off", "on", "on"]
+    for r in rows:
+        assert math.isfinite(float(r["PSNR dB"])) and 0 < float(r["flicker (1 = as steady as the input)"])
