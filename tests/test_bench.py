@@ -73,6 +73,7 @@ def test_bench_tables_are_consistent_with_their_timings(output):
 def test_bench_flicker_rows(output):
     _, md = output
     rows = _table(md, "| clip | temporal smoothing |")
-    assert len(rows) == 4 and sorted(r["temporal smoothing"] for r in rows) == ["off", "off", "on", "on"]
+    states = [r["temporal smoothing"] for r in rows]
+    assert rows and states.count("on") == states.count("off") == len(rows) // 2  # each clip: off and on
     for r in rows:
         assert math.isfinite(float(r["PSNR dB"])) and 0 < float(r["flicker (1 = as steady as the input)"])
