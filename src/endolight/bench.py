@@ -11,6 +11,7 @@ another machine.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import resource
@@ -19,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from itertools import islice
 from pathlib import Path
@@ -38,6 +39,7 @@ from endolight.io.sinks import VideoSink
 from endolight.io.sources import Frame, open_source
 from endolight.io.tensors import to_tensor
 from endolight.metrics import flicker, psnr
+from endolight.model.denoise import box_mean_cv2
 from endolight.temporal import GridSmoother, TemporalConfig, TemporalDenoiser
 from endolight.video import VideoOptions, enhance_video, torch_threads_for
 
@@ -122,11 +124,24 @@ class DenoiseRow:
 
 
 @dataclass
+class StageRow:
+    """CPU milliseconds per frame of the full-resolution stage alone (one thread, the grid given):
+    ``Enhancer.render`` with the model's learned denoising (its low-res coefficients included,
+    ``coeffs_ms`` of it), and the same kernel without the denoising."""
+
+    size: str
+    render_ms: float
+    coeffs_ms: float
+    no_denoise_ms: float
+
+
+@dataclass
 class BenchResult:
     speed: list[SpeedRow] = field(default_factory=list)
     codec: list[CodecRow] = field(default_factory=list)
     flicker: list[FlickerRow] = field(default_factory=list)
     denoise: list[DenoiseRow] = field(default_factory=list)
+    stages: list[StageRow] = field(default_factory=list)
     machine: str = ""
 
 
@@ -406,6 +421,39 @@ def denoise_row(enhancer: Enhancer, dims: list[np.ndarray], targets: list[np.nda
                       float(np.mean(still)), ms)
 
 
+def stage_row(enhancer: Enhancer, frame: np.ndarray, size: str, repeats: int = 5) -> StageRow:
+    """Time the full-res stage (``Enhancer.render``) of one frame in CPU time, median of
+    ``repeats``, with numba on one thread (CPU milliseconds, robust to other load)."""
+    import numba
+
+    if enhancer.guide_params is None or not enhancer.model.cfg.denoise:
+        raise ValueError("the stage timing needs the fused kernel and a denoising model")
+    grid, _ = enhancer.grid(frame)
+    u8 = torch.from_numpy(frame).permute(2, 0, 1)[None]
+    bare = Enhancer(model=copy.deepcopy(enhancer.model), device="cpu", keep_border=False)
+    bare.model.cfg = replace(bare.model.cfg, denoise=False)
+
+    def cpu_ms(fn: Callable[[], object]) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.process_time()
+            fn()
+            times.append(time.process_time() - t0)
+        return float(np.median(times)) * 1e3
+
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            render = cpu_ms(lambda: enhancer.render(frame, grid))
+            coeffs = cpu_ms(lambda: enhancer.model.denoise_coeffs(u8, box=box_mean_cv2))
+            plain = cpu_ms(lambda: bare.render(frame, grid[:, :12]))
+    finally:
+        numba.set_num_threads(threads)
+    return StageRow(size, render, coeffs, plain)
+
+
 def run(cfg: BenchConfig, weights: str | Path | None = None, on_row: Callable[[object], None] | None = None,
         root: Path | None = None) -> BenchResult:
     """Run the whole benchmark on CPU.
@@ -423,6 +471,9 @@ def run(cfg: BenchConfig, weights: str | Path | None = None, on_row: Callable[[o
                                  f"({torch.get_num_threads()} threads), PyAV {av.__version__}")
     with tempfile.TemporaryDirectory(prefix="endolight-bench-") as tmp:
         result.speed, result.codec = run_speed(cfg, enhancers, weights, root, Path(tmp), note)
+    if fused.model.cfg.denoise:
+        result.stages.append(stage_row(fused, read_image(expand_sources(root / SINUS)[0]), "1080p sinus"))
+        note(result.stages[-1])
     for name, (dims, targets), flow in (
         ("static (laparoscopy frame 200)", static_clip(root, cfg.flicker_frames), False),
         ("moving (laparoscopy 200+, flow-warped)", moving_clip(root, cfg.flicker_frames), True),
@@ -446,6 +497,12 @@ def markdown(result: BenchResult) -> str:
         lines.append(f"| {r.size} | {r.path} | {r.mode} | {r.frames} | {r.ms_per_frame:.1f} | {r.fps:.1f} | "
                      f"{extra} |")
     by = {(r.size, r.path, r.mode): r for r in result.speed}
+    if result.stages:
+        lines += ["", "Full-resolution stage alone (fused kernel, grid given, 1 thread, CPU ms a frame):", "",
+                  "| size | with learned denoising | of which: its coefficients | without denoising |",
+                  "|---|---:|---:|---:|"]
+        lines += [f"| {r.size} | {r.render_ms:.1f} | {r.coeffs_ms:.1f} | {r.no_denoise_ms:.1f} |"
+                  for r in result.stages]
     lines += ["", "| size | speed-up compute | speed-up end-to-end |", "|---|---:|---:|"]
     for size in dict.fromkeys(r.size for r in result.speed):
         ratios = []

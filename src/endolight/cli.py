@@ -570,7 +570,7 @@ def bench(
     without temporal smoothing. Numbers are for this machine: stop other work first.
     """
     _passive_openmp()
-    from endolight.bench import QUICK, BenchConfig, CodecRow, DenoiseRow, FlickerRow, markdown, run
+    from endolight.bench import QUICK, BenchConfig, CodecRow, DenoiseRow, FlickerRow, StageRow, markdown, run
 
     def on_row(row) -> None:
         if isinstance(row, FlickerRow):
@@ -579,6 +579,9 @@ def bench(
         elif isinstance(row, CodecRow):
             tqdm.write(f"{row.size:>5} bare decode+encode {row.ms_per_frame:8.1f} ms/frame "
                        f"{row.fps:7.1f} fps, endolight / bare {row.ratio:.2f}")
+        elif isinstance(row, StageRow):
+            tqdm.write(f"{row.size} full-res stage: {row.render_ms:.1f} CPU ms with the learned denoising "
+                       f"(its coefficients {row.coeffs_ms:.1f}), {row.no_denoise_ms:.1f} without")
         elif isinstance(row, DenoiseRow):
             tqdm.write(f"temporal denoise  {row.clip}: noise {row.noise_frame:.2f} -> {row.noise_tnr:.2f}, "
                        f"warping error input {row.warp_input:.4f} per-frame {row.warp_frame:.4f} filtered "
