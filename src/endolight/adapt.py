@@ -401,7 +401,7 @@ def _write_report(cfg: AdaptConfig, state: dict, table: str, pairs: list[Pair],
         f"- start weights: `{cfg.start_weights}`; output: `{cfg.output}`",
         f"- training: protocol `{cfg.protocol}`, {p['epochs']} epochs x {p['steps_per_epoch']} steps "
         f"(batch {cfg.batch_size}, crop {cfg.crop}, frames shrunk to {cfg.max_side} px), "
-        (f"{p['step_seconds']:.2f} s a step when planned" if p["step_seconds"] else "a fixed --steps")
+        + (f"{p['step_seconds']:.2f} s a step when planned" if p["step_seconds"] else "a fixed --steps")
         + stopped,
         f"- total time of this call: {seconds:.0f} s", "",
         "Held-out frames, dimmed by the same protocol (fixed seeds):", "", table,
