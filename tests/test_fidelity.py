@@ -72,6 +72,16 @@ def _dim(frame: np.ndarray, seed: int) -> np.ndarray:
     return make_pair(frame, seed, DegradeConfig())[0]
 
 
+# The previous release's milder ranges: a dim frame whose view is still detectable and whose
+# exposure the model can still reach, for tests of the border copy and the exposure solver
+# (the default protocol goes down to exposure 0.1, where neither is the point of those tests).
+MILD = DegradeConfig(exposure=(0.7, 1.0), peak=(100.0, 1000.0), jpeg_prob=0.0)
+
+
+def _mildly_dim(frame: np.ndarray, seed: int) -> np.ndarray:
+    return make_pair(frame, seed, MILD)[0]
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
 
@@ -138,7 +148,7 @@ def test_border_pixels_unchanged_to_the_byte(views, enhancer, fidelity):
     enhancer.fidelity = fidelity
     try:
         for folder in ("gastroscopy-fujifilm/WLI_normal", "sinus/clip-b", "colonoscopy-cvc"):
-            dim = _dim(views[folder], 3)
+            dim = _mildly_dim(views[folder], 3)
             fov = detect_fov(dim)
             assert 0.3 < fov.mean() < 0.95  # a real border, so the check below is not vacuous
             out = enhancer.enhance_array(dim)
@@ -233,7 +243,7 @@ def test_strength_zero_is_input_and_brightness_monotone(views, enhancer):
 
 @pytest.mark.parametrize("target", [0.35, 0.55])
 def test_exposure_target_is_met(views, enhancer, target):
-    dim = _dim(views["gastroscopy-fujifilm/WLI_normal"], 5)
+    dim = _mildly_dim(views["gastroscopy-fujifilm/WLI_normal"], 5)
     fov = detect_fov(dim)
     enhancer.fidelity = FidelityConfig(exposure=target)
     try:

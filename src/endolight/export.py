@@ -52,7 +52,8 @@ class FrameModel(nn.Module):
         strength: illumination strength baked into the graph (0 returns the input, 1 full).
     """
 
-    def __init__(self, model: DeepUPE, layout: Layout = "nhwc", strength: float = 1.0) -> None:
+    def __init__(self, model: DeepUPE, layout: Layout = "nhwc", strength: float = 1.0,
+                 deploy: bool = True) -> None:
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -61,10 +62,11 @@ class FrameModel(nn.Module):
         self.model = model.eval()
         self.layout = layout
         self.strength = strength
+        self.deploy = deploy
 
     def forward(self, frame: torch.Tensor) -> torch.Tensor:
         x = frame.permute(0, 3, 1, 2) if self.layout == "nhwc" else frame
-        out = self.model(x.float() / 255, strength=self.strength, deploy=True).output
+        out = self.model(x.float() / 255, strength=self.strength, deploy=self.deploy).output
         # Same rounding as endolight.data.to_uint8; floor makes the uint8 cast exact in any runtime.
         out = torch.floor(out * 255 + 0.5).to(torch.uint8)
         return out.permute(0, 2, 3, 1) if self.layout == "nhwc" else out
@@ -93,7 +95,9 @@ def export_model(
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    wrapped = FrameModel(copy.deepcopy(model).cpu(), layout, strength).eval()  # caller's model untouched
+    # ONNX gets the deployable graph (gathers, lookup tables: fast in ONNX Runtime); TorchScript
+    # keeps grid_sample, which libtorch runs well and whose trace keeps the frame size dynamic.
+    wrapped = FrameModel(copy.deepcopy(model).cpu(), layout, strength, deploy=fmt == "onnx").eval()
     example = example_frame(layout, batch=2)  # torch.export would freeze a batch of 1
     dest = Path(path)
     atomic_write(dest, partial(_export_onnx if fmt == "onnx" else _export_torchscript, wrapped, example))

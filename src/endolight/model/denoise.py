@@ -18,7 +18,6 @@ divides a denoised frame ``D`` instead of ``I``:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import cv2
@@ -32,8 +31,10 @@ N_GUIDED = 6  # a_r, a_g, a_b, b_r, b_g, b_b
 
 
 def lowres_size(height: int, width: int, factor: int) -> tuple[int, int]:
-    """Size ``(h, w)`` of the shrunk copy the filter's coefficients are fitted on."""
-    return max(1, math.ceil(height / factor)), max(1, math.ceil(width / factor))
+    """Size ``(h, w)`` of the shrunk copy the filter's coefficients are fitted on (rounded up;
+    non-negative integer arithmetic, so exported graphs keep the frame size dynamic and ONNX's
+    truncating integer division agrees with Python's)."""
+    return (height + factor - 1) // factor, (width + factor - 1) // factor
 
 
 def luma(image: torch.Tensor) -> torch.Tensor:
