@@ -29,11 +29,15 @@ def _noisy(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
 def test_noise_down_on_a_static_real_clip(data_root, enhancer):
     dims, targets = static_clip(data_root, 16, width=320)
     row = denoise_row(enhancer, dims, targets, "static")
-    # Measured with the shipped weights: sigma 10.2 per frame -> 5.6 filtered (0.55), warping
-    # error 0.76 (input) / 0.78 (per-frame) -> 0.34. A weight of the past of 0.75 averages ~7
-    # frames (sigma / 2.6 at best); the bound leaves room for a model that outputs less noise.
-    assert row.noise_tnr < 0.75 * row.noise_frame
-    assert row.warp_tnr < 0.8 * row.warp_input and row.warp_tnr < 0.8 * row.warp_frame
+    # Measured with the first grey model (no denoising of its own): sigma 10.2 per frame -> 5.6
+    # filtered (0.55). The shipped noise-aware model already denoises each frame: 3.42 -> 2.98
+    # (0.87), warping error 0.76 (input) -> 0.12. What is left per frame is mostly the
+    # quantisation and texture the temporal filter must keep, so the bound asks for a real
+    # further drop (0.93) rather than the first model's halving.
+    assert row.noise_tnr < 0.93 * row.noise_frame
+    # Warping error: input 0.76, per-frame 0.133, filtered 0.118 (0.89 of per-frame; the clip and
+    # its noise are seeded, so the figures are deterministic for the shipped weights).
+    assert row.warp_tnr < 0.8 * row.warp_input and row.warp_tnr < row.warp_frame
 
 
 def test_less_ghosting_than_a_plain_recursive_filter_on_a_moving_real_clip(data_root, enhancer):
