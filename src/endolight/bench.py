@@ -11,7 +11,6 @@ another machine.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import resource
@@ -20,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import islice
 from pathlib import Path
@@ -38,8 +37,9 @@ from endolight.io.images import expand_sources, read_image
 from endolight.io.sinks import VideoSink
 from endolight.io.sources import Frame, open_source
 from endolight.io.tensors import to_tensor
+from endolight.kernels.fused import render_uint8
 from endolight.metrics import flicker, psnr
-from endolight.model.denoise import box_mean_cv2
+from endolight.model.slicing import EPS
 from endolight.temporal import GridSmoother, TemporalConfig, TemporalDenoiser
 from endolight.video import VideoOptions, enhance_video, torch_threads_for
 
@@ -429,9 +429,7 @@ def stage_row(enhancer: Enhancer, frame: np.ndarray, size: str, repeats: int = 5
     if enhancer.guide_params is None or not enhancer.model.cfg.denoise:
         raise ValueError("the stage timing needs the fused kernel and a denoising model")
     grid, _ = enhancer.grid(frame)
-    u8 = torch.from_numpy(frame).permute(2, 0, 1)[None]
-    bare = Enhancer(model=copy.deepcopy(enhancer.model), device="cpu", keep_border=False)
-    bare.model.cfg = replace(bare.model.cfg, denoise=False)
+    grey = enhancer.model.cfg.illumination == "grey"
 
     def cpu_ms(fn: Callable[[], object]) -> float:
         fn()
@@ -447,8 +445,9 @@ def stage_row(enhancer: Enhancer, frame: np.ndarray, size: str, repeats: int = 5
     try:
         with torch.no_grad():
             render = cpu_ms(lambda: enhancer.render(frame, grid))
-            coeffs = cpu_ms(lambda: enhancer.model.denoise_coeffs(u8, box=box_mean_cv2))
-            plain = cpu_ms(lambda: bare.render(frame, grid[:, :12]))
+            coeffs = cpu_ms(lambda: enhancer.denoise_coeffs(frame))
+            # The same kernel on the affine channels alone: the model's render without denoising.
+            plain = cpu_ms(lambda: render_uint8(frame, grid[:, :12], enhancer.guide_params, EPS, grey=grey))
     finally:
         numba.set_num_threads(threads)
     return StageRow(size, render, coeffs, plain)

@@ -113,18 +113,20 @@ class Enhancer:
         return self.model.coeffs(lowres), lowres
 
     @torch.no_grad()
+    def denoise_coeffs(self, frame: np.ndarray) -> torch.Tensor:
+        """The learned denoiser's low-res coefficients ``(1, 6, h, w)`` of a ``(H, W, 3)`` uint8
+        frame, from a shrunk uint8 copy (as the grid's low-res input: the full-res frame is
+        never converted to float) with OpenCV's box means."""
+        return self.model.denoise_coeffs(torch.from_numpy(frame).permute(2, 0, 1)[None], box=box_mean_cv2)
+
+    @torch.no_grad()
     def render(self, frame: np.ndarray, grid: torch.Tensor, strength: float | None = None,
                keep: np.ndarray | None = None) -> np.ndarray:
         """Full-res stage for a given grid: ``(H, W, 3)`` uint8 frame -> uint8 output; pixels
         where the ``(H, W)`` bool mask ``keep`` is True stay as in ``frame``."""
         k = self.strength if strength is None else strength
         if self.guide_params is not None:
-            dn = None
-            if self.model.cfg.denoise:
-                # The denoiser's coefficients from a shrunk uint8 copy (as the grid's low-res
-                # input): the full-res frame is never converted to float.
-                dn = self.model.denoise_coeffs(torch.from_numpy(frame).permute(2, 0, 1)[None],
-                                               box=box_mean_cv2)
+            dn = self.denoise_coeffs(frame) if self.model.cfg.denoise else None
             return render_uint8(frame, grid, self.guide_params, EPS, k, keep=keep,
                                 grey=self.model.cfg.illumination == "grey", denoise=dn)
         x = to_tensor(frame)[None].to(self.device)
