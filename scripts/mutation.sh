@@ -9,6 +9,9 @@
 # (timeout, no tests, suspicious), and the kill rate; the surviving mutants' names go to
 # WORK/MODULE/survived.txt (see one with: cd WORK/MODULE && mutmut show NAME).
 #
+# With MUTATION_REF=<commit>, src/ and tests/ are taken from that commit (git archive) instead
+# of the working tree, so a before/after comparison is reproducible.
+#
 # Slow (minutes per module on two cores) and CPU-bound: it runs under nice -n 15, with
 # MUTATION_CHILDREN workers (default 1). Not part of CI; run before a release.
 set -euo pipefail
@@ -51,7 +54,12 @@ for module in "${modules[@]}"; do
   rm -rf "$work"
   mkdir -p "$work"
   write_config "$module" "$work/pyproject.toml"
-  cp -r src tests "$work/"
+  if [ -n "${MUTATION_REF:-}" ]; then
+    # A committed snapshot (e.g. the tests before and after a change), not the working tree.
+    git archive "$MUTATION_REF" src tests | tar -x -C "$work"
+  else
+    cp -r src tests "$work/"
+  fi
   find "$work" -name __pycache__ -prune -exec rm -rf {} +
   echo "== $module: mutmut in $work (log: $work/run.log)"
   (cd "$work" && nice -n 15 mutmut run --max-children "$children" >run.log 2>&1) || {
