@@ -159,7 +159,7 @@ def test_ctrl_c_finishes_a_playable_file(tmp_path, sequence, enhancer):
     _write_clip(src, sequence, Fraction(25), Fraction(1, 25), 1)
 
     class Interrupting:  # stops like Ctrl-C while enhancing frame 6
-        keep_border, guide_params, calls = False, None, 0
+        keep_border, guide_params, planar, calls = False, None, False, 0
 
         def enhance_array(self, image, **kw):
             self.calls += 1

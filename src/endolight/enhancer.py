@@ -6,7 +6,6 @@ Every user-facing path (``enhance``, ``eval``, ``video``, the Python API) goes t
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -27,16 +26,16 @@ from endolight.fidelity import (
 from endolight.fov import fov_mask
 from endolight.io.images import validate_frame
 from endolight.io.tensors import to_tensor, to_uint8
+from endolight.io.yuv import i420_to_rgb
 from endolight.kernels.fused import GuideParams, render_uint8
 from endolight.metrics import mean_brightness
 from endolight.model import DeepUPE
 from endolight.model.denoise import box_mean_cv2
 from endolight.model.slicing import EPS
+from endolight.planar import GridFilter, enhance_planes
 
 EXPOSURE_TOL = 0.005  # exposure target met to within this mean luma (data range 1)
 
-# (grid (1, 12, D, Gh, Gw), low-res frame (1, 3, h, w)) -> grid, e.g. temporal.GridSmoother
-GridFilter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Enhancer:
@@ -166,6 +165,27 @@ class Enhancer:
         else:
             out = self._render_exposure(frame, grid, fov, keep, fid.exposure)
         return self._finish(out, frame, spots, keep)
+
+    @property
+    def planar(self) -> bool:
+        """:meth:`enhance_planes` can run: the fused CPU path, a grey model, no fidelity steps."""
+        return (self.guide_params is not None and self.model.cfg.illumination == "grey"
+                and self.fidelity == FidelityConfig())
+
+    def enhance_planes(self, planes: np.ndarray, strength: float | None = None,
+                       grid_filter: GridFilter | None = None, fov: np.ndarray | None = None) -> np.ndarray:
+        """Enhance one ``(3H/2, W)`` uint8 I420 frame (a decoder's planes; see
+        :mod:`endolight.planar`) without converting it to RGB; returns the same layout.
+
+        ``grid_filter`` and ``fov`` as in :meth:`enhance_array`. Needs :attr:`planar`.
+        """
+        if not self.planar:
+            raise ValueError("the planar path needs the fused CPU path, a grey model and no fidelity steps")
+        k = self.strength if strength is None else strength
+        keep = None
+        if self.keep_border:
+            keep = ~(fov_mask(i420_to_rgb(planes)) if fov is None else fov)
+        return enhance_planes(self.model, self.guide_params, planes, k, keep, grid_filter)
 
     def _render_exposure(self, frame: np.ndarray, grid: torch.Tensor, fov: np.ndarray | None,
                          keep: np.ndarray | None, target: float) -> np.ndarray:

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from endolight.io.yuv import i420_planes, is_i420
+
 
 @dataclass(frozen=True)
 class TemporalConfig:
@@ -169,37 +171,58 @@ class TemporalDenoiser:
         still = cv2.erode(still, np.ones((3, 3), np.uint8))
         return (ONE * (1.0 - cfg.denoise * still) + 0.5).astype(np.uint8)
 
-    def _masks(self, fov: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """The view at the motion map's size, and the border as weights (ONE outside the view):
+    def _masks(self, fov: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The view at the motion map's size, and the border as weights (ONE outside the view)
+        at full and at chroma resolution (a 2x2 block is border when all its pixels are):
         derived once per mask (a stream's mask changes only at its first frames and cuts)."""
         if self._fov[0] is not fov:
+            h, w = fov.shape
             small = cv2.resize(fov.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-            self._fov = (fov, small, (~fov).astype(np.uint8) * np.uint8(ONE))
-        return self._fov[1], self._fov[2]
+            outside = ~fov
+            blocks = outside[:h // 2 * 2, :w // 2 * 2].reshape(h // 2, 2, w // 2, 2).all(axis=(1, 3))
+            one = np.uint8(ONE)
+            self._fov = (fov, small, outside.astype(np.uint8) * one, blocks.astype(np.uint8) * one)
+        return self._fov[1], self._fov[2], self._fov[3]
 
     def __call__(self, frame: np.ndarray, out: np.ndarray, fov: np.ndarray | None = None) -> np.ndarray:
-        """Filtered ``(H, W, 3)`` uint8 output. It is also the filter's memory of the past:
+        """Filtered output, in the layout of ``out``. It is also the filter's memory of the past:
         do not modify it in place.
 
         Args:
-            frame: the input frame (uint8 RGB), where motion is measured.
-            out: the enhanced frame to filter.
+            frame: the input frame, where motion is measured: ``(H, W, 3)`` uint8 RGB, or the
+                ``(3H/2, W)`` I420 planes (:mod:`endolight.io.yuv`) when ``out`` is I420.
+            out: the enhanced frame to filter, RGB or I420.
             fov: ``(H, W)`` bool field of view; pixels outside it pass through from ``out``
                 (the border), and the noise level is measured inside it.
         """
-        h, w = frame.shape[:2]
+        planar = is_i420(out)
+        luma = i420_planes(frame)[0] if planar else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        h, w = luma.shape
         size = (max(2, -(-w // SCALE)), max(2, -(-h // SCALE)))
-        small = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA)
-        small = small.astype(np.float32)
+        small = cv2.resize(luma, size, interpolation=cv2.INTER_AREA).astype(np.float32)
         if self._small is None or self._small.shape != small.shape or self._prev.shape != out.shape:
             self._small, self._prev = small, out  # a new stream: no past
             return out
-        view, border = self._masks(fov, size) if fov is not None else (None, None)
-        present = cv2.resize(self._present_weight(small, view), (w, h), interpolation=cv2.INTER_LINEAR)
-        if border is not None:
-            present = cv2.max(present, border)
-        present = cv2.cvtColor(present, cv2.COLOR_GRAY2RGB)  # one weight per channel value
+        view, border, border_c = self._masks(fov, size) if fov is not None else (None, None, None)
+        weight = self._present_weight(small, view)
+        if planar:
+            # One weight per plane sample: luma at full size, chroma at a quarter.
+            present = np.empty_like(out)
+            py, pu, pv = i420_planes(present)
+            py[:] = cv2.resize(weight, (w, h), interpolation=cv2.INTER_LINEAR)
+            pu[:] = cv2.resize(weight, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
+            if border is not None:
+                cv2.max(py, border, dst=py)
+                cv2.max(pu, border_c, dst=pu)
+            pv[:] = pu
+        else:
+            present = cv2.resize(weight, (w, h), interpolation=cv2.INTER_LINEAR)
+            if border is not None:
+                present = cv2.max(present, border)
+            present = cv2.cvtColor(present, cv2.COLOR_GRAY2RGB)  # one weight per channel value
+        rows = out.shape[0]
         result = np.empty_like(out)
-        _blend(out.reshape(h, -1), self._prev.reshape(h, -1), present.reshape(h, -1), result.reshape(h, -1))
+        _blend(out.reshape(rows, -1), self._prev.reshape(rows, -1), present.reshape(rows, -1),
+               result.reshape(rows, -1))
         self._small, self._prev = small, result
         return result

@@ -37,6 +37,7 @@ from endolight.io.sources import (
     is_live,
     open_source,
 )
+from endolight.io.yuv import as_rgb, rgb_to_i420
 from endolight.temporal import GridSmoother, TemporalConfig, TemporalDenoiser
 
 _END = object()  # end of stream marker on a queue
@@ -212,12 +213,17 @@ def _enhance(q_in: queue.Queue, q_out: queue.Queue, enhancer: Enhancer, temporal
                 tracker.add(frame.image)
                 if tracker.count & (tracker.count - 1) == 0:
                     fov = tracker.mask
-        out = enhancer.enhance_array(frame.image, grid_filter=smoother, fov=fov)
+        # The decoder's planes when it gave them (no RGB frame is ever made), else RGB.
+        source = frame.planes if frame.planes is not None and enhancer.planar else frame.image
+        if source is frame.planes:
+            out = enhancer.enhance_planes(source, grid_filter=smoother, fov=fov)
+        else:
+            out = enhancer.enhance_array(source, grid_filter=smoother, fov=fov)
         if denoiser:
-            out = denoiser(frame.image, out, fov if enhancer.keep_border else None)
+            out = denoiser(source, out, fov if enhancer.keep_border else None)
         report.cuts = smoother.cuts if smoother else 0
         if side_by_side:
-            out = np.concatenate([frame.image, out], axis=1)
+            out = np.concatenate([frame.image, as_rgb(out)], axis=1)
         report.enhanced += 1
         if not _put(q_out, (frame, out, t0), stop):
             return
@@ -237,10 +243,15 @@ def warm_up(enhancer: Enhancer) -> None:
     if enhancer in _WARM:
         return
     tiny = np.full((64, 64, 3), 40, np.uint8)
-    out = enhancer.enhance_array(tiny, fov=np.ones(tiny.shape[:2], bool))
-    denoiser = TemporalDenoiser()
-    for _ in range(2):
-        denoiser(tiny, out)
+    fov = np.ones(tiny.shape[:2], bool)
+    pairs = [(tiny, enhancer.enhance_array(tiny, fov=fov))]
+    if enhancer.planar:
+        planes = rgb_to_i420(tiny)
+        pairs.append((planes, enhancer.enhance_planes(planes, fov=fov)))
+    for frame, out in pairs:
+        denoiser = TemporalDenoiser()
+        for _ in range(2):
+            denoiser(frame, out, fov)
     _WARM.add(enhancer)
 
 

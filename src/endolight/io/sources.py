@@ -30,10 +30,12 @@ from endolight.io.images import (
     read_image,
     validate_frame,
 )
+from endolight.io.yuv import i420_to_rgb
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".wmv")
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt", "rtp")
 DEFAULT_FPS = Fraction(25)
+JPEG_RANGE = 2  # FFmpeg's AVCOL_RANGE_JPEG: full-range Y′CbCr
 STREAM_TIMEOUT = 5.0  # seconds without data after which a live source ends (or, before any data, fails)
 
 
@@ -41,14 +43,32 @@ class SourceError(RuntimeError):
     """Decoding failed part-way; every frame before the fault has already been yielded."""
 
 
-@dataclass(frozen=True)
 class Frame:
-    """One decoded frame: ``image`` is ``(H, W, 3)`` uint8 RGB; ``pts`` counts ``time_base``."""
+    """One decoded frame, ``pts`` counting ``time_base``.
 
-    image: np.ndarray
-    index: int
-    pts: int
-    time_base: Fraction
+    ``image`` is the ``(H, W, 3)`` uint8 RGB frame. ``planes`` is the decoder's own
+    ``(3H/2, W)`` I420 buffer when it decoded limited-range 4:2:0 with even sides (the usual
+    video), else ``None``. A decoded frame's RGB is converted (by FFmpeg, as always) on first use
+    only, so a path that works on the planes never pays for it.
+    """
+
+    __slots__ = ("_decoded", "_image", "index", "planes", "pts", "time_base")
+
+    def __init__(self, image: np.ndarray | None, index: int, pts: int, time_base: Fraction,
+                 planes: np.ndarray | None = None, decoded: av.VideoFrame | None = None) -> None:
+        if image is None and decoded is None and planes is None:
+            raise ValueError("a frame needs an image, planes or a decoded frame")
+        self._image, self._decoded = image, decoded
+        self.index, self.pts, self.time_base, self.planes = index, pts, time_base, planes
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._image is None:
+            if self._decoded is not None:
+                self._image = validate_frame(self._decoded.to_ndarray(format="rgb24"), f"frame {self.index}")
+            else:
+                self._image = i420_to_rgb(self.planes)
+        return self._image
 
     @property
     def time(self) -> float:
@@ -79,6 +99,13 @@ def is_live(spec: str | int | Path) -> bool:
     """A camera index or a stream URL: frames arrive in real time."""
     s = str(spec)
     return isinstance(spec, int) or s.isdigit() or _is_url(s)
+
+
+def _is_planar(vf: av.VideoFrame) -> bool:
+    """The decoder's frame can be used as it is (:attr:`Frame.planes`): 4:2:0 limited range
+    (``yuvj420p`` is full range), even sides."""
+    even = vf.width % 2 == 0 and vf.height % 2 == 0
+    return vf.format.name == "yuv420p" and even and vf.color_range != JPEG_RANGE
 
 
 def _av_message(exc: Exception) -> str:
@@ -164,16 +191,20 @@ class VideoSource:
         index, last_pts = 0, None
         try:
             for vf in self._decode():
+                planar = _is_planar(vf)
                 if (vf.width, vf.height) != (self.info.width, self.info.height):
                     raise SourceError(f"{self.name}: the frame size changed from {self.info.width}x"
                                       f"{self.info.height} to {vf.width}x{vf.height} after {index} frames")
-                image = validate_frame(vf.to_ndarray(format="rgb24"), f"{self.name} frame {index}")
+                planes = vf.to_ndarray() if planar else None
+                where = f"{self.name} frame {index}"
+                # The RGB frame of a planar one is made only if it is asked for (Frame.image).
+                image = None if planar else validate_frame(vf.to_ndarray(format="rgb24"), where)
                 # Missing or repeated timestamps (some streams): continue at the nominal rate.
                 pts = vf.pts if vf.pts is not None else (0 if last_pts is None else last_pts + round(step))
                 if last_pts is not None and pts <= last_pts:
                     pts = last_pts + max(1, round(step))
                 last_pts = pts
-                yield Frame(image, index, pts, tb)
+                yield Frame(image, index, pts, tb, planes, vf if planar else None)
                 index += 1
         except av.error.FFmpegError as exc:
             what = "stream failed" if self.info.live else "decoding failed (truncated or corrupt file?)"

@@ -19,6 +19,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from endolight.kernels.common import JIT_OPTIONS, ROW_CHUNK, axis_taps, guide_row, sigmoid
+
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601: the denoiser's guide (endolight.model.denoise.LUMA)
 
 
@@ -41,56 +43,11 @@ class GuideParams:
         return cls(**arrays)
 
 
-def _axis_taps(n: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lower grid index and weight of each of ``n`` pixels along one axis of ``cells`` cells.
-
-    HDRNet half-pixel convention with border clamping, as ``grid_sample(align_corners=False,
-    padding_mode='border')``: pixel ``i`` reads coordinate ``(i + 0.5) / n * cells - 0.5``.
-    """
-    pos = np.clip((np.arange(n, dtype=np.float64) + 0.5) / n * cells - 0.5, 0.0, cells - 1)
-    lo = np.minimum(np.floor(pos).astype(np.int64), max(cells - 2, 0))
-    return lo, (pos - lo).astype(np.float32)
-
-
-# error_model="numpy" drops numba's per-division zero checks, whose branches stop LLVM from
-# vectorising the unit-stride row loops below.
-_JIT = {"nogil": True, "fastmath": False, "cache": True, "error_model": "numpy"}
-
-
-@njit(**_JIT)
-def _sigmoid(v):  # pragma: no cover - compiled
-    """``1 / (1 + exp(-v))`` for float32 ``v`` in a form LLVM vectorises.
-
-    libm's ``expf`` is an opaque call that keeps the loop scalar (10x slower here). ``v`` is
-    clamped to +-16 (the sigmoid is then within 1.2e-7 of 0 or 1) and ``exp(-v)`` is a degree-7
-    Taylor polynomial at ``t = -v / 32`` (``|t| <= 0.5``) squared five times: relative error
-    below 1e-5 (measured 8.6e-6). The sigmoid's error is ``s (1 - s)`` times that, and
-    ``R = I / S`` moves by at most a quarter of it: far below 1/255.
-    """
-    lim = np.float32(16.0)
-    t = (lim if -v > lim else (-lim if -v < -lim else -v)) * np.float32(1.0 / 32.0)
-    e = np.float32(1.0 / 5040.0) + t * np.float32(1.0 / 40320.0)
-    e = np.float32(1.0 / 720.0) + t * e
-    e = np.float32(1.0 / 120.0) + t * e
-    e = np.float32(1.0 / 24.0) + t * e
-    e = np.float32(1.0 / 6.0) + t * e
-    e = np.float32(1.0 / 2.0) + t * e
-    e = np.float32(1.0) + t * e
-    e = np.float32(1.0) + t * e
-    e = e * e
-    e = e * e
-    e = e * e
-    e = e * e
-    e = e * e
-    return np.float32(1.0) / (np.float32(1.0) + e)
-
-
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT_OPTIONS)
 def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_lo, y_w, x_lo, x_w,
                    strength, grey, keep, eps, dn, dy_lo, dy_w, dx_lo, dx_w, out):  # pragma: no cover
     h, w = frame.shape[0], frame.shape[1]
     gh, gw, depth, nc = grid.shape[0], grid.shape[1], grid.shape[2], grid.shape[3]
-    knots = shifts.shape[1]
     one = np.float32(1.0)
     zero = np.float32(0.0)
     f255 = np.float32(255.0)
@@ -144,23 +101,9 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
             img[0, x] = np.float32(frame[y, x, 0]) / f255
             img[1, x] = np.float32(frame[y, x, 1]) / f255
             img[2, x] = np.float32(frame[y, x, 2]) / f255
-        # Stage 2: guide = clamp(sum_c mix_c * curve_c(ccm @ rgb + b) + m0, 0, 1); knots outside
-        # the pixel loop so that loop stays unit-stride and vectorised.
-        g = np.full(w, mix_bias[0], dtype=np.float32)
-        v = np.empty(w, dtype=np.float32)
-        curve = np.empty(w, dtype=np.float32)
-        for c in range(3):
-            m0, m1, m2, b = ccm[c, 0], ccm[c, 1], ccm[c, 2], ccm_bias[c]
-            for x in range(ua, ub):
-                v[x] = m0 * img[0, x] + m1 * img[1, x] + m2 * img[2, x] + b
-                curve[x] = zero
-            for k in range(knots):
-                sh, sl = shifts[c, k], slopes[c, k]
-                for x in range(ua, ub):
-                    curve[x] += sl * max(v[x] - sh, zero)
-            mc = mix[c]
-            for x in range(ua, ub):
-                g[x] += mc * curve[x]
+        # Stage 2: the guide.
+        g = np.empty(w, dtype=np.float32)
+        guide_row(img, ccm, ccm_bias, shifts, slopes, mix, mix_bias, ua, ub, g)
         # Stage 3: trilinear taps (x from the column tables, depth from the guide) and the
         # per-pixel 3x4 affine: logit_c = A[c, :3] . I + A[c, 3].
         # Taps first (a vectorised loop), then one gather loop per output channel.
@@ -201,7 +144,7 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
             s = np.empty(w, dtype=np.float32)
             for x in range(ua, ub):
                 m = max(img[0, x], max(img[1, x], img[2, x]))
-                s[x] = max(m + (one - m) * _sigmoid(logit[0, x]), eps)
+                s[x] = max(m + (one - m) * sigmoid(logit[0, x]), eps)
             if use_pow:
                 for x in range(ua, ub):
                     s[x] = s[x] ** strength
@@ -211,7 +154,7 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
         else:
             for c in range(3):
                 for x in range(ua, ub):
-                    logit[c, x] = max(img[c, x] + (one - img[c, x]) * _sigmoid(logit[c, x]), eps)
+                    logit[c, x] = max(img[c, x] + (one - img[c, x]) * sigmoid(logit[c, x]), eps)
                 if use_pow:  # a separate loop: the powf call would keep the common one scalar
                     for x in range(ua, ub):
                         logit[c, x] = logit[c, x] ** strength
@@ -226,7 +169,7 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
                     out[y, x, 0], out[y, x, 1], out[y, x, 2] = frame[y, x, 0], frame[y, x, 1], frame[y, x, 2]
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def _denoise_row(img, row, p, q, wt, dn, r0, wy, dx_lo, dx_w, dz, lam_off, ua, ub, l0, l1, l2, dh,
                  dw, scale):  # pragma: no cover - compiled
     """``D = clamp(I + lam * (a * Y + b - I), 0, 1)`` in place on one row's planar ``img``:
@@ -246,7 +189,7 @@ def _denoise_row(img, row, p, q, wt, dn, r0, wy, dx_lo, dx_w, dz, lam_off, ua, u
         a = p[x] + lam_off
         b = q[x] + lam_off
         v = wt[0, x] * row[a] + wt[1, x] * row[a + dz] + wt[2, x] * row[b] + wt[3, x] * row[b + dz]
-        lam[x] = _sigmoid(v) * scale
+        lam[x] = sigmoid(v) * scale
         luma[x] = l0 * img[0, x] + l1 * img[1, x] + l2 * img[2, x]
     for c in range(3):
         for x in range(ua, ub):
@@ -261,7 +204,6 @@ def _denoise_row(img, row, p, q, wt, dn, r0, wy, dx_lo, dx_w, dz, lam_off, ua, u
 
 _NO_KEEP = np.zeros((0, 0), dtype=np.bool_)
 _NO_DENOISE = np.zeros((0, 1, 1), dtype=np.float32)
-ROW_CHUNK = 16  # rows per parallel work item
 
 
 def render_uint8(
@@ -315,10 +257,10 @@ def render_uint8(
         mean_row = cells[..., :12].reshape(*cells.shape[:3], 3, 4).mean(axis=3)
         cells = np.concatenate([mean_row, cells[..., 12:]], axis=-1)
     cells = np.ascontiguousarray(cells, dtype=np.float32)
-    y_lo, y_w = _axis_taps(h, gh)
-    x_lo, x_w = _axis_taps(w, gw)
-    dy_lo, dy_w = _axis_taps(h, dn.shape[1])
-    dx_lo, dx_w = _axis_taps(w, dn.shape[2])
+    y_lo, y_w = axis_taps(h, gh)
+    x_lo, x_w = axis_taps(w, gw)
+    dy_lo, dy_w = axis_taps(h, dn.shape[1])
+    dx_lo, dx_w = axis_taps(w, dn.shape[2])
     if keep is None:
         keep = _NO_KEEP
     elif keep.shape != (h, w):

@@ -43,7 +43,11 @@ class DeepUPE(nn.Module):
     def denoise_coeffs(self, image: torch.Tensor, box: Box = box_mean) -> torch.Tensor:
         """Guided-filter coefficients ``(B, 6, h, w)`` of a ``(B, 3, H, W)`` frame (float in
         [0, 1], or uint8), fitted at ``1 / cfg.denoise_factor`` of its size."""
-        small = shrink(image, self.cfg.denoise_factor)
+        return self.fit_denoiser(shrink(image, self.cfg.denoise_factor), box)
+
+    def fit_denoiser(self, small: torch.Tensor, box: Box = box_mean) -> torch.Tensor:
+        """Guided-filter coefficients ``(B, 6, h, w)`` of a frame already shrunk by
+        ``cfg.denoise_factor`` (``(B, 3, h, w)`` float in [0, 1])."""
         eps = self.log_eps.exp() if self.cfg.denoise_filter == "guided" else float("inf")
         return guided_coefficients(small, self.cfg.denoise_radius, eps, box)
 

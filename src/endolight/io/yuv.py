@@ -1,0 +1,40 @@
+"""Y′CbCr 4:2:0 frames as decoders and encoders hold them: one ``(3H/2, W)`` uint8 I420 buffer
+(Y′ rows, then Cb, then Cr; PyAV's ``yuv420p`` arrays and OpenCV's ``COLOR_*_I420`` layout),
+BT.601 limited range, the convention of the whole video path."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def is_i420(image: np.ndarray) -> bool:
+    """A 2-D uint8 array is an I420 frame here (RGB frames are ``(H, W, 3)``)."""
+    return image.ndim == 2 and image.dtype == np.uint8
+
+
+def i420_planes(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views ``(Y′ (H, W), Cb (H/2, W/2), Cr (H/2, W/2))`` of a contiguous ``(3H/2, W)`` buffer."""
+    h, w = buf.shape[0] * 2 // 3, buf.shape[1]
+    if buf.ndim != 2 or buf.dtype != np.uint8 or h % 2 or w % 2 or buf.shape[0] != h * 3 // 2:
+        raise ValueError(f"need a (3H/2, W) uint8 I420 buffer with even H and W, got {buf.shape} {buf.dtype}")
+    if not buf.flags.c_contiguous:
+        raise ValueError("the I420 buffer must be C-contiguous")
+    flat = buf.reshape(-1)
+    n, q = h * w, h * w // 4
+    return flat[:n].reshape(h, w), flat[n:n + q].reshape(h // 2, w // 2), flat[n + q:].reshape(h // 2, w // 2)
+
+
+def i420_to_rgb(buf: np.ndarray) -> np.ndarray:
+    """``(3H/2, W)`` I420 -> ``(H, W, 3)`` uint8 RGB."""
+    return cv2.cvtColor(buf, cv2.COLOR_YUV2RGB_I420)
+
+
+def rgb_to_i420(image: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB with even sides -> ``(3H/2, W)`` I420."""
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV_I420)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """An RGB ``(H, W, 3)`` frame as it is; an I420 frame converted."""
+    return i420_to_rgb(image) if is_i420(image) else image

@@ -1,0 +1,276 @@
+"""Fused CPU kernel for the full-resolution stage on the decoder's own Y′CbCr 4:2:0 planes.
+
+A video decoder delivers Y′ at full resolution and Cb, Cr at a quarter; the encoder wants the
+same. Converting to RGB and back costs more than the whole enhancer may. The grey illumination
+is one scalar ``S`` per pixel and Y′CbCr is linear in R′G′B′, so ``R = D / S`` is exactly
+``Yn' = D_Y / S`` and ``Cn' = D_C / S`` on the normalised planes ``Yn = (Y - 16) / 219``,
+``Cn = (C - 128) / 224`` (BT.601 limited range; the same holds for any matrix). Everything smooth
+(the sliced affine rows, the denoiser's coefficients and strength) arrives as low-resolution
+maps; per pixel this kernel only interpolates three maps and evaluates
+
+    D_Y = P * Yn + Q                         (the learned guided-filter denoising)
+    S   = max(m + (1 - m) * sigmoid(L * D_Y + B), eps) ** k,  m = clamp(D_Y + cmax, 0, 1)
+    Y'  = 16 + 219 * D_Y / S
+
+with ``B`` (the chroma part of the affine row), ``cmax`` (the largest of R, G, B minus luma)
+and ``D_Cb, D_Cr`` computed once per 2x2 block at chroma resolution; the block's chroma is
+divided by the mean of its four ``1 / S`` (what averaging the RGB reference's chroma gives).
+Hand-written for the same reason as :mod:`endolight.kernels.fused`: no library fuses this chain.
+Plain numeric code: numpy arrays in and out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from endolight.kernels.common import JIT_OPTIONS, ROW_CHUNK, axis_taps, guide_row, sigmoid
+
+N_LUMA_MAPS = 3  # P, Q, L
+N_CHROMA_MAPS = 8  # 1 - lam, lam*a_cb, lam*b_cb, lam*a_cr, lam*b_cr, L_cb, L_cr, L_0
+# BT.601 R'G'B' from normalised Y'CbCr: R = Y + CR_R * Cr, G = Y - CB_G * Cb - CR_G * Cr,
+# B = Y + CB_B * Cb (Kr = 0.299, Kb = 0.114).
+CR_R, CB_G, CR_G, CB_B = 1.402, 0.344136, 0.714136, 1.772
+
+
+@njit(**JIT_OPTIONS)
+def _span(keep, y0, y1, w):  # pragma: no cover - compiled
+    """Columns ``[a, b)`` of rows ``y0, y1`` that hold field of view, widened to whole blocks."""
+    a, b = w, 0
+    for y in (y0, y1):
+        x = 0
+        while x < w and keep[y, x]:
+            x += 1
+        a = min(a, x)
+        x = w
+        while x > 0 and keep[y, x - 1]:
+            x -= 1
+        b = max(b, x)
+    return (a // 2) * 2, min(w, ((b + 1) // 2) * 2)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo, lc_w, keep, eps,
+                   strength, y_out, u_out, v_out):  # pragma: no cover - compiled
+    h, w = y_in.shape
+    hl = luma_maps.shape[1]
+    one, zero, half = np.float32(1.0), np.float32(0.0), np.float32(0.5)
+    quarter = np.float32(0.25)
+    y_scale, c_scale = np.float32(1.0 / 219.0), np.float32(1.0 / 224.0)
+    cr_r, cb_g, cr_g, cb_b = np.float32(CR_R), np.float32(CB_G), np.float32(CR_G), np.float32(CB_B)
+    eps = np.float32(eps)
+    use_pow = strength != one
+    use_keep = keep.shape[0] == h
+    for j in prange(h // 2):
+        y0, y1 = 2 * j, 2 * j + 1
+        xa, xb = 0, w
+        if use_keep:
+            xa, xb = _span(keep, y0, y1, w)
+            # Outside the view's span: the input, untouched.
+            for y in (y0, y1):
+                for x in range(xa):
+                    y_out[y, x] = y_in[y, x]
+                for x in range(xb, w):
+                    y_out[y, x] = y_in[y, x]
+            for i in range(xa // 2):
+                u_out[j, i], v_out[j, i] = u_in[j, i], v_in[j, i]
+            for i in range(xb // 2, w // 2):
+                u_out[j, i], v_out[j, i] = u_in[j, i], v_in[j, i]
+            if xa >= xb:
+                continue
+        ca, cb = xa // 2, xb // 2
+        # Chroma resolution: the block's denoised chroma, its affine term and colour maximum.
+        r0, wy = lc_lo[j], lc_w[j]
+        r1 = min(r0 + 1, hl - 1)
+        uc, ud = np.uint64(ca), np.uint64(cb)
+        maps = np.empty((8, cb), dtype=np.float32)
+        for k in range(8):
+            c0, c1, mk = chroma_maps[k, r0], chroma_maps[k, r1], maps[k]
+            for i in range(uc, ud):
+                mk[i] = (one - wy) * c0[i] + wy * c1[i]
+        dcb = np.empty(cb, dtype=np.float32)
+        dcr = np.empty(cb, dtype=np.float32)
+        bterm = np.empty(w, dtype=np.float32)  # per luma column (each block's value twice)
+        cmax = np.empty(w, dtype=np.float32)
+        ya, yb, ur, vr = y_in[y0], y_in[y1], u_in[j], v_in[j]
+        for i in range(uc, ud):
+            e = i + i
+            ybar = (np.float32(ya[e]) + np.float32(ya[e + 1])
+                    + np.float32(yb[e]) + np.float32(yb[e + 1])) * quarter
+            ybar = (ybar - np.float32(16.0)) * y_scale
+            cbn = (np.float32(ur[i]) - np.float32(128.0)) * c_scale
+            crn = (np.float32(vr[i]) - np.float32(128.0)) * c_scale
+            d_cb = maps[0, i] * cbn + maps[1, i] * ybar + maps[2, i]
+            d_cr = maps[0, i] * crn + maps[3, i] * ybar + maps[4, i]
+            dcb[i], dcr[i] = d_cb, d_cr
+            bt = maps[5, i] * d_cb + maps[6, i] * d_cr + maps[7, i]
+            cm = max(cr_r * d_cr, max(-cb_g * d_cb - cr_g * d_cr, cb_b * d_cb))
+            bterm[e], bterm[e + 1] = bt, bt
+            cmax[e], cmax[e + 1] = cm, cm
+        # Luma resolution, both rows of the block row: three maps interpolated per row.
+        inv = np.zeros((2, w), dtype=np.float32)
+        p = np.empty(w, dtype=np.float32)
+        q = np.empty(w, dtype=np.float32)
+        lc = np.empty(w, dtype=np.float32)
+        s = np.empty(w, dtype=np.float32)
+        # Unsigned bounds and 1-D row views: numba then drops its negative-index checks, whose
+        # branches would stop these loops from vectorising.
+        ua, ub = np.uint64(xa), np.uint64(xb)
+        for t in range(2):
+            y = y0 + t
+            s0, sw = ly_lo[y], ly_w[y]
+            s1 = min(s0 + 1, hl - 1)
+            p0, p1 = luma_maps[0, s0], luma_maps[0, s1]
+            q0, q1 = luma_maps[1, s0], luma_maps[1, s1]
+            l0, l1 = luma_maps[2, s0], luma_maps[2, s1]
+            row_in, row_out, row_inv = y_in[y], y_out[y], inv[t]
+            for x in range(ua, ub):
+                p[x] = (one - sw) * p0[x] + sw * p1[x]
+                q[x] = (one - sw) * q0[x] + sw * q1[x]
+                lc[x] = (one - sw) * l0[x] + sw * l1[x]
+            # Short loops, each over few arrays: LLVM vectorises them (one long loop over all
+            # of them stays scalar, measured 3x slower).
+            for x in range(ua, ub):
+                p[x] = p[x] * ((np.float32(row_in[x]) - np.float32(16.0)) * y_scale) + q[x]  # D_Y
+            for x in range(ua, ub):
+                q[x] = lc[x] * p[x] + bterm[x]  # the logit
+            for x in range(ua, ub):
+                s[x] = sigmoid(q[x])
+            for x in range(ua, ub):
+                m = min(max(p[x] + cmax[x], zero), one)
+                s[x] = max(m + (one - m) * s[x], eps)
+            if use_pow:  # a separate loop: the powf call would keep the common one scalar
+                for x in range(ua, ub):
+                    s[x] = s[x] ** strength
+            for x in range(ua, ub):
+                v = np.float32(16.0) + np.float32(219.0) * p[x] / s[x] + half
+                row_out[x] = np.uint8(min(max(v, zero), np.float32(255.0)))
+                row_inv[x] = one / s[x]
+            if use_keep:
+                row_keep = keep[y]
+                for x in range(ua, ub):
+                    if row_keep[x]:
+                        row_out[x] = row_in[x]
+                        row_inv[x] = one
+        for i in range(ca, cb):
+            if use_keep and (keep[y0, 2 * i] and keep[y0, 2 * i + 1]
+                             and keep[y1, 2 * i] and keep[y1, 2 * i + 1]):
+                u_out[j, i], v_out[j, i] = u_in[j, i], v_in[j, i]
+                continue
+            g = (inv[0, 2 * i] + inv[0, 2 * i + 1] + inv[1, 2 * i] + inv[1, 2 * i + 1]) * quarter
+            cu = np.float32(128.0) + np.float32(224.0) * dcb[i] * g + half
+            cv = np.float32(128.0) + np.float32(224.0) * dcr[i] * g + half
+            u_out[j, i] = np.uint8(min(max(cu, zero), np.float32(255.0)))
+            v_out[j, i] = np.uint8(min(max(cv, zero), np.float32(255.0)))
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _slice_kernel(img, cells, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_lo, y_w, x_lo, x_w,
+                  out):  # pragma: no cover - compiled
+    h, w = img.shape[1], img.shape[2]
+    gh, gw, depth, nc = cells.shape
+    one, zero, half = np.float32(1.0), np.float32(0.0), np.float32(0.5)
+    fdepth, dmax = np.float32(depth), np.float32(depth - 1)
+    for y in prange(h):
+        r0, wy = y_lo[y], y_w[y]
+        r1 = min(r0 + 1, gh - 1)
+        row = np.empty((gw, depth, nc), dtype=np.float32)  # the grid interpolated to this row
+        for gx in range(gw):
+            for d in range(depth):
+                for c in range(nc):
+                    row[gx, d, c] = (one - wy) * cells[r0, gx, d, c] + wy * cells[r1, gx, d, c]
+        g = np.empty(w, dtype=np.float32)
+        guide_row(img[:, y], ccm, ccm_bias, shifts, slopes, mix, mix_bias, 0, w, g)
+        for x in range(w):
+            z = min(max(min(max(g[x], zero), one) * fdepth - half, zero), dmax)
+            z0 = min(int(z), max(depth - 2, 0))
+            z1 = min(z0 + 1, depth - 1)
+            wz, wx = z - np.float32(z0), x_w[x]
+            x0 = x_lo[x]
+            x1 = min(x0 + 1, gw - 1)
+            for c in range(nc):
+                left = (one - wz) * row[x0, z0, c] + wz * row[x0, z1, c]
+                right = (one - wz) * row[x1, z0, c] + wz * row[x1, z1, c]
+                out[c, y, x] = (one - wx) * left + wx * right
+
+
+def slice_lowres(image: np.ndarray, cells: np.ndarray, guide: Any) -> np.ndarray:
+    """The bilateral grid sliced at every pixel of a small frame, with its guide map.
+
+    Args:
+        image: ``(3, h, w)`` float32 RGB in [0, 1].
+        cells: ``(Gh, Gw, D, C)`` float32 grid, a cell's coefficients adjacent.
+        guide: the guide map's weights (``endolight.kernels.fused.GuideParams``).
+
+    Returns:
+        ``(C, h, w)`` float32, as ``slice_grid(grid, GuideMap(image))`` (HDRNet's half-pixel,
+        border-clamped convention).
+    """
+    _, h, w = image.shape
+    gh, gw = cells.shape[:2]
+    out = np.empty((cells.shape[3], h, w), dtype=np.float32)
+    y_lo, y_w = axis_taps(h, gh)
+    x_lo, x_w = axis_taps(w, gw)
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    _slice_kernel(image, np.ascontiguousarray(cells, dtype=np.float32), guide.ccm, guide.ccm_bias,
+                  guide.shifts, guide.slopes, guide.mix, guide.mix_bias, y_lo, y_w, x_lo, x_w, out)
+    return out
+
+
+_NO_KEEP = np.zeros((0, 0), dtype=np.bool_)
+
+
+def render_planes(
+    y: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    luma_maps: np.ndarray,
+    chroma_maps: np.ndarray,
+    luma_taps: tuple[np.ndarray, np.ndarray],
+    chroma_taps: tuple[np.ndarray, np.ndarray],
+    eps: float,
+    strength: float = 1.0,
+    keep: np.ndarray | None = None,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The full-res stage on 4:2:0 planes, uint8 in and out.
+
+    Args:
+        y: ``(H, W)`` uint8 Y′ (limited range), ``H`` and ``W`` even.
+        u, v: ``(H / 2, W / 2)`` uint8 Cb, Cr.
+        luma_maps: ``(3, h, W)`` float32: ``P, Q, L`` at low height, full width (interpolated
+            along x beforehand).
+        chroma_maps: ``(8, h, W / 2)`` float32 (see ``N_CHROMA_MAPS``), at chroma width.
+        luma_taps, chroma_taps: per luma row / chroma row, the lower map row and its weight
+            (``endolight.kernels.common.axis_taps``).
+        eps: the illumination's floor. strength: ``k`` in ``S ** k``.
+        keep: optional ``(H, W)`` bool mask of pixels left as they are (the black border); a
+            2x2 block keeps its chroma when all four of its pixels are kept.
+        out: optional output planes to write into.
+
+    Returns:
+        the enhanced ``(Y′, Cb, Cr)`` planes.
+    """
+    h, w = y.shape
+    if h % 2 or w % 2 or u.shape != (h // 2, w // 2) or v.shape != u.shape:
+        raise ValueError(f"need even-sized 4:2:0 planes, got Y {y.shape}, Cb {u.shape}, Cr {v.shape}")
+    if luma_maps.shape[0] != N_LUMA_MAPS or luma_maps.shape[2] != w:
+        raise ValueError(f"luma maps must be ({N_LUMA_MAPS}, h, {w}), got {luma_maps.shape}")
+    if chroma_maps.shape != (N_CHROMA_MAPS, luma_maps.shape[1], w // 2):
+        raise ValueError(f"chroma maps must be ({N_CHROMA_MAPS}, {luma_maps.shape[1]}, {w // 2}), "
+                         f"got {chroma_maps.shape}")
+    if keep is None:
+        keep = _NO_KEEP
+    elif keep.shape != (h, w):
+        raise ValueError(f"keep mask must be {(h, w)}, got {keep.shape}")
+    if out is None:
+        out = (np.empty_like(y), np.empty_like(u), np.empty_like(v))
+    with numba.parallel_chunksize(ROW_CHUNK // 2):
+        _planar_kernel(y, u, v, np.ascontiguousarray(luma_maps, dtype=np.float32),
+                       np.ascontiguousarray(chroma_maps, dtype=np.float32), luma_taps[0], luma_taps[1],
+                       chroma_taps[0], chroma_taps[1], np.ascontiguousarray(keep, dtype=np.bool_),
+                       np.float32(eps), np.float32(strength), *out)
+    return out
