@@ -10,7 +10,10 @@
 # WORK/MODULE/survived.txt (see one with: cd WORK/MODULE && mutmut show NAME).
 #
 # With MUTATION_REF=<commit>, src/ and tests/ are taken from that commit (git archive) instead
-# of the working tree, so a before/after comparison is reproducible.
+# of the working tree, so a before/after comparison is reproducible. MUTATION_RERUN=1 re-tests
+# only the mutants the module's previous run did not kill (after tests were added: its killed
+# ones stand) and prints the merged summary. MUTATION_RESUME=1 continues an interrupted run in
+# its work directory (mutmut keeps each verdict as it goes).
 #
 # Slow (minutes per module on two cores) and CPU-bound: it runs under nice -n 15, with
 # MUTATION_CHILDREN workers (default 1). Not part of CI; run before a release.
@@ -51,23 +54,42 @@ EOF
 summary=()
 for module in "${modules[@]}"; do
   work=$work_root/$module
-  rm -rf "$work"
-  mkdir -p "$work"
-  write_config "$module" "$work/pyproject.toml"
-  if [ -n "${MUTATION_REF:-}" ]; then
-    # A committed snapshot (e.g. the tests before and after a change), not the working tree.
-    git archive "$MUTATION_REF" src tests | tar -x -C "$work"
-  else
-    cp -r src tests "$work/"
+  names=()
+  if [ -n "${MUTATION_RERUN:-}" ]; then
+    # Re-test only the mutants the previous run of this module left alive (survived, no tests,
+    # timeout...), against the current tests; its killed ones stand (tests only added since).
+    [ -f "$work/results.txt" ] || { echo "error: MUTATION_RERUN needs a previous run's $work/results.txt" >&2; exit 1; }
+    previous=$work_root/$module.previous.txt
+    cp "$work/results.txt" "$previous"
+    mapfile -t names < <(awk -F': ' 'NF == 2 && $2 != "killed" && $2 != "caught by type check" {
+      sub(/^ */, "", $1); print $1 }' "$previous")
   fi
-  find "$work" -name __pycache__ -prune -exec rm -rf {} +
-  echo "== $module: mutmut in $work (log: $work/run.log)"
-  (cd "$work" && nice -n 15 mutmut run --max-children "$children" >run.log 2>&1) || {
-    echo "error: mutmut failed for $module; last lines of $work/run.log:" >&2
-    tail -5 "$work/run.log" >&2
-    exit 1
-  }
+  if [ -z "${MUTATION_RESUME:-}" ]; then
+    rm -rf "$work"
+    mkdir -p "$work"
+    write_config "$module" "$work/pyproject.toml"
+    if [ -n "${MUTATION_REF:-}" ]; then
+      # A committed snapshot (e.g. the tests before and after a change), not the working tree.
+      git archive "$MUTATION_REF" src tests | tar -x -C "$work"
+    else
+      cp -r src tests "$work/"
+    fi
+    find "$work" -name __pycache__ -prune -exec rm -rf {} +
+  fi
+  echo "== $module: mutmut in $work (log: $work/run.log)${names:+, re-testing ${#names[@]} mutants}"
+  if [ -z "${MUTATION_RERUN:-}" ] || [ ${#names[@]} -gt 0 ]; then
+    (cd "$work" && nice -n 15 mutmut run --max-children "$children" "${names[@]}" >>run.log 2>&1) || {
+      echo "error: mutmut failed for $module; last lines of $work/run.log:" >&2
+      tail -5 "$work/run.log" >&2
+      exit 1
+    }
+  fi
   (cd "$work" && mutmut results --all true) >"$work/results.txt"
+  if [ -n "${MUTATION_RERUN:-}" ]; then  # mutants not re-tested keep the previous verdict
+    awk -F': ' 'FNR == NR { prev[$1] = $2; next }
+      NF == 2 { s = $2; if (s == "not checked" && ($1 in prev)) s = prev[$1]; print $1 ": " s }' \
+      "$previous" "$work/results.txt" >"$work/results.merged" && mv "$work/results.merged" "$work/results.txt"
+  fi
   grep ': survived$' "$work/results.txt" | sed 's/^ *//; s/: survived$//' >"$work/survived.txt" || true
   line=$(awk -F': ' -v m="$module" '
     NF == 2 { n++; if ($2 == "killed" || $2 == "caught by type check") k++; else if ($2 == "survived") s++; else o++ }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
+from skimage.metrics import structural_similarity
 
 from endolight.losses import LossWeights, reconstruction_loss, smoothness_loss, ssim_mae_loss, total_loss
 
@@ -46,3 +49,91 @@ def test_total_is_weighted_sum():
     expected = 2.0 * terms["lm"] + 0.3 * terms["lt"] + 0.01 * terms["ls"]
     torch.testing.assert_close(terms["loss"], expected)
     assert all(terms[k] > 0 for k in ("lm", "lt", "ls"))
+
+
+# --- Values, not just signs (mutation testing, docs/testing.md): each loss against its formula
+# computed independently in numpy / scikit-image, with and without a mask.
+
+
+def _frames(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.rand(2, 3, 24, 32, generator=g) * 0.8 + 0.1
+    illum = torch.rand(2, 3, 24, 32, generator=g) * 0.5 + 0.5
+    image = (target * illum * 0.9 + 0.02 * torch.rand(2, 3, 24, 32, generator=g)).clamp(0, 1)
+    mask = torch.zeros(2, 1, 24, 32, dtype=torch.bool)
+    mask[0, :, 4:20, 6:30] = True
+    mask[1, :, :, :10] = True
+    return image, illum, target, mask
+
+
+def test_reconstruction_loss_is_the_masked_mean_square_error():
+    image, illum, target, mask = _frames()
+    err = ((image / illum - target) ** 2).double().numpy()
+    assert float(reconstruction_loss(image, illum, target)) == pytest.approx(err.mean(), rel=1e-5)
+    m = np.broadcast_to(mask.numpy(), err.shape)  # every channel of a masked pixel counts
+    assert float(reconstruction_loss(image, illum, target, mask)) == pytest.approx(err[m].mean(), rel=1e-5)
+    # An empty mask gives 0, not NaN.
+    assert float(reconstruction_loss(image, illum, target, torch.zeros_like(mask))) == 0.0
+
+
+def _smoothness_reference(illum, image, alpha, lam, eps) -> float:
+    rgb = image.double().numpy()
+    y = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]  # kornia's grayscale (Rec.601)
+    log_l = np.log(y + 1e-4)[:, None]
+    wx = lam / (np.abs(np.diff(log_l, axis=3)) ** alpha + eps)
+    wy = lam / (np.abs(np.diff(log_l, axis=2)) ** alpha + eps)
+    s = illum.double().numpy()
+    return float((wx * np.diff(s, axis=3) ** 2).mean() + (wy * np.diff(s, axis=2) ** 2).mean())
+
+
+def test_smoothness_loss_is_the_weighted_least_squares_formula():
+    image, illum, _, _ = _frames(1)
+    w = LossWeights()
+    # Defaults are DeepUPE's (the same as LossWeights'): alpha 1.2, lambda 1.5, eps 1e-4.
+    expected = _smoothness_reference(illum, image, 1.2, 1.5, 1e-4)
+    assert float(smoothness_loss(illum, image)) == pytest.approx(expected, rel=1e-4)
+    tuned = smoothness_loss(illum, image, w.smooth_alpha, w.smooth_lambda, w.smooth_eps)
+    assert float(tuned) == pytest.approx(expected, rel=1e-4)
+    other = _smoothness_reference(illum, image, 0.8, 2.0, 1e-2)
+    assert abs(other - expected) > 0.1 * expected  # the parameters matter on this frame
+    assert float(smoothness_loss(illum, image, 0.8, 2.0, 1e-2)) == pytest.approx(other, rel=1e-4)
+
+
+def _ssim_map(output, target) -> np.ndarray:
+    """Per-pixel SSIM (channel mean) of Wang et al.'s 11 x 11 Gaussian window, 'valid' part only."""
+    maps = []
+    for o, t in zip(output.double().numpy(), target.double().numpy(), strict=True):
+        _, full = structural_similarity(o, t, data_range=1, channel_axis=0, gaussian_weights=True, sigma=1.5,
+                                        use_sample_covariance=False, full=True)
+        maps.append(full.mean(0)[5:-5, 5:-5])
+    return np.stack(maps)[:, None]
+
+
+def test_ssim_mae_loss_is_the_weighted_mix_over_the_mask():
+    image, illum, target, mask = _frames(2)
+    output = (image / illum).clamp(0, 1)
+    output[..., 16:] = 1 - output[..., 16:]  # a large error on the right half only
+    ssim_map = _ssim_map(output, target)
+    mae = (output - target).abs().double().numpy()
+    expected = 0.84 * (1 - ssim_map.mean()) + 0.16 * mae.mean()
+    assert float(ssim_mae_loss(output, target)) == pytest.approx(expected, rel=1e-3)
+    assert float(ssim_mae_loss(output, target, 0.3)) == pytest.approx(
+        0.3 * (1 - ssim_map.mean()) + 0.7 * mae.mean(), rel=1e-3)
+    # Masked: SSIM over the windows centred on masked pixels, MAE over the masked pixels.
+    inner = mask.numpy()[..., 5:-5, 5:-5]
+    m = np.broadcast_to(mask.numpy(), mae.shape)
+    masked = 0.84 * (1 - ssim_map[inner].mean()) + 0.16 * mae[m].mean()
+    assert abs(masked - expected) > 1e-3  # the mask matters here
+    assert float(ssim_mae_loss(output, target, mask=mask)) == pytest.approx(masked, rel=1e-3)
+
+
+def test_total_loss_masks_lm_and_lt_but_not_ls():
+    image, illum, target, mask = _frames(3)
+    output = (image / illum).clamp(0, 1)
+    w = LossWeights()
+    terms = total_loss(image, illum, output, target, w, mask)
+    torch.testing.assert_close(terms["lm"], reconstruction_loss(image, illum, target, mask))
+    torch.testing.assert_close(terms["lt"], ssim_mae_loss(output, target, w.ssim_alpha, mask))
+    torch.testing.assert_close(terms["ls"], smoothness_loss(illum, image))
+    torch.testing.assert_close(terms["loss"], terms["lm"] + 0.5 * terms["lt"] + 0.002 * terms["ls"])
+    assert float(terms["lm"]) != pytest.approx(float(reconstruction_loss(image, illum, target)), rel=1e-3)

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
-from skimage.color import deltaE_ciede2000, rgb2lab
+from skimage.color import deltaE_ciede2000, lab2rgb, rgb2lab
+from skimage.measure import shannon_entropy
 from skimage.metrics import structural_similarity
 
 from endolight.data import list_frames, load_frame
@@ -14,7 +16,21 @@ from endolight.degrade import DegradeConfig
 from endolight.fov import detect_fov
 from endolight.io.tensors import to_tensor
 from endolight.methods import get_method
-from endolight.metrics import delta_e2000, hue_shift, psnr, reference_metrics, ssim
+from endolight.metrics import (
+    brightness_uniformity,
+    delta_e2000,
+    entropy,
+    flat_dark_mask,
+    flicker,
+    hue_shift,
+    lifted_noise,
+    lightness_order_error,
+    no_reference,
+    noise_sigma,
+    psnr,
+    reference_metrics,
+    ssim,
+)
 from endolight.pairs import EVAL_SEED, make_pair
 
 # The acceptance bounds of the speed-up (issue 11): 0.01 dB, 0.001 SSIM, 0.01 ΔE2000.
@@ -100,3 +116,207 @@ def test_batched_scores_equal_one_image_at_a_time(scored):
     assert float(batch["ssim_fov"][2]) == pytest.approx(float(ssim(outputs[2:], target, fov)[0]), abs=1e-5)
     # The methods differ: the batch did not score one image three times.
     assert len({round(float(v), 3) for v in batch["psnr"]}) == 3
+
+
+# --- Mutation-testing gaps (docs/testing.md): the masked and batched behaviour of each measure,
+# against hand computations in numpy / scikit-image. No data needed, so they are fast.
+
+
+def _coloured(seed: int, n: int = 2, h: int = 40, w: int = 48) -> torch.Tensor:
+    """``(n, 3, h, w)`` smooth colour fields with noise: every measure has something to see."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 5, 6, generator=g) * 0.8 + 0.1
+    x = torch.nn.functional.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+    return (x + 0.03 * torch.randn(n, 3, h, w, generator=g)).clamp(0, 1)
+
+
+def _disc_mask(n: int = 2, h: int = 40, w: int = 48) -> torch.Tensor:
+    """A centred disc for the first image and the left third for the others: different views."""
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    m = torch.zeros(n, 1, h, w, dtype=torch.bool)
+    m[0, 0] = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (0.4 * h) ** 2
+    m[1:, :, :, : w // 3] = True
+    return m
+
+
+def _luma601(x: torch.Tensor) -> np.ndarray:
+    r, g, b = x.double().numpy().transpose(1, 0, 2, 3)
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def test_batch_scores_are_per_image():
+    # A batch of two different pairs scores each image on its own (PSNR, SSIM, with a mask too):
+    # a score pooled over the batch, or a per-pixel error broadcast across it, fails.
+    out, tgt = _coloured(1), _coloured(2)
+    mask = _disc_mask()
+    for fn in (psnr, ssim):
+        for m in (None, mask):
+            batch = fn(out, tgt, m)
+            single = [float(fn(out[i : i + 1], tgt[i : i + 1], None if m is None else m[i : i + 1])[0])
+                      for i in range(2)]
+            assert batch.shape == (2,) and abs(single[0] - single[1]) > 1e-3, fn.__name__
+            assert batch.tolist() == pytest.approx(single, abs=1e-5), fn.__name__
+
+
+def test_no_reference_measures_follow_the_mask():
+    # Every no-reference measure, computed by hand over the mask (each image its own), and the
+    # dictionary's keys as eval writes them.
+    out, image, mask = _coloured(3), _coloured(4) * 0.4, _disc_mask()
+    got = no_reference(out, image, mask)
+    assert set(got) == {"brightness", "uniformity", "loe_input", "lifted_noise", "colourfulness", "entropy",
+                        "hue_shift_input"}
+    y = _luma601(out)
+    m = mask[:, 0].numpy()
+    brightness = [y[i][m[i]].mean() for i in range(2)]
+    assert got["brightness"].tolist() == pytest.approx(brightness, rel=1e-5)
+    torch.testing.assert_close(got["uniformity"], brightness_uniformity(out, mask))
+    torch.testing.assert_close(got["loe_input"], lightness_order_error(out, image))
+    torch.testing.assert_close(got["lifted_noise"], lifted_noise(out, image, mask))
+    torch.testing.assert_close(got["hue_shift_input"], hue_shift(out, image, mask, min_chroma=10))
+    # Colourfulness (Hasler & Suesstrunk) over the mask, on the 8-bit scale.
+    rgb = out.double().numpy() * 255
+    for i in range(2):
+        r, g, b = (c[m[i]] for c in rgb[i])
+        rg, yb = r - g, 0.5 * (r + g) - b
+        cf = np.sqrt(rg.var() + yb.var()) + 0.3 * np.hypot(rg.mean(), yb.mean())
+        assert float(got["colourfulness"][i]) == pytest.approx(cf, rel=1e-4)
+        levels = np.round(y[i][m[i]] * 255).astype(np.uint8)
+        assert float(got["entropy"][i]) == pytest.approx(shannon_entropy(levels, base=2), abs=1e-6)
+    # The mask matters for each of them on these frames.
+    whole = no_reference(out, image)
+    for key in ("brightness", "uniformity", "lifted_noise", "colourfulness", "entropy", "hue_shift_input"):
+        assert not torch.allclose(whole[key], got[key], rtol=1e-3), key
+
+
+def test_entropy_counts_every_8_bit_level():
+    # All 256 grey levels once each (4 pixels per level): exactly 8 bits; a rounding that merges
+    # two neighbouring levels (at black or at white) gives less. Half of them under a mask: 7 bits.
+    levels = torch.arange(256.0).repeat_interleave(4) / 255
+    grey = levels.view(1, 1, 32, 32).expand(1, 3, 32, 32)
+    assert float(entropy(grey)[0]) == pytest.approx(8.0, abs=1e-9)
+    half = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
+    half[..., :16, :] = True
+    assert float(entropy(grey, half)[0]) == pytest.approx(7.0, abs=1e-9)
+
+
+def test_lifted_noise_per_image_and_empty_mask():
+    # Image 0: noise only in the dark left half of the input; image 1: no view at all (empty
+    # mask), which scores 0 rather than failing.
+    g = torch.Generator().manual_seed(5)
+    image = torch.full((2, 3, 48, 64), 0.6)
+    image[..., :32] = 0.05
+    out = image.clone()
+    out[0, :, :, :32] += (torch.randn(1, 48, 32, generator=g) * 4 / 255).expand(3, 48, 32)
+    mask = torch.ones(2, 1, 48, 64, dtype=torch.bool)
+    mask[1] = False
+    got = lifted_noise(out, image, mask, quantile=0.4)
+    # Immerkaer's estimate of sigma 4 on the dark half (measured 4.0 +- 0.2); 0 on the empty view.
+    assert float(got[0]) == pytest.approx(4.0, rel=0.15) and float(got[1]) == 0.0
+    # A view covering only the bright half: no lifted noise there.
+    bright = torch.zeros(2, 1, 48, 64, dtype=torch.bool)
+    bright[..., 36:] = True
+    assert lifted_noise(out, image, bright).tolist() == pytest.approx([0.0, 0.0], abs=1e-4)
+
+
+def test_hue_shift_default_minimum_chroma_is_5():
+    # Pixels of CIELAB chroma 5.5 with a 90-degree hue change: counted at the default minimum
+    # chroma (5), not at 6. The mask picks which of two hue changes counts.
+    lab_ref = np.array([[[60, 5.5, 0.0], [60, 5.5, 0.0]]])
+    lab_out = np.array([[[60, 0.0, 5.5], [60, -5.5, 0.0]]])  # +90 and 180 degrees
+    ref, out = (torch.from_numpy(lab2rgb(x)).permute(2, 0, 1)[None].float() for x in (lab_ref, lab_out))
+    assert float(hue_shift(out, ref)[0]) == pytest.approx(135.0, abs=1.0)
+    left = torch.tensor([[[[True, False]]]])
+    assert float(hue_shift(out, ref, left)[0]) == pytest.approx(90.0, abs=1.0)
+    assert np.isnan(float(hue_shift(out, ref, min_chroma=6.0)[0]))
+
+
+def _block_change(clip: np.ndarray, cells: int) -> float:
+    """mean |change| of the cells x cells block means between consecutive frames, over the mean."""
+    t, c, h, w = clip.shape
+    a = clip.reshape(t, c, cells, h // cells, cells, w // cells).mean((3, 5))
+    return float(np.abs(a[1:] - a[:-1]).mean() / a[1:].mean())
+
+
+def _moving_clip() -> torch.Tensor:
+    """Six 64 x 64 frames of a smooth random texture panning 2 px per frame, steady light."""
+    rng = np.random.default_rng(0)
+    big = cv2.GaussianBlur(rng.uniform(0, 1, (120, 140, 3)).astype(np.float32), (0, 0), 3)
+    big = (big - big.min()) / (big.max() - big.min()) * 0.6 + 0.2
+    frames = [big[10:74, 10 + 2 * t : 74 + 2 * t] for t in range(6)]
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
+
+
+def test_flicker_is_the_documented_ratio_and_flow_removes_motion():
+    inputs = _moving_clip()
+    wobble = (inputs * torch.tensor([1.0, 1.06, 0.95, 1.05, 0.94, 1.04])[:, None, None, None]).clamp(0, 1)
+    # Without flow: the ratio of the clips' relative changes on 16 x 16 cells (4 x 4 px here),
+    # computed by hand; other cell counts give other values on this clip.
+    expected = _block_change(wobble.numpy(), 16) / _block_change(inputs.numpy(), 16)
+    assert float(flicker(inputs, wobble)) == pytest.approx(expected, rel=1e-4)
+    assert float(flicker(inputs, wobble, cells=8)) == pytest.approx(
+        _block_change(wobble.numpy(), 8) / _block_change(inputs.numpy(), 8), rel=1e-4)
+    assert abs(float(flicker(inputs, wobble, cells=8)) - expected) > 0.05
+    # A steady gain is as steady as the input, with or without flow (measured 1.0000 both).
+    for flow in (False, True):
+        assert float(flicker(inputs, inputs * 1.4, flow=flow)) == pytest.approx(1.0, abs=1e-3), flow
+    # With flow the panning no longer counts as change, so the same wobble stands out: measured
+    # 21.8 with flow against 2.2 without; a warp that does not follow the motion stays near 2.
+    with_flow = float(flicker(inputs, wobble, flow=True))
+    assert with_flow > 10 and with_flow > 4 * expected, (with_flow, expected)
+
+
+def test_flicker_needs_two_frames_of_one_shape():
+    clip = _moving_clip()
+    assert float(flicker(clip[:2], clip[:2] * 1.2)) == pytest.approx(1.0, abs=1e-4)  # two frames suffice
+    for a, b in ((clip[:1], clip[:1]), (clip, clip[:5]), (clip[0], clip[0])):
+        with pytest.raises(ValueError, match="T >= 2"):
+            flicker(a, b)
+
+
+def test_reference_metrics_columns_are_the_measures_over_the_view():
+    # A round view on a dark border: each column equals its measure (inside the view for the
+    # *_fov columns and the target's own uniformity and noise), and the view changes each of
+    # them on this frame, so a column computed over the whole frame, or against the wrong
+    # image, fails.
+    h, w = 64, 80
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot((yy + 0.5 - h / 2) / (h / 2), (xx + 0.5 - w / 2) / (w / 2))
+    fov = torch.from_numpy(r < 0.9)[None, None]
+    g = torch.Generator().manual_seed(6)
+    light = torch.from_numpy(0.9 - 0.5 * r**2).float().clamp(0, 1)
+    tissue = torch.tensor([0.8, 0.45, 0.4])[:, None, None] * light
+    tissue[..., 40:] += 0.1 * torch.sin(torch.arange(40.0))  # texture on the right
+    border = torch.tensor([0.2, 0.08, 0.06])[:, None, None].expand(3, h, w)  # a dark red-tinted border
+    target = torch.where(fov[0], tissue, border).clamp(0, 1)[None]
+    dim = (target * 0.3 + 0.01 * torch.randn(1, 1, h, w, generator=g)).clamp(0, 1)
+    outputs = torch.cat([(target * 0.9 + 0.02 * torch.randn(1, 1, h, w, generator=g)).clamp(0, 1),
+                         (dim * 2.5).clamp(0, 1)])
+    outputs[..., :5, :] = torch.tensor([0.05, 0.2, 0.1])[:, None, None]  # a green border band
+    got = reference_metrics(outputs, target, dim, fov)
+    err = ((outputs - target) ** 2).mean(1).double().numpy()
+    assert got["psnr"].tolist() == pytest.approx([10 * np.log10(1 / e.mean()) for e in err], abs=1e-4)
+    inside = fov[0, 0].numpy()
+    psnr_fov = [10 * np.log10(1 / e[inside].mean()) for e in err]
+    assert got["psnr_fov"].tolist() == pytest.approx(psnr_fov, abs=1e-4)
+    patches = flat_dark_mask(dim, target, fov)
+    assert not torch.equal(patches, flat_dark_mask(dim, None, fov))  # the target's flatness counts
+    expected = {
+        "ssim_fov": ssim(outputs, target, fov), "delta_e_fov": delta_e2000(outputs, target, fov),
+        "hue_fov": hue_shift(outputs, target, fov), "uniformity": brightness_uniformity(outputs, fov),
+        "noise": noise_sigma(outputs, patches),
+        "uniformity_gt": brightness_uniformity(target, fov).expand(2),
+        "noise_gt": noise_sigma(target, patches),
+    }
+    whole = {
+        "ssim_fov": ssim(outputs, target), "delta_e_fov": delta_e2000(outputs, target),
+        "hue_fov": hue_shift(outputs, target), "uniformity": brightness_uniformity(outputs),
+        "noise": noise_sigma(outputs, flat_dark_mask(dim, target)),
+        "uniformity_gt": brightness_uniformity(target).expand(2),
+        "noise_gt": noise_sigma(target, flat_dark_mask(dim, None, fov)),
+    }
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value.expand(2), rtol=1e-5, atol=1e-6, msg=key)
+        assert not torch.allclose(got[key], whole[key].expand(2), rtol=1e-3), key
+    # Without the view or without the dim input: the whole-frame columns only.
+    for kw in ({"dim": dim}, {"fov": fov}):
+        assert set(reference_metrics(outputs, target, **kw)) == {"psnr", "ssim", "delta_e", "loe"}
