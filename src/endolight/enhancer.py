@@ -32,7 +32,7 @@ from endolight.metrics import mean_brightness
 from endolight.model import DeepUPE
 from endolight.model.denoise import box_mean_cv2
 from endolight.model.slicing import EPS
-from endolight.planar import GridFilter, enhance_planes
+from endolight.planar import GridFilter, PlanarPlan, plan_planes, render_plan
 
 EXPOSURE_TOL = 0.005  # exposure target met to within this mean luma (data range 1)
 
@@ -179,13 +179,22 @@ class Enhancer:
 
         ``grid_filter`` and ``fov`` as in :meth:`enhance_array`. Needs :attr:`planar`.
         """
+        k = self.strength if strength is None else strength
+        if k == 0.0:
+            return planes.copy()
+        return render_plan(self.plan_planes(planes, k, grid_filter, fov))
+
+    def plan_planes(self, planes: np.ndarray, strength: float | None = None,
+                    grid_filter: GridFilter | None = None, fov: np.ndarray | None = None) -> PlanarPlan:
+        """The low-resolution half of :meth:`enhance_planes`; ``endolight.planar.render_plan``
+        is the other (video runs them in two threads)."""
         if not self.planar:
             raise ValueError("the planar path needs the fused CPU path, a grey model and no fidelity steps")
         k = self.strength if strength is None else strength
         keep = None
         if self.keep_border:
             keep = ~(fov_mask(i420_to_rgb(planes)) if fov is None else fov)
-        return enhance_planes(self.model, self.guide_params, planes, k, keep, grid_filter)
+        return plan_planes(self.model, self.guide_params, planes, k, keep, grid_filter)
 
     def _render_exposure(self, frame: np.ndarray, grid: torch.Tensor, fov: np.ndarray | None,
                          keep: np.ndarray | None, target: float) -> np.ndarray:

@@ -214,17 +214,26 @@ class FovTracker:
         self.count, self.shape = 0, (0, 0)
         self._level = self._rgb = self._mask = None
 
-    def add(self, frame: np.ndarray) -> None:
-        """Accumulate one ``(H, W, 3)`` uint8 RGB frame (ignored after ``max_frames``)."""
-        h, w = frame.shape[:2]
+    def work_size(self, h: int, w: int) -> tuple[int, int]:
+        """``(w, h)`` of the copy of an ``(h, w)`` frame that detection works on."""
+        scale = min(1.0, self.cfg.work_side / max(h, w))
+        return max(16, round(w * scale)), max(16, round(h * scale))
+
+    def add(self, frame: np.ndarray, shape: tuple[int, int] | None = None) -> None:
+        """Accumulate one ``(H, W, 3)`` uint8 RGB frame (ignored after ``max_frames``), or,
+        with ``shape = (H, W)``, its copy already shrunk to :meth:`work_size` (video: made from
+        the decoder's planes)."""
+        h, w = shape or frame.shape[:2]
         if self.count and self.shape != (h, w):
             raise ValueError(f"frame size changed from {self.shape} to {(h, w)}; reset() first")
         if self.count >= self.max_frames:
             return
-        scale = min(1.0, self.cfg.work_side / max(h, w))
-        size = (max(16, round(w * scale)), max(16, round(h * scale)))
+        size = self.work_size(h, w)
+        if shape is not None and frame.shape[1::-1] != size:
+            raise ValueError(f"a shrunk frame must be {size} (w, h), got {frame.shape[1::-1]}")
         level = _level(frame, size)
-        rgb = cv2.resize(frame, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+        small = frame if shape is not None else cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        rgb = small.astype(np.float32)
         if self.count == 0:
             self.shape, self._level, self._rgb = (h, w), level, rgb
         else:

@@ -1,7 +1,9 @@
 """Enhance a video stream in real time: decode | enhance | encode, overlapped in threads.
 
-A reader thread decodes, the calling thread enhances (the fused kernel and PyTorch release the
-GIL, so decoding and encoding run beside it), a writer thread encodes. Bounded queues between
+A reader thread decodes; a planner thread does the enhancer's low-resolution half (network,
+slice, denoiser fit: :func:`endolight.planar.plan_planes`) one frame ahead of the calling
+thread, which runs the full-resolution kernel and the temporal filter; a writer thread encodes.
+NumPy, OpenCV, PyTorch and the kernels release the GIL, so the stages share the cores. Bounded queues between
 them keep memory flat for a video of any length. Whatever happens part-way (Ctrl-C, a truncated
 file, a stream that fails, a fault in a frame), every frame enhanced so far is written and the
 output file is finished cleanly; the report says what stopped it. A live stream's end (its sender
@@ -38,6 +40,7 @@ from endolight.io.sources import (
     open_source,
 )
 from endolight.io.yuv import as_rgb, rgb_to_i420
+from endolight.planar import PlanarPlan, render_plan
 from endolight.temporal import GridSmoother, TemporalConfig, TemporalDenoiser
 
 _END = object()  # end of stream marker on a queue
@@ -186,42 +189,75 @@ def _write(sinks: list[Sink], q: queue.Queue, report: VideoReport, failed: threa
             on_frame(report)
 
 
-def _enhance(q_in: queue.Queue, q_out: queue.Queue, enhancer: Enhancer, temporal: TemporalConfig | None,
-             side_by_side: bool, stop: threading.Event, failed: threading.Event, report: VideoReport) -> None:
-    """The calling thread's loop: enhance frames from the reader for the writer, in order."""
+def _plan(q_in: queue.Queue, q_plan: queue.Queue, enhancer: Enhancer, temporal: TemporalConfig | None,
+          stop: threading.Event, failed: threading.Event, report: VideoReport) -> None:
+    """The planner thread: field of view, grid smoothing and the low-resolution half of each
+    frame (the whole enhancement on the RGB path), in order, for :func:`_render`."""
     smoother = GridSmoother(temporal) if temporal else None
-    denoiser = TemporalDenoiser(temporal) if temporal and temporal.denoise > 0 else None
     tracker, fov, fov_cuts = FovTracker(), None, -1
+    planned = 0
+    try:
+        while not failed.is_set():
+            try:
+                item = q_in.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return
+            frame, t0 = item
+            # The field of view is tracked per scene (a new scope may follow a cut): the first
+            # frames are accumulated, so a view edge that is dark in one frame shows in their
+            # average. The mask is re-derived on a doubling schedule (frames 1, 2, 4, ...), not
+            # per frame: detection costs more than enhancing. After a cut the next frame starts
+            # a new scene.
+            if enhancer.keep_border:
+                cuts = smoother.cuts if smoother else 0
+                if cuts != fov_cuts or tracker.shape != frame.shape:
+                    tracker.reset()
+                    fov_cuts = cuts
+                if tracker.count < tracker.max_frames:
+                    if frame.planes is not None:  # a thumbnail straight from the planes
+                        tracker.add(frame.thumbnail(tracker.work_size(*frame.shape)), frame.shape)
+                    else:
+                        tracker.add(frame.image)
+                    if tracker.count & (tracker.count - 1) == 0:
+                        fov = tracker.mask
+            # The decoder's planes when it gave them (no RGB frame is ever made), else RGB.
+            if frame.planes is not None and enhancer.planar:
+                work = enhancer.plan_planes(frame.planes, grid_filter=smoother, fov=fov)
+            else:
+                work = enhancer.enhance_array(frame.image, grid_filter=smoother, fov=fov)
+            report.cuts = smoother.cuts if smoother else 0
+            planned += 1
+            if not _put(q_plan, (frame, work, fov, t0), stop):
+                return
+    except KeyboardInterrupt:
+        report.interrupted = True
+    except Exception as exc:  # noqa: BLE001 - a fault in one frame still finishes the file
+        report.error = f"enhancing failed after {planned} frames ({type(exc).__name__}: {exc})"
+    finally:
+        _put(q_plan, _END, stop)
+
+
+def _render(q_plan: queue.Queue, q_out: queue.Queue, enhancer: Enhancer, temporal: TemporalConfig | None,
+            side_by_side: bool, stop: threading.Event, failed: threading.Event, report: VideoReport) -> None:
+    """The calling thread's loop: the full-resolution half of each planned frame and the
+    temporal noise reduction, in order, for the writer."""
+    denoiser = TemporalDenoiser(temporal) if temporal and temporal.denoise > 0 else None
     while not failed.is_set():
         try:
-            item = q_in.get(timeout=0.1)
+            item = q_plan.get(timeout=0.1)
         except queue.Empty:
             continue
         if item is _END:
             return
-        frame, t0 = item
-        # The field of view is tracked per scene (a new scope may follow a cut): the first frames
-        # are accumulated, so a view edge that is dark in one frame shows in their average. The
-        # mask is re-derived on a doubling schedule (frames 1, 2, 4, ...), not per frame:
-        # detection costs more than enhancing. After a cut the next frame starts a new scene.
-        if enhancer.keep_border:
-            cuts = smoother.cuts if smoother else 0
-            if cuts != fov_cuts or tracker.shape != frame.image.shape[:2]:
-                tracker.reset()
-                fov_cuts = cuts
-            if tracker.count < tracker.max_frames:
-                tracker.add(frame.image)
-                if tracker.count & (tracker.count - 1) == 0:
-                    fov = tracker.mask
-        # The decoder's planes when it gave them (no RGB frame is ever made), else RGB.
-        source = frame.planes if frame.planes is not None and enhancer.planar else frame.image
-        if source is frame.planes:
-            out = enhancer.enhance_planes(source, grid_filter=smoother, fov=fov)
+        frame, work, fov, t0 = item
+        if isinstance(work, PlanarPlan):
+            out, source = render_plan(work), frame.planes
         else:
-            out = enhancer.enhance_array(source, grid_filter=smoother, fov=fov)
+            out, source = work, frame.image
         if denoiser:
             out = denoiser(source, out, fov if enhancer.keep_border else None)
-        report.cuts = smoother.cuts if smoother else 0
         if side_by_side:
             out = np.concatenate([frame.image, as_rgb(out)], axis=1)
         report.enhanced += 1
@@ -284,15 +320,22 @@ def process(
     start = time.perf_counter()
     reader.start()
     writer.start()
+    # One frame planned ahead: the planner's low-res work runs beside the kernel (both release
+    # the GIL), the two halves of the enhancer on two cores.
+    q_plan: queue.Queue = queue.Queue(1)
+    planner = threading.Thread(target=_plan, daemon=True,
+                               args=(q_in, q_plan, enhancer, opts.temporal, stop, failed, report))
     try:
         with torch_threads_for(enhancer):
-            _enhance(q_in, q_out, enhancer, opts.temporal, opts.side_by_side, stop, failed, report)
+            planner.start()
+            _render(q_plan, q_out, enhancer, opts.temporal, opts.side_by_side, stop, failed, report)
     except KeyboardInterrupt:
         report.interrupted = True
     except Exception as exc:  # noqa: BLE001 - a fault in one frame still finishes the file
         report.error = f"enhancing failed after {report.enhanced} frames ({type(exc).__name__}: {exc})"
     finally:
         stop.set()  # the reader stops decoding; frames already enhanced are still written
+        planner.join(timeout=opts.timeout + 5)
         while writer.is_alive():
             try:
                 q_out.put(_END, timeout=0.1)

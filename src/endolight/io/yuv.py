@@ -7,6 +7,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+# BT.601 R'G'B' from normalised Y'CbCr (Yn = (Y' - 16) / 219, Cn = (C - 128) / 224; Kr = 0.299,
+# Kb = 0.114): R = Yn + CR_R Crn, G = Yn - CB_G Cbn - CR_G Crn, B = Yn + CB_B Cbn.
+CR_R, CB_G, CR_G, CB_B = 1.402, 0.344136, 0.714136, 1.772
+
 
 def is_i420(image: np.ndarray) -> bool:
     """A 2-D uint8 array is an I420 frame here (RGB frames are ``(H, W, 3)``)."""
@@ -38,3 +42,19 @@ def rgb_to_i420(image: np.ndarray) -> np.ndarray:
 def as_rgb(image: np.ndarray) -> np.ndarray:
     """An RGB ``(H, W, 3)`` frame as it is; an I420 frame converted."""
     return i420_to_rgb(image) if is_i420(image) else image
+
+
+def ycc_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
+    """Float32 Y′, Cb, Cr planes of one size, in 8-bit levels -> ``(3, h, w)`` float32 RGB in
+    [0, 1] (BT.601 limited range, as ``COLOR_YUV2RGB_I420``)."""
+    yn, cb, cr = (y - 16) / np.float32(219), (cb - 128) / np.float32(224), (cr - 128) / np.float32(224)
+    rgb = np.stack([yn + np.float32(CR_R) * cr, yn - np.float32(CB_G) * cb - np.float32(CR_G) * cr,
+                    yn + np.float32(CB_B) * cb])
+    return np.clip(rgb, 0.0, 1.0)
+
+
+def shrink_to_rgb(buf: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An I420 frame shrunk to ``size = (w, h)`` (area averages of each plane) as ``(h, w, 3)``
+    uint8 RGB: a thumbnail without the full-resolution RGB frame."""
+    planes = (cv2.resize(p, size, interpolation=cv2.INTER_AREA).astype(np.float32) for p in i420_planes(buf))
+    return (ycc_to_rgb(*planes).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)

@@ -23,17 +23,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numba
 import numpy as np
 from numba import njit, prange
 
+from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R  # numeric constants only
 from endolight.kernels.common import JIT_OPTIONS, ROW_CHUNK, axis_taps, guide_row, sigmoid
 
+LUMA = (0.299, 0.587, 0.114)  # Rec. 601 (endolight.model.denoise.LUMA)
 N_LUMA_MAPS = 3  # P, Q, L
 N_CHROMA_MAPS = 8  # 1 - lam, lam*a_cb, lam*b_cb, lam*a_cr, lam*b_cr, L_cb, L_cr, L_0
-# BT.601 R'G'B' from normalised Y'CbCr: R = Y + CR_R * Cr, G = Y - CB_G * Cb - CR_G * Cr,
-# B = Y + CB_B * Cb (Kr = 0.299, Kb = 0.114).
-CR_R, CB_G, CR_G, CB_B = 1.402, 0.344136, 0.714136, 1.772
 
 
 @njit(**JIT_OPTIONS)
@@ -218,6 +218,65 @@ def slice_lowres(image: np.ndarray, cells: np.ndarray, guide: Any) -> np.ndarray
     _slice_kernel(image, np.ascontiguousarray(cells, dtype=np.float32), guide.ccm, guide.ccm_bias,
                   guide.shifts, guide.slopes, guide.mix, guide.mix_bias, y_lo, y_w, x_lo, x_w, out)
     return out
+
+
+def _box_mean(src: np.ndarray, radius: int) -> np.ndarray:
+    """Mean of each pixel's ``(2 radius + 1)^2`` box over the pixels inside the image, per
+    channel of ``src`` (C, h, w) float32: ``endolight.model.denoise.box_mean`` (OpenCV's running
+    sums, normalised by the in-image count)."""
+    k = 2 * radius + 1
+    out = np.empty_like(src)
+    for c in range(src.shape[0]):
+        cv2.boxFilter(src[c], -1, (k, k), dst=out[c], normalize=False, borderType=cv2.BORDER_CONSTANT)
+    ones = np.ones(src.shape[1:], np.float32)
+    out *= np.float32(1.0) / cv2.boxFilter(ones, -1, (k, k), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    return out
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _guided_stats(small, out):  # pragma: no cover - compiled
+    """``out`` (8, h, w): luma Y, R, G, B, Y^2, Y R, Y G, Y B of ``small`` (3, h, w)."""
+    l0, l1, l2 = np.float32(LUMA[0]), np.float32(LUMA[1]), np.float32(LUMA[2])
+    for y in prange(small.shape[1]):
+        for x in range(small.shape[2]):
+            r, g, b = small[0, y, x], small[1, y, x], small[2, y, x]
+            v = l0 * r + l1 * g + l2 * b
+            out[0, y, x], out[1, y, x], out[2, y, x], out[3, y, x] = v, r, g, b
+            out[4, y, x], out[5, y, x], out[6, y, x], out[7, y, x] = v * v, v * r, v * g, v * b
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _guided_ab(means, eps, out):  # pragma: no cover - compiled
+    """``out`` (6, h, w): ``a_c = cov(Y, c) / (var Y + eps)``, ``b_c = mean c - a_c mean Y``."""
+    zero = np.float32(0.0)
+    for y in prange(means.shape[1]):
+        for x in range(means.shape[2]):
+            my = means[0, y, x]
+            inv = np.float32(1.0) / (max(means[4, y, x] - my * my, zero) + eps)
+            for c in range(3):
+                a = (means[5 + c, y, x] - my * means[1 + c, y, x]) * inv
+                out[c, y, x] = a
+                out[3 + c, y, x] = means[1 + c, y, x] - a * my
+
+
+def guided_fit(small: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """Guided-filter coefficients of a shrunk frame, every channel guided by its luma: the same
+    as ``endolight.model.denoise.guided_coefficients`` (its PyTorch reference; tested equal),
+    without PyTorch's per-op overhead at this small size.
+
+    Args:
+        small: ``(3, h, w)`` float32 RGB in [0, 1].
+        radius: box radius. eps: the regulariser (``inf``: a plain box blur).
+
+    Returns:
+        ``(6, h, w)`` float32: ``a_r, a_g, a_b, b_r, b_g, b_b``.
+    """
+    small = np.ascontiguousarray(small, dtype=np.float32)
+    stats = np.empty((8, *small.shape[1:]), np.float32)
+    _guided_stats(small, stats)
+    coeffs = np.empty((6, *small.shape[1:]), np.float32)
+    _guided_ab(_box_mean(stats, radius), np.float32(eps), coeffs)
+    return _box_mean(coeffs, radius)
 
 
 _NO_KEEP = np.zeros((0, 0), dtype=np.bool_)
