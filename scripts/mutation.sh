@@ -57,11 +57,12 @@ for module in "${modules[@]}"; do
   names=()
   if [ -n "${MUTATION_RERUN:-}" ]; then
     # Re-test only the mutants the previous run of this module left alive (survived, no tests,
-    # timeout...), against the current tests; its killed ones stand (tests only added since).
+    # timeout...), against the current tests; its killed ones stand (tests only added since),
+    # and mutants it never checked (an interrupted or restricted run) stay unchecked.
     [ -f "$work/results.txt" ] || { echo "error: MUTATION_RERUN needs a previous run's $work/results.txt" >&2; exit 1; }
     previous=$work_root/$module.previous.txt
     cp "$work/results.txt" "$previous"
-    mapfile -t names < <(awk -F': ' 'NF == 2 && $2 != "killed" && $2 != "caught by type check" {
+    mapfile -t names < <(awk -F': ' 'NF == 2 && $2 != "killed" && $2 != "caught by type check" && $2 != "not checked" {
       sub(/^ */, "", $1); print $1 }' "$previous")
   fi
   if [ -z "${MUTATION_RESUME:-}" ]; then

@@ -22,9 +22,12 @@ from endolight.metrics import (
     entropy,
     flat_dark_mask,
     flicker,
+    hue_difference,
     hue_shift,
+    lab,
     lifted_noise,
     lightness_order_error,
+    mean_brightness,
     no_reference,
     noise_sigma,
     psnr,
@@ -149,7 +152,7 @@ def test_batch_scores_are_per_image():
     # a score pooled over the batch, or a per-pixel error broadcast across it, fails.
     out, tgt = _coloured(1), _coloured(2)
     mask = _disc_mask()
-    for fn in (psnr, ssim):
+    for fn in (psnr, ssim, delta_e2000, hue_shift):
         for m in (None, mask):
             batch = fn(out, tgt, m)
             single = [float(fn(out[i : i + 1], tgt[i : i + 1], None if m is None else m[i : i + 1])[0])
@@ -219,15 +222,22 @@ def test_lifted_noise_per_image_and_empty_mask():
 
 
 def test_hue_shift_default_minimum_chroma_is_5():
-    # Pixels of CIELAB chroma 5.5 with a 90-degree hue change: counted at the default minimum
-    # chroma (5), not at 6. The mask picks which of two hue changes counts.
-    lab_ref = np.array([[[60, 5.5, 0.0], [60, 5.5, 0.0]]])
-    lab_out = np.array([[[60, 0.0, 5.5], [60, -5.5, 0.0]]])  # +90 and 180 degrees
+    # Two pixels of CIELAB chroma 5.5: hue 45 -> 135 degrees (a 90-degree change) and 0 -> 180
+    # (a 180-degree change); both count at the default minimum chroma (5), so the mean is 135;
+    # at 6 none does (NaN). The mask picks the first. A chroma test on the wrong channels counts
+    # one pixel twice (120). A pair across the -180/180 seam (170 -> 190 degrees) is 20 apart.
+    c = 5.5 / np.sqrt(2)
+    lab_ref = np.array([[[60, c, c], [60, 5.5, 0.0]]])
+    lab_out = np.array([[[60, -c, c], [60, -5.5, 0.0]]])
     ref, out = (torch.from_numpy(lab2rgb(x)).permute(2, 0, 1)[None].float() for x in (lab_ref, lab_out))
     assert float(hue_shift(out, ref)[0]) == pytest.approx(135.0, abs=1.0)
+    assert float(hue_difference(lab(out), lab(ref))[0]) == pytest.approx(135.0, abs=1.0)
     left = torch.tensor([[[[True, False]]]])
     assert float(hue_shift(out, ref, left)[0]) == pytest.approx(90.0, abs=1.0)
     assert np.isnan(float(hue_shift(out, ref, min_chroma=6.0)[0]))
+    seam = [np.array([[[60, 8 * np.cos(a), 8 * np.sin(a)]]]) for a in np.radians([170.0, 190.0])]
+    seam = [torch.from_numpy(lab2rgb(x)).permute(2, 0, 1)[None].float() for x in seam]
+    assert float(hue_shift(seam[1], seam[0])[0]) == pytest.approx(20.0, abs=1.0)
 
 
 def _block_change(clip: np.ndarray, cells: int) -> float:
@@ -320,3 +330,59 @@ def test_reference_metrics_columns_are_the_measures_over_the_view():
     # Without the view or without the dim input: the whole-frame columns only.
     for kw in ({"dim": dim}, {"fov": fov}):
         assert set(reference_metrics(outputs, target, **kw)) == {"psnr", "ssim", "delta_e", "loe"}
+
+
+def test_flat_dark_mask_is_the_documented_rule():
+    # Dark: the dim frame's smoothed luma (Rec.601, 9 x 9 Gaussian, sigma 2) in its lowest
+    # quartile; flat: the target's smoothed gradient (Sobel / 8, replicated border) at most its
+    # median. Written independently with OpenCV: measured identical on all 3072 pixels; the bound
+    # allows 6 to differ (ties at a quantile), a sigma of 3 on one axis moves 16-20.
+    g = torch.Generator().manual_seed(7)
+    up = torch.nn.functional.interpolate
+    dim = up(torch.rand(1, 3, 6, 8, generator=g), size=(48, 64), mode="bilinear", align_corners=False)
+    dim = (dim + 0.05 * torch.randn(1, 3, 48, 64, generator=g)).clamp(0, 1)
+    target = up(torch.rand(1, 3, 6, 8, generator=g), size=(48, 64), mode="bicubic", align_corners=False)
+    target = target.clamp(0, 1)
+
+    def smooth_luma(x: torch.Tensor) -> np.ndarray:
+        y = (0.299 * x[0, 0] + 0.587 * x[0, 1] + 0.114 * x[0, 2]).double().numpy()
+        return cv2.GaussianBlur(y, (9, 9), 2.0, borderType=cv2.BORDER_REFLECT_101)
+
+    y, t = smooth_luma(dim), smooth_luma(target)
+    grad = np.hypot(*(cv2.Sobel(t, cv2.CV_64F, dx, 1 - dx, ksize=3, borderType=cv2.BORDER_REPLICATE) / 8
+                      for dx in (1, 0)))
+    expected = (y <= np.quantile(y, 0.25)) & (grad <= np.quantile(grad, 0.5))
+    got = flat_dark_mask(dim, target)[0, 0].numpy()
+    assert (got != expected).sum() <= 6 and 0.05 < got.mean() < 0.25
+    # A perfectly flat target is flat everywhere (its gradient's median is 0): the patches are
+    # then exactly the dark quartile.
+    flat = flat_dark_mask(dim, torch.full_like(target, 0.5))[0, 0].numpy()
+    assert np.array_equal(flat, y <= np.quantile(y, 0.25))
+
+
+def test_masked_means_of_one_pixel_and_of_no_pixel():
+    # A view of one pixel averages that pixel alone; a view of none gives 0 (not NaN), for the
+    # mean brightness and for the uniformity ratio (no centre, no periphery).
+    image = _coloured(8, n=1)
+    one = torch.zeros(1, 1, 40, 48, dtype=torch.bool)
+    one[..., 13, 29] = True
+    luma = 0.299 * image[0, 0, 13, 29] + 0.587 * image[0, 1, 13, 29] + 0.114 * image[0, 2, 13, 29]
+    assert float(mean_brightness(image, one)[0]) == pytest.approx(float(luma), rel=1e-5)
+    none = torch.zeros_like(one)
+    assert float(mean_brightness(image, none)[0]) == 0.0
+    assert float(brightness_uniformity(image, none)[0]) == 0.0
+
+
+def test_noise_sigma_of_an_impulse_is_exact():
+    # Immerkaer's response to one grey pixel raised by a levels on flat grey: 4a at it, 2a at its
+    # 4 neighbours, a at its 4 diagonals, 0 elsewhere: sigma = sqrt(pi / 2) / 6 * 16 a / N over
+    # the N = (H - 2)(W - 2) valid pixels (or over the masked ones).
+    a = 20
+    image = torch.full((1, 3, 18, 22), 100 / 255)
+    image[..., 9, 11] = (100 + a) / 255
+    n = 16 * 20
+    expected = np.sqrt(np.pi / 2) / 6 * 16 * a / n
+    assert float(noise_sigma(image)[0]) == pytest.approx(expected, rel=1e-4)
+    around = torch.zeros(1, 1, 18, 22, dtype=torch.bool)
+    around[..., 8:11, 10:13] = True  # the 3 x 3 pixels the response covers
+    assert float(noise_sigma(image, around)[0]) == pytest.approx(expected * n / 9, rel=1e-4)
