@@ -70,6 +70,15 @@ def test_bench_tables_are_consistent_with_their_timings(output):
         assert abs(float(ratios[column].rstrip("x")) - want) <= slack, (column, ratios, ms)
 
 
+def test_bench_planar_stage_row(output):
+    _, md = output
+    (row,) = _table(md, "| size | low-res half")
+    parts = [float(row[c]) for c in ("low-res half, with denoising", "without", "full-res kernel")]
+    assert all(p > 0 for p in parts), row
+    # The whole is the two halves, each printed to 0.1 ms.
+    assert abs(float(row["whole"]) - (parts[0] + parts[2])) <= 0.11, row
+
+
 def test_bench_flicker_rows(output):
     _, md = output
     rows = _table(md, "| clip | temporal smoothing |")

@@ -37,9 +37,11 @@ from endolight.io.images import expand_sources, read_image
 from endolight.io.sinks import VideoSink
 from endolight.io.sources import Frame, open_source
 from endolight.io.tensors import to_tensor
+from endolight.io.yuv import rgb_to_i420
 from endolight.kernels.fused import render_uint8
 from endolight.metrics import flicker, psnr
 from endolight.model.slicing import EPS
+from endolight.planar import plan_planes, render_plan
 from endolight.temporal import GridSmoother, TemporalConfig, TemporalDenoiser
 from endolight.video import VideoOptions, enhance_video, torch_threads_for
 
@@ -125,14 +127,20 @@ class DenoiseRow:
 
 @dataclass
 class StageRow:
-    """CPU milliseconds per frame of the full-resolution stage alone (one thread, the grid given):
-    ``Enhancer.render`` with the model's learned denoising (its low-res coefficients included,
-    ``coeffs_ms`` of it), and the same kernel without the denoising."""
+    """CPU milliseconds per frame, one thread. RGB path (images; the grid given): the
+    full-resolution stage ``Enhancer.render`` with the model's learned denoising (its low-res
+    coefficients included, ``coeffs_ms`` of it), and the same kernel without the denoising.
+    Planar path (video, :mod:`endolight.planar`): its low-resolution half (network included)
+    with and without the denoiser's fit, and its full-resolution kernel (whose denoising is two
+    interpolated maps and a multiply-add per luma pixel, not separable)."""
 
     size: str
     render_ms: float
     coeffs_ms: float
     no_denoise_ms: float
+    planar_plan_ms: float = float("nan")
+    planar_plan_no_denoise_ms: float = float("nan")
+    planar_kernel_ms: float = float("nan")
 
 
 @dataclass
@@ -448,9 +456,17 @@ def stage_row(enhancer: Enhancer, frame: np.ndarray, size: str, repeats: int = 5
             coeffs = cpu_ms(lambda: enhancer.denoise_coeffs(frame))
             # The same kernel on the affine channels alone: the model's render without denoising.
             plain = cpu_ms(lambda: render_uint8(frame, grid[:, :12], enhancer.guide_params, EPS, grey=grey))
+            planar = ()
+            if enhancer.planar and frame.shape[0] % 2 == 0 and frame.shape[1] % 2 == 0:
+                planes = rgb_to_i420(frame)
+                model, guide = enhancer.model, enhancer.guide_params
+                plan = plan_planes(model, guide, planes)
+                planar = (cpu_ms(lambda: plan_planes(model, guide, planes)),
+                          cpu_ms(lambda: plan_planes(model, guide, planes, denoise=False)),
+                          cpu_ms(lambda: render_plan(plan)))
     finally:
         numba.set_num_threads(threads)
-    return StageRow(size, render, coeffs, plain)
+    return StageRow(size, render, coeffs, plain, *planar)
 
 
 def run(cfg: BenchConfig, weights: str | Path | None = None, on_row: Callable[[object], None] | None = None,
@@ -501,6 +517,12 @@ def markdown(result: BenchResult) -> str:
                   "| size | with learned denoising | of which: its coefficients | without denoising |",
                   "|---|---:|---:|---:|"]
         lines += [f"| {r.size} | {r.render_ms:.1f} | {r.coeffs_ms:.1f} | {r.no_denoise_ms:.1f} |"
+                  for r in result.stages]
+        lines += ["", "Video's planar path (Y'CbCr 4:2:0 planes, 1 thread, CPU ms a frame):", "",
+                  "| size | low-res half, with denoising | without | full-res kernel | whole |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r.size} | {r.planar_plan_ms:.1f} | {r.planar_plan_no_denoise_ms:.1f} | "
+                  f"{r.planar_kernel_ms:.1f} | {r.planar_plan_ms + r.planar_kernel_ms:.1f} |"
                   for r in result.stages]
     lines += ["", "| size | speed-up compute | speed-up end-to-end |", "|---|---:|---:|"]
     for size in dict.fromkeys(r.size for r in result.speed):

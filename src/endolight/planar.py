@@ -75,7 +75,8 @@ def network_input(y: np.ndarray, u: np.ndarray, v: np.ndarray, side: int) -> tor
 
 @torch.no_grad()
 def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: np.ndarray,
-                strength: float = 1.0, coarsen: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                strength: float = 1.0, coarsen: int = 1,
+                denoise: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The model's smooth per-pixel quantities on the low-res frame, as the planar kernel's maps.
 
     Args:
@@ -86,6 +87,7 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
         strength: ``k``; the denoising strength is scaled by ``min(k, 1)``.
         coarsen: the maps are made at ``1 / coarsen`` of ``small``'s size (the guided filter is
             still fitted on ``small``, as the model was trained, then area-averaged).
+        denoise: ``False`` leaves out the model's learned denoising (benchmarks measure its cost).
 
     Returns:
         ``(3, h', w')`` luma maps ``P, Q, L`` and ``(8, h, w)`` chroma maps (see
@@ -97,7 +99,7 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
     size = lowres_size(*small.shape[1:], coarsen)
     co = slice_lowres(_shrink(small, size), cells, guide)  # (4 [+ 1], h', w')
     ar, ag, ab, a0 = co[0], co[1], co[2], co[3]
-    if model.cfg.denoise:
+    if model.cfg.denoise and denoise:
         lam = np.float32(min(strength, 1.0)) / (1 + np.exp(-co[4]))
         eps = float(model.log_eps.exp()) if model.cfg.denoise_filter == "guided" else float("inf")
         dn = _shrink(guided_fit(small, model.cfg.denoise_radius, eps), size)  # a_rgb, b_rgb: (6, h', w')
@@ -144,8 +146,10 @@ class PlanarPlan:
 
 @torch.no_grad()
 def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: float = 1.0,
-                keep: np.ndarray | None = None, grid_filter: GridFilter | None = None) -> PlanarPlan:
-    """The low-resolution half of :func:`enhance_planes` (network, slice, guided-filter fit)."""
+                keep: np.ndarray | None = None, grid_filter: GridFilter | None = None,
+                denoise: bool = True) -> PlanarPlan:
+    """The low-resolution half of :func:`enhance_planes` (network, slice, guided-filter fit);
+    ``denoise`` as in :func:`planar_maps`."""
     y, u, v = i420_planes(buf)
     h, w = y.shape
     small = small_rgb(y, u, v, lowres_size(h, w, model.cfg.denoise_factor))
@@ -153,7 +157,7 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
     grid = model.coeffs(lowres)
     if grid_filter is not None:
         grid = grid_filter(grid, lowres)
-    luma, chroma = planar_maps(model, guide, grid, small, strength, COARSEN)
+    luma, chroma = planar_maps(model, guide, grid, small, strength, COARSEN, denoise)
     return PlanarPlan(buf, _along_x(luma, w), _along_x(chroma, w // 2), strength, keep)
 
 
