@@ -200,29 +200,37 @@ def _clip(size: str, root: Path, tmp: Path, n: int) -> Path:
         return root / CLIP
     path = tmp / f"{size.replace(' ', '-')}.mp4"
     if not path.exists():
-        frames = _sinus_frames(root) if source == "sinus" else _decoded(root / CLIP, n)
+        frames = _sinus_frames(root) if source == "sinus" else [f.image for f in _decoded(root / CLIP, n)]
         write_clip(frames, path, frame_size, n)
     return path
 
 
-def _decoded(path: Path, n: int) -> list[np.ndarray]:
+def _decoded(path: Path, n: int) -> list[Frame]:
     src = open_source(path)
     try:
-        return [f.image for f, _ in zip(src, range(n), strict=False)]
+        return [f for f, _ in zip(src, range(n), strict=False)]
     finally:
         src.close()
 
 
-def _compute_only(enhancer: Enhancer, frames: list[np.ndarray], n: int) -> float:
-    """Milliseconds per frame of enhancing decoded frames as the video path does (per-clip field
-    of view, temporal smoothing), after one warm-up frame."""
-    fov = fov_mask(frames[0]) if enhancer.keep_border else None
+def _compute_only(enhancer: Enhancer, frames: list[Frame], n: int) -> float:
+    """Milliseconds per frame of enhancing decoded frames as the video path does (its planes
+    when the decoder gave them, per-clip field of view, temporal smoothing; one thread after
+    the other, not the video's two), after one warm-up frame."""
+    planar = frames[0].planes is not None and enhancer.planar
+    fov = fov_mask(frames[0].image) if enhancer.keep_border else None
     smoother = GridSmoother()
+
+    def one(frame: Frame) -> np.ndarray:
+        if planar:
+            return enhancer.enhance_planes(frame.planes, grid_filter=smoother, fov=fov)
+        return enhancer.enhance_array(frame.image, grid_filter=smoother, fov=fov)
+
     with torch_threads_for(enhancer):
-        enhancer.enhance_array(frames[0], grid_filter=smoother, fov=fov)
+        one(frames[0])
         t0 = time.perf_counter()
         for i in range(n):
-            enhancer.enhance_array(frames[i % len(frames)], grid_filter=smoother, fov=fov)
+            one(frames[i % len(frames)])
         return (time.perf_counter() - t0) * 1e3 / n
 
 

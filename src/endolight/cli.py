@@ -581,7 +581,9 @@ def bench(
                        f"{row.fps:7.1f} fps, endolight / bare {row.ratio:.2f}")
         elif isinstance(row, StageRow):
             tqdm.write(f"{row.size} full-res stage: {row.render_ms:.1f} CPU ms with the learned denoising "
-                       f"(its coefficients {row.coeffs_ms:.1f}), {row.no_denoise_ms:.1f} without")
+                       f"(its coefficients {row.coeffs_ms:.1f}), {row.no_denoise_ms:.1f} without; planar "
+                       f"path {row.planar_plan_ms:.1f} low-res ({row.planar_plan_no_denoise_ms:.1f} without "
+                       f"denoising) + {row.planar_kernel_ms:.1f} kernel")
         elif isinstance(row, DenoiseRow):
             tqdm.write(f"temporal denoise  {row.clip}: noise {row.noise_frame:.2f} -> {row.noise_tnr:.2f}, "
                        f"warping error input {row.warp_input:.4f} per-frame {row.warp_frame:.4f} filtered "

@@ -194,7 +194,7 @@ def _plan(q_in: queue.Queue, q_plan: queue.Queue, enhancer: Enhancer, temporal: 
     """The planner thread: field of view, grid smoothing and the low-resolution half of each
     frame (the whole enhancement on the RGB path), in order, for :func:`_render`."""
     smoother = GridSmoother(temporal) if temporal else None
-    tracker, fov, fov_cuts = FovTracker(), None, -1
+    tracker, fov, fov_cuts = FovTracker(), None, 0
     planned = 0
     try:
         while not failed.is_set():
@@ -208,11 +208,15 @@ def _plan(q_in: queue.Queue, q_plan: queue.Queue, enhancer: Enhancer, temporal: 
             # The field of view is tracked per scene (a new scope may follow a cut): the first
             # frames are accumulated, so a view edge that is dark in one frame shows in their
             # average. The mask is re-derived on a doubling schedule (frames 1, 2, 4, ...), not
-            # per frame: detection costs more than enhancing. After a cut the next frame starts
-            # a new scene.
+            # per frame: detection costs more than enhancing. A cut is known once the smoother has
+            # seen the frame that made it, so the tracker restarts on the frame after it (the
+            # cut's first frame still uses the previous scene's view).
             if enhancer.keep_border:
                 cuts = smoother.cuts if smoother else 0
-                if cuts != fov_cuts or tracker.shape != frame.shape:
+                if tracker.shape != frame.shape:  # the first frame: the smoother will count it as a cut
+                    tracker.reset()
+                    fov_cuts = cuts + (1 if smoother else 0)
+                elif cuts > fov_cuts:
                     tracker.reset()
                     fov_cuts = cuts
                 if tracker.count < tracker.max_frames:
