@@ -33,6 +33,7 @@ from endolight.io.sinks import Sink, WindowSink, open_sink
 from endolight.io.sources import (
     STREAM_TIMEOUT,
     FolderSource,
+    Frame,
     Source,
     SourceError,
     VideoSource,
@@ -189,43 +190,59 @@ def _write(sinks: list[Sink], q: queue.Queue, report: VideoReport, failed: threa
             on_frame(report)
 
 
+def _items(q: queue.Queue, failed: threading.Event) -> Iterator[tuple]:
+    """The items of ``q`` in order, up to its end marker or until ``failed`` is set."""
+    while not failed.is_set():
+        try:
+            item = q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if item is _END:
+            return
+        yield item
+
+
+class _SceneView:
+    """The field of view in force for each frame of a stream, tracked per scene (a new scope
+    may follow a cut). The first frames of a scene are accumulated (``FovTracker``), so a view
+    edge that is dark in one frame shows in their average; the mask is re-derived on a doubling
+    schedule (frames 1, 2, 4, ...), not per frame: detection costs more than enhancing. A cut is
+    known once the grid smoother has seen the frame that made it, so the tracker restarts on the
+    frame after it (the cut's first frame still has the previous scene's view)."""
+
+    def __init__(self, smoother: GridSmoother | None) -> None:
+        self.smoother, self.tracker, self.scene_cuts, self.fov = smoother, FovTracker(), 0, None
+
+    def __call__(self, frame: Frame) -> np.ndarray | None:
+        cuts = self.smoother.cuts if self.smoother else 0
+        if self.tracker.shape != frame.shape:  # the first frame: the smoother will count it as a cut
+            self.tracker.reset()
+            self.scene_cuts = cuts + (1 if self.smoother else 0)
+        elif cuts > self.scene_cuts:
+            self.tracker.reset()
+            self.scene_cuts = cuts
+        tracker = self.tracker
+        if tracker.count < tracker.max_frames:
+            if frame.planes is not None:  # a thumbnail straight from the planes
+                tracker.add(frame.thumbnail(tracker.work_size(*frame.shape)), frame.shape)
+            else:
+                tracker.add(frame.image)
+            if tracker.count & (tracker.count - 1) == 0:
+                self.fov = tracker.mask
+        return self.fov
+
+
 def _plan(q_in: queue.Queue, q_plan: queue.Queue, enhancer: Enhancer, temporal: TemporalConfig | None,
           stop: threading.Event, failed: threading.Event, report: VideoReport) -> None:
     """The planner thread: field of view, grid smoothing and the low-resolution half of each
     frame (the whole enhancement on the RGB path), in order, for :func:`_render`."""
     smoother = GridSmoother(temporal) if temporal else None
-    tracker, fov, fov_cuts = FovTracker(), None, 0
-    planned = 0
+    scene = _SceneView(smoother) if enhancer.keep_border else None
+    fov, planned = None, 0
     try:
-        while not failed.is_set():
-            try:
-                item = q_in.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if item is _END:
-                return
-            frame, t0 = item
-            # The field of view is tracked per scene (a new scope may follow a cut): the first
-            # frames are accumulated, so a view edge that is dark in one frame shows in their
-            # average. The mask is re-derived on a doubling schedule (frames 1, 2, 4, ...), not
-            # per frame: detection costs more than enhancing. A cut is known once the smoother has
-            # seen the frame that made it, so the tracker restarts on the frame after it (the
-            # cut's first frame still uses the previous scene's view).
-            if enhancer.keep_border:
-                cuts = smoother.cuts if smoother else 0
-                if tracker.shape != frame.shape:  # the first frame: the smoother will count it as a cut
-                    tracker.reset()
-                    fov_cuts = cuts + (1 if smoother else 0)
-                elif cuts > fov_cuts:
-                    tracker.reset()
-                    fov_cuts = cuts
-                if tracker.count < tracker.max_frames:
-                    if frame.planes is not None:  # a thumbnail straight from the planes
-                        tracker.add(frame.thumbnail(tracker.work_size(*frame.shape)), frame.shape)
-                    else:
-                        tracker.add(frame.image)
-                    if tracker.count & (tracker.count - 1) == 0:
-                        fov = tracker.mask
+        for frame, t0 in _items(q_in, failed):
+            if scene is not None:
+                fov = scene(frame)
             # The decoder's planes when it gave them (no RGB frame is ever made), else RGB.
             if frame.planes is not None and enhancer.planar:
                 work = enhancer.plan_planes(frame.planes, grid_filter=smoother, fov=fov)
@@ -248,14 +265,7 @@ def _render(q_plan: queue.Queue, q_out: queue.Queue, enhancer: Enhancer, tempora
     """The calling thread's loop: the full-resolution half of each planned frame and the
     temporal noise reduction, in order, for the writer."""
     denoiser = TemporalDenoiser(temporal) if temporal and temporal.denoise > 0 else None
-    while not failed.is_set():
-        try:
-            item = q_plan.get(timeout=0.1)
-        except queue.Empty:
-            continue
-        if item is _END:
-            return
-        frame, work, fov, t0 = item
+    for frame, work, fov, t0 in _items(q_plan, failed):
         if isinstance(work, PlanarPlan):
             out, source = render_plan(work), frame.planes
         else:
