@@ -137,3 +137,14 @@ def test_total_loss_masks_lm_and_lt_but_not_ls():
     torch.testing.assert_close(terms["ls"], smoothness_loss(illum, image))
     torch.testing.assert_close(terms["loss"], terms["lm"] + 0.5 * terms["lt"] + 0.002 * terms["ls"])
     assert float(terms["lm"]) != pytest.approx(float(reconstruction_loss(image, illum, target)), rel=1e-3)
+
+
+def test_total_loss_uses_every_smoothness_weight():
+    # Non-default smoothness parameters reach Ls (alpha, lambda and eps each change it here).
+    image, illum, target, _ = _frames(4)
+    output = (image / illum).clamp(0, 1)
+    w = LossWeights(smooth_alpha=1.0, smooth_lambda=2.0, smooth_eps=1e-2)
+    ls = total_loss(image, illum, output, target, w)["ls"]
+    torch.testing.assert_close(ls, smoothness_loss(illum, image, 1.0, 2.0, 1e-2))
+    for other in ((1.2, 2.0, 1e-2), (1.0, 1.5, 1e-2), (1.0, 2.0, 1e-4)):
+        assert abs(float(smoothness_loss(illum, image, *other)) - float(ls)) > 1e-3 * float(ls), other
