@@ -2,11 +2,13 @@
 
 A decoder delivers Y′ at full resolution and Cb, Cr at a quarter, and the encoder takes the same.
 This path never builds the full-res RGB frame: it shrinks the planes to the denoiser's fitting
-size (``1 / cfg.denoise_factor``), converts only that small copy to RGB, and there runs
-everything that is smooth — the network's input, the guide, the grid slice, the guided filter's
-fit, the denoising strength — as low-res maps (:func:`planar_maps`). The maps are interpolated
-along x once (OpenCV), and the planar kernel (:mod:`endolight.kernels.planar`) applies them per
-pixel: a few operations per luma pixel, fewer per chroma pixel.
+size (``1 / cfg.denoise_factor``) and converts only that small copy to RGB. There the guided
+filter is fitted; the guide, the grid slice and the denoising strength are computed at half
+that size again (``COARSEN``); together they become low-res maps (:func:`planar_maps`). The
+network's own input is shrunk from the planes. The maps are interpolated along x once (OpenCV),
+and the planar kernel (:mod:`endolight.kernels.planar`) applies them per pixel: a few operations
+per luma pixel, fewer per chroma pixel. :func:`plan_planes` and :func:`render_plan` are the two
+halves (video runs them in two threads).
 
 What differs from the RGB reference (``DeepUPE.render``): the guide and slice are evaluated on the
 low-res frame and interpolated (the affine rows are applied to each full-res pixel, so edges stay
@@ -37,8 +39,8 @@ from endolight.model.slicing import EPS, grey_grid
 GridFilter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # The maps are made at half the guided filter's fitting size (1/8 of the frame): measured on
-# real frames, as close to the RGB path as at 1/4 (47.2 vs 47.4 dB at 1080p) for a third less
-# time; at 1/16 it drops by 3-5 dB.
+# real frames nearly as close to the RGB path as at 1/4 (47.2 vs 47.4 dB at 1080p, with an
+# earlier small copy) for a third less time; at 1/16 it dropped by 3-5 dB.
 COARSEN = 2
 
 # Weights of Y, Cb, Cr (normalised) in R, G, B: rows Y, Cb, Cr (Cb = (B - Y) / 1.772...).
