@@ -17,7 +17,7 @@ from endolight.degrade import DegradeConfig
 from endolight.enhancer import Enhancer
 from endolight.evaluate import TISSUE, evaluate, markdown_table, summarize
 from endolight.fidelity import FidelityConfig, highlight_mask, luminance_gain, masked_lowres, tissue_weights
-from endolight.fov import FovTracker, detect_fov
+from endolight.fov import FovConfig, FovTracker, detect_fov, fov_box, fov_mask
 from endolight.io.images import read_image, write_image
 from endolight.io.tensors import to_tensor, to_uint8
 from endolight.losses import LossWeights, total_loss
@@ -139,6 +139,35 @@ def test_fov_tracker_accumulates_a_clip(data_root):
     assert _iou(mask, reference) >= 0.97
     with pytest.raises(ValueError, match="size changed"):
         tracker.add(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_fov_box_is_the_masks_bounding_box():
+    mask = np.zeros((30, 40), bool)
+    mask[3:8, 12:21] = True
+    mask[9, 10] = True  # an outlier widens the box
+    assert fov_box(mask) == (slice(3, 10), slice(10, 21))
+    corner = np.zeros((30, 40), bool)
+    corner[-1, -1] = True
+    assert fov_box(corner) == (slice(29, 30), slice(39, 40))
+    corner[0, 0] = True
+    assert fov_box(corner) == (slice(0, 30), slice(0, 40))
+    assert fov_box(np.zeros((30, 40), bool)) == (slice(0, 30), slice(0, 40))  # empty: whole frame
+
+
+def test_fov_mask_is_detect_fov_of_one_frame():
+    # A textured reddish disc on a black, slightly noisy border: the view is found (about the
+    # disc's area, pi 50^2 / (120 x 160) = 0.41), and the tuning passed in is used (an
+    # implausibly large minimum view falls back to the full frame).
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:120, 0:160]
+    disc = (yy - 60) ** 2 + (xx - 80) ** 2 < 50**2
+    frame = rng.integers(0, 4, (120, 160, 3)).astype(np.uint8)
+    tissue = np.array([170, 80, 70]) + rng.normal(0, 10, (120, 160, 1))
+    frame[disc] = np.clip(tissue[disc], 0, 255).astype(np.uint8)
+    mask = fov_mask(frame)
+    assert np.array_equal(mask, detect_fov(frame))
+    assert 0.36 < mask.mean() < 0.46 and _iou(mask, disc) > 0.9
+    assert fov_mask(frame, FovConfig(min_area=0.9)).all()
 
 
 @pytest.mark.parametrize("fidelity", [FidelityConfig(),
