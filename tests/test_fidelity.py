@@ -17,7 +17,7 @@ from endolight.degrade import DegradeConfig
 from endolight.enhancer import Enhancer
 from endolight.evaluate import TISSUE, evaluate, markdown_table, summarize
 from endolight.fidelity import FidelityConfig, highlight_mask, luminance_gain, masked_lowres, tissue_weights
-from endolight.fov import FovConfig, FovTracker, detect_fov, fov_box, fov_mask
+from endolight.fov import FovConfig, FovTracker, _fit_ellipse, detect_fov, fov_box, fov_mask
 from endolight.io.images import read_image, write_image
 from endolight.io.tensors import to_tensor, to_uint8
 from endolight.losses import LossWeights, total_loss
@@ -168,6 +168,30 @@ def test_fov_mask_is_detect_fov_of_one_frame():
     assert np.array_equal(mask, detect_fov(frame))
     assert 0.36 < mask.mean() < 0.46 and _iou(mask, disc) > 0.9
     assert fov_mask(frame, FovConfig(min_area=0.9)).all()
+
+
+def _ellipse_points(cx: float, cy: float, rx: float, ry: float, n: int) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], 1)
+
+
+def test_fit_ellipse_accepts_plausible_views_only():
+    # A 300 x 200 frame. Points on an ellipse of radii 100 x 60 centred in the frame: the filled
+    # ellipse comes back (IoU with the drawn one, measured 0.99+; bound 0.97). Rejected (None):
+    # fewer than 20 points, a centre outside the frame, a view narrower than 0.3 of the frame's
+    # shorter side (60 px; this one is 50) or wider than 3 times its longer side (900 px).
+    shape, cfg = (200, 300), FovConfig()
+    yy, xx = np.mgrid[0:200, 0:300]
+    drawn = ((xx - 150) / 100) ** 2 + ((yy - 100) / 60) ** 2 <= 1
+    got = _fit_ellipse(_ellipse_points(150, 100, 100, 60, 60), shape, cfg)
+    assert got is not None and _iou(got, drawn) > 0.97
+    # 20 points are enough (on a small view, so they also cover 30 % of its outline), 19 not.
+    assert _fit_ellipse(_ellipse_points(150, 100, 40, 35, 20), shape, cfg) is not None
+    assert _fit_ellipse(_ellipse_points(150, 100, 40, 35, 19), shape, cfg) is None
+    arc = _ellipse_points(-30, 100, 100, 90, 120)
+    assert _fit_ellipse(arc[arc[:, 0] >= 0], shape, cfg) is None  # centre left of the frame
+    assert _fit_ellipse(_ellipse_points(150, 100, 25, 25, 60), shape, cfg) is None  # too small
+    assert _fit_ellipse(_ellipse_points(150, 100, 500, 500, 200), shape, cfg) is None  # too large
 
 
 @pytest.mark.parametrize("fidelity", [FidelityConfig(),
