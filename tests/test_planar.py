@@ -18,7 +18,6 @@ from endolight.io.yuv import i420_planes, i420_to_rgb, rgb_to_i420
 from endolight.kernels.common import axis_taps, sigmoid
 from endolight.kernels.planar import guided_fit, render_planes
 from endolight.metrics import psnr
-from endolight.model.denoise import box_mean_cv2
 from endolight.model.slicing import EPS
 from endolight.video import VideoOptions, enhance_video
 
@@ -63,11 +62,14 @@ def test_planar_path_matches_the_rgb_path_on_real_frames(data_root, enhancer, wh
 def test_guided_fit_equals_the_model_reference(data_root, enhancer):
     image = load_frame(FrameRef(expand_sources(data_root / "sinus/clip-a")[0], "sinus"), 480)
     small = np.ascontiguousarray((image / 255.0).astype(np.float32).transpose(2, 0, 1))
-    eps = float(enhancer.model.log_eps.detach().exp())
+    eps = enhancer.model.denoise_threshold()
     with torch.no_grad():
-        ref = enhancer.model.fit_denoiser(torch.from_numpy(small)[None], box=box_mean_cv2)[0].numpy()
+        ref = enhancer.model.fit_denoiser(torch.from_numpy(small)[None])[0].numpy()  # the PyTorch reference
     got = guided_fit(small, enhancer.model.cfg.denoise_radius, eps)
-    np.testing.assert_allclose(got, ref, atol=1e-5)  # measured 2.4e-7 (float32 rounding)
+    # Measured: at most 3.6e-5 apart (coefficients up to 1.2): float32 rounding of the two box
+    # sums (running sums vs pooling), amplified by cov / (var + eps) where the variance is tiny.
+    # A wrong moment, radius or eps moves them by 1e-2 and more.
+    np.testing.assert_allclose(got, ref, atol=2e-4)
 
 
 def test_kernel_formula_on_a_uniform_frame():

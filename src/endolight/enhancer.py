@@ -28,9 +28,10 @@ from endolight.io.images import validate_frame
 from endolight.io.tensors import to_tensor, to_uint8
 from endolight.io.yuv import i420_to_rgb
 from endolight.kernels.fused import GuideParams, render_uint8
+from endolight.kernels.planar import guided_fit
 from endolight.metrics import mean_brightness
 from endolight.model import DeepUPE
-from endolight.model.denoise import box_mean_cv2
+from endolight.model.denoise import shrink
 from endolight.model.slicing import EPS
 from endolight.planar import GridFilter, PlanarPlan, plan_planes, render_plan
 
@@ -115,8 +116,10 @@ class Enhancer:
     def denoise_coeffs(self, frame: np.ndarray) -> torch.Tensor:
         """The learned denoiser's low-res coefficients ``(1, 6, h, w)`` of a ``(H, W, 3)`` uint8
         frame, from a shrunk uint8 copy (as the grid's low-res input: the full-res frame is
-        never converted to float) with OpenCV's box means."""
-        return self.model.denoise_coeffs(torch.from_numpy(frame).permute(2, 0, 1)[None], box=box_mean_cv2)
+        never converted to float), fitted by the numba twin of the model's guided filter."""
+        cfg = self.model.cfg
+        small = shrink(torch.from_numpy(frame).permute(2, 0, 1)[None], cfg.denoise_factor)[0].numpy()
+        return torch.from_numpy(guided_fit(small, cfg.denoise_radius, self.model.denoise_threshold()))[None]
 
     @torch.no_grad()
     def render(self, frame: np.ndarray, grid: torch.Tensor, strength: float | None = None,

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, i420_planes, ycc_to_rgb
-from endolight.kernels.common import axis_taps
+from endolight.kernels.common import along_x, axis_taps
 from endolight.kernels.fused import GuideParams
 from endolight.kernels.planar import guided_fit, render_planes, slice_lowres
 from endolight.model import DeepUPE
@@ -103,8 +103,8 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
     ar, ag, ab, a0 = co[0], co[1], co[2], co[3]
     if model.cfg.denoise and denoise:
         lam = np.float32(min(strength, 1.0)) / (1 + np.exp(-co[4]))
-        eps = float(model.log_eps.exp()) if model.cfg.denoise_filter == "guided" else float("inf")
-        dn = _shrink(guided_fit(small, model.cfg.denoise_radius, eps), size)  # a_rgb, b_rgb: (6, h', w')
+        fit = guided_fit(small, model.cfg.denoise_radius, model.denoise_threshold())
+        dn = _shrink(fit, size)  # a_rgb, b_rgb: (6, h', w')
         a = np.einsum("ij,jhw->ihw", TO_YCC, dn[:3])  # a_Y, a_Cb, a_Cr
         b = np.einsum("ij,jhw->ihw", TO_YCC, dn[3:])
     else:
@@ -122,15 +122,6 @@ def _shrink(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if maps.shape[1:] == size:
         return maps
     return np.stack([cv2.resize(m, size[::-1], interpolation=cv2.INTER_AREA) for m in maps])
-
-
-def _along_x(maps: np.ndarray, width: int) -> np.ndarray:
-    """``(C, h, w)`` maps linearly interpolated along x to ``(C, h, width)`` (half-pixel
-    convention, edges clamped, as the kernels' taps); rows are left as they are."""
-    c, h, w = maps.shape
-    flat = np.ascontiguousarray(maps).reshape(c * h, w)
-    out = cv2.resize(flat, (width, c * h), interpolation=cv2.INTER_LINEAR)
-    return out.reshape(c, h, width)
 
 
 @dataclass(frozen=True)
@@ -160,7 +151,7 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
     if grid_filter is not None:
         grid = grid_filter(grid, lowres)
     luma, chroma = planar_maps(model, guide, grid, small, strength, COARSEN, denoise)
-    return PlanarPlan(buf, _along_x(luma, w), _along_x(chroma, w // 2), strength, keep)
+    return PlanarPlan(buf, along_x(luma, w), along_x(chroma, w // 2), strength, keep)
 
 
 def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:

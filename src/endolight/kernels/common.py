@@ -3,6 +3,7 @@ numba's settings. Plain numeric code (numpy and numba only)."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from numba import njit
 
@@ -18,6 +19,16 @@ def axis_taps(n: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
     pos = np.clip((np.arange(n, dtype=np.float64) + 0.5) / n * cells - 0.5, 0.0, cells - 1)
     lo = np.minimum(np.floor(pos).astype(np.int64), max(cells - 2, 0))
     return lo, (pos - lo).astype(np.float32)
+
+
+def along_x(maps: np.ndarray, width: int) -> np.ndarray:
+    """``(C, h, w)`` float32 maps linearly interpolated along x to ``(C, h, width)``, rows left as
+    they are: the x half of a bilinear upsampling (half-pixel convention, edges clamped, as
+    :func:`axis_taps`), done once per frame by OpenCV so the kernels' per-row work is the y half
+    with unit-stride loads."""
+    c, h, w = maps.shape
+    flat = np.ascontiguousarray(maps, dtype=np.float32).reshape(c * h, w)
+    return cv2.resize(flat, (width, c * h), interpolation=cv2.INTER_LINEAR).reshape(c, h, width)
 
 
 # error_model="numpy" drops numba's per-division zero checks, whose branches stop LLVM from

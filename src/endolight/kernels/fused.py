@@ -19,7 +19,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from endolight.kernels.common import JIT_OPTIONS, ROW_CHUNK, axis_taps, guide_row, sigmoid
+from endolight.kernels.common import JIT_OPTIONS, ROW_CHUNK, along_x, axis_taps, guide_row, sigmoid
 
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601: the denoiser's guide (endolight.model.denoise.LUMA)
 
@@ -45,7 +45,7 @@ class GuideParams:
 
 @njit(parallel=True, **JIT_OPTIONS)
 def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_lo, y_w, x_lo, x_w,
-                   strength, grey, keep, eps, dn, dy_lo, dy_w, dx_lo, dx_w, out):  # pragma: no cover
+                   strength, grey, keep, eps, dn, dy_lo, dy_w, out):  # pragma: no cover
     h, w = frame.shape[0], frame.shape[1]
     gh, gw, depth, nc = grid.shape[0], grid.shape[1], grid.shape[2], grid.shape[3]
     one = np.float32(1.0)
@@ -64,7 +64,7 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
     n_logit = 1 if grey else 3
     lam_off = np.uint64(4 * n_logit)  # the denoising strength follows the affine rows
     use_dn = dn.shape[0] == 6
-    dh, dw = dn.shape[1], dn.shape[2]
+    dh = dn.shape[1]
     l0, l1, l2 = np.float32(LUMA[0]), np.float32(LUMA[1]), np.float32(LUMA[2])
     use_pow = strength != one
     use_keep = keep.shape[0] == h
@@ -123,8 +123,8 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
             wt[2, x] = wx * (one - wz)
             wt[3, x] = wx * wz
         if use_dn:
-            _denoise_row(img, row, p, q, wt, dn, dy_lo[y], dy_w[y], dx_lo, dx_w, dz, lam_off, ua, ub,
-                         l0, l1, l2, dh, dw, min(strength, one))
+            _denoise_row(img, row, p, q, wt, dn, dy_lo[y], dy_w[y], dz, lam_off, ua, ub, l0, l1, l2, dh,
+                         min(strength, one))
         logit = np.empty((3, w), dtype=np.float32)
         for c in range(n_logit):
             for x in range(ua, ub):
@@ -170,19 +170,16 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
 
 
 @njit(**JIT_OPTIONS)
-def _denoise_row(img, row, p, q, wt, dn, r0, wy, dx_lo, dx_w, dz, lam_off, ua, ub, l0, l1, l2, dh,
-                 dw, scale):  # pragma: no cover - compiled
+def _denoise_row(img, row, p, q, wt, dn, r0, wy, dz, lam_off, ua, ub, l0, l1, l2, dh,
+                 scale):  # pragma: no cover - compiled
     """``D = clamp(I + lam * (a * Y + b - I), 0, 1)`` in place on one row's planar ``img``:
     ``lam`` the sigmoid of the grid's channel ``lam_off`` (same taps as the affine) times
-    ``scale`` (the strength, at most 1), ``a, b`` the
-    guided filter's low-res coefficients ``dn`` (6, h, w) bilinearly upsampled."""
+    ``scale`` (the strength, at most 1), ``a, b`` the guided filter's low-res coefficients
+    ``dn`` (6, h, W), already interpolated along x, here between two of its rows (unit-stride
+    loads: gathers from the low-res maps cost ~4x more)."""
     one, zero = np.float32(1.0), np.float32(0.0)
     w = img.shape[1]
     r1 = min(r0 + 1, dh - 1)
-    coef = np.empty((6, dw), dtype=np.float32)
-    for k in range(6):
-        for xl in range(dw):
-            coef[k, xl] = (one - wy) * dn[k, r0, xl] + wy * dn[k, r1, xl]
     lam = np.empty(w, dtype=np.float32)
     luma = np.empty(w, dtype=np.float32)
     for x in range(ua, ub):
@@ -192,12 +189,10 @@ def _denoise_row(img, row, p, q, wt, dn, r0, wy, dx_lo, dx_w, dz, lam_off, ua, u
         lam[x] = sigmoid(v) * scale
         luma[x] = l0 * img[0, x] + l1 * img[1, x] + l2 * img[2, x]
     for c in range(3):
+        a0, a1, b0, b1 = dn[c, r0], dn[c, r1], dn[c + 3, r0], dn[c + 3, r1]
         for x in range(ua, ub):
-            x0 = dx_lo[x]
-            x1 = min(x0 + 1, dw - 1)
-            wx = dx_w[x]
-            av = (one - wx) * coef[c, x0] + wx * coef[c, x1]
-            bv = (one - wx) * coef[c + 3, x0] + wx * coef[c + 3, x1]
+            av = (one - wy) * a0[x] + wy * a1[x]
+            bv = (one - wy) * b0[x] + wy * b1[x]
             v = img[c, x] + lam[x] * (av * luma[x] + bv - img[c, x])
             img[c, x] = min(max(v, zero), one)
 
@@ -260,7 +255,8 @@ def render_uint8(
     y_lo, y_w = axis_taps(h, gh)
     x_lo, x_w = axis_taps(w, gw)
     dy_lo, dy_w = axis_taps(h, dn.shape[1])
-    dx_lo, dx_w = axis_taps(w, dn.shape[2])
+    if denoise is not None:
+        dn = along_x(dn, w)
     if keep is None:
         keep = _NO_KEEP
     elif keep.shape != (h, w):
@@ -273,6 +269,6 @@ def render_uint8(
         _render_kernel(np.ascontiguousarray(frame), cells, guide.ccm, guide.ccm_bias, guide.shifts,
                        guide.slopes, guide.mix, guide.mix_bias, y_lo, y_w, x_lo, x_w,
                        np.float32(strength), grey, np.ascontiguousarray(keep, dtype=np.bool_),
-                       np.float32(eps), dn, dy_lo, dy_w, dx_lo, dx_w, out)
+                       np.float32(eps), dn, dy_lo, dy_w, out)
     return out
 

@@ -220,7 +220,7 @@ def slice_lowres(image: np.ndarray, cells: np.ndarray, guide: Any) -> np.ndarray
     return out
 
 
-def _box_mean(src: np.ndarray, radius: int) -> np.ndarray:
+def box_mean_np(src: np.ndarray, radius: int) -> np.ndarray:
     """Mean of each pixel's ``(2 radius + 1)^2`` box over the pixels inside the image, per
     channel of ``src`` (C, h, w) float32: ``endolight.model.denoise.box_mean`` (OpenCV's running
     sums, normalised by the in-image count)."""
@@ -275,8 +275,8 @@ def guided_fit(small: np.ndarray, radius: int, eps: float) -> np.ndarray:
     stats = np.empty((8, *small.shape[1:]), np.float32)
     _guided_stats(small, stats)
     coeffs = np.empty((6, *small.shape[1:]), np.float32)
-    _guided_ab(_box_mean(stats, radius), np.float32(eps), coeffs)
-    return _box_mean(coeffs, radius)
+    _guided_ab(box_mean_np(stats, radius), np.float32(eps), coeffs)
+    return box_mean_np(coeffs, radius)
 
 
 _NO_KEEP = np.zeros((0, 0), dtype=np.bool_)

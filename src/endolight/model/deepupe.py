@@ -48,8 +48,17 @@ class DeepUPE(nn.Module):
     def fit_denoiser(self, small: torch.Tensor, box: Box = box_mean) -> torch.Tensor:
         """Guided-filter coefficients ``(B, 6, h, w)`` of a frame already shrunk by
         ``cfg.denoise_factor`` (``(B, 3, h, w)`` float in [0, 1])."""
-        eps = self.log_eps.exp() if self.cfg.denoise_filter == "guided" else float("inf")
-        return guided_coefficients(small, self.cfg.denoise_radius, eps, box)
+        return guided_coefficients(small, self.cfg.denoise_radius, self.denoise_eps(), box)
+
+    def denoise_eps(self) -> torch.Tensor | float:
+        """The guided filter's edge threshold (a luma variance; ``inf`` for the plain box
+        filter, whose coefficients ``a`` are then 0)."""
+        return self.log_eps.exp() if self.cfg.denoise_filter == "guided" else float("inf")
+
+    def denoise_threshold(self) -> float:
+        """:meth:`denoise_eps` as a plain number, for inference outside autograd."""
+        eps = self.denoise_eps()
+        return float(eps.detach()) if isinstance(eps, torch.Tensor) else eps
 
     def lowres(self, image: torch.Tensor) -> torch.Tensor:
         """Resize ``(B, 3, H, W)`` to the network's square low-res input (antialiased)."""

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -63,23 +61,6 @@ def box_mean(t: torch.Tensor, radius: int) -> torch.Tensor:
     return F.avg_pool2d(t, (1, k), stride=1, padding=(0, radius), count_include_pad=False)
 
 
-def box_mean_cv2(t: torch.Tensor, radius: int) -> torch.Tensor:
-    """:func:`box_mean` by OpenCV, for inference on CPU: ~30x faster than PyTorch's pooling at
-    480x270 (separable running sums). No gradient; ``t`` must be on the CPU."""
-    k = 2 * radius + 1
-    planes = t.detach().float().contiguous().numpy()
-    b, c, h, w = planes.shape
-    flat = planes.reshape(b * c, h, w)
-    out = np.empty_like(flat)
-    for i in range(b * c):  # planar: no layout copies
-        cv2.boxFilter(flat[i], -1, (k, k), dst=out[i], normalize=False, borderType=cv2.BORDER_CONSTANT)
-    # In-image pixels per box (the count_include_pad=False normalisation), separable.
-    ones = np.ones((h, w), np.float32)
-    counts = cv2.boxFilter(ones, -1, (k, k), normalize=False, borderType=cv2.BORDER_CONSTANT)
-    out *= 1.0 / counts
-    return torch.from_numpy(out.reshape(b, c, h, w))
-
-
 def guided_coefficients(small: torch.Tensor, radius: int, eps: torch.Tensor | float,
                         box: Box = box_mean) -> torch.Tensor:
     """Guided-filter coefficients of a shrunk frame, each channel guided by the luma.
@@ -88,7 +69,8 @@ def guided_coefficients(small: torch.Tensor, radius: int, eps: torch.Tensor | fl
         small: ``(B, 3, h, w)`` float in [0, 1] (:func:`shrink` of the frame).
         radius: box radius in shrunk pixels.
         eps: regulariser (a luma variance): the edge/flat threshold.
-        box: the box mean (:func:`box_mean`, or :func:`box_mean_cv2` for CPU inference).
+        box: the box mean (:func:`box_mean`; ``endolight.kernels.planar.guided_fit`` is the
+            OpenCV/numba twin of this whole function for CPU inference).
 
     Returns:
         ``(B, 6, h, w)``: ``a_r, a_g, a_b, b_r, b_g, b_b``, box-averaged as in He et al.
