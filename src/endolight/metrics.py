@@ -14,6 +14,7 @@ import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numba import njit, prange
 from skimage.measure import shannon_entropy
 
 SSIM_WINDOW = 11  # Wang et al. 2004: 11x11 Gaussian, sigma 1.5, 'valid' borders
@@ -42,12 +43,27 @@ def _ssim_map(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     for xb, yb in zip(x, y, strict=True):
         stack = torch.cat([xb, yb, xb * xb, yb * yb, xb * yb]).permute(1, 2, 0).cpu().numpy()
         blurred = cv2.sepFilter2D(np.ascontiguousarray(stack), -1, k, k)[r:-r, r:-r]
-        mx, my, xx, yy, xy = torch.from_numpy(blurred).permute(2, 0, 1).reshape(5, 3, *blurred.shape[:2])
-        c1, c2 = 0.01**2, 0.03**2
-        num = (2 * mx * my + c1) * (2 * (xy - mx * my) + c2)
-        den = (mx * mx + my * my + c1) * (xx - mx * mx + yy - my * my + c2)
-        maps.append((num / den).mean(0, keepdim=True))
+        out = np.empty(blurred.shape[:2], np.float32)
+        _ssim_from_moments(np.ascontiguousarray(blurred), np.float32(0.01**2), np.float32(0.03**2), out)
+        maps.append(torch.from_numpy(out)[None])
     return torch.stack(maps).to(output.device)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _ssim_from_moments(b, c1, c2, out):  # pragma: no cover - compiled
+    """Channel-mean SSIM map from the blurred moments ``b`` (h, w, 15: x, y, x^2, y^2, xy per
+    channel): one pass instead of a dozen full-size tensors (the bulk of `eval`'s time)."""
+    two, third = np.float32(2.0), np.float32(1.0 / 3.0)
+    for i in range(b.shape[0]):
+        for j in range(b.shape[1]):
+            acc = np.float32(0.0)
+            for c in range(3):
+                mx, my = b[i, j, c], b[i, j, 3 + c]
+                xx, yy, xy = b[i, j, 6 + c], b[i, j, 9 + c], b[i, j, 12 + c]
+                num = (two * mx * my + c1) * (two * (xy - mx * my) + c2)
+                den = (mx * mx + my * my + c1) * (xx - mx * mx + yy - my * my + c2)
+                acc += num / den
+            out[i, j] = acc * third
 
 
 def _crop_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -169,12 +185,23 @@ def lightness_order_error(output: torch.Tensor, reference: torch.Tensor, side: i
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
         return F.interpolate(x, size=size, mode="area").amax(1).flatten(1)
 
-    lo, lr = lightness(output), lightness(reference)
-    # A batch scored against one reference compares against its order once.
-    ref_order = [r[:, None] >= r[None, :] for r in lr]
-    vals = [float(((o[:, None] >= o[None, :]) ^ ref_order[min(i, len(lr) - 1)]).sum()) / o.numel()
+    lo, lr = lightness(output).cpu().numpy(), lightness(reference).cpu().numpy()
+    vals = [_order_flips(np.ascontiguousarray(o), np.ascontiguousarray(lr[min(i, len(lr) - 1)])) / o.size
             for i, o in enumerate(lo)]
     return torch.tensor(vals)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _order_flips(o, r):  # pragma: no cover - compiled
+    """Pairs ``(i, j)`` whose order ``o_i >= o_j`` differs from ``r_i >= r_j``: a counting loop
+    instead of two N x N boolean matrices (~20x faster at N = 3000)."""
+    total = 0
+    for i in prange(o.size):
+        count = 0
+        for j in range(o.size):
+            count += (o[i] >= o[j]) != (r[i] >= r[j])
+        total += count
+    return total
 
 
 def reference_metrics(outputs: torch.Tensor, target: torch.Tensor, dim: torch.Tensor | None = None,
