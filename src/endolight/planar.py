@@ -141,8 +141,17 @@ class PlanarPlan:
 def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: float = 1.0,
                 keep: np.ndarray | None = None, grid_filter: GridFilter | None = None,
                 denoise: bool = True) -> PlanarPlan:
-    """The low-resolution half of :func:`enhance_planes` (network, slice, guided-filter fit);
-    ``denoise`` as in :func:`planar_maps`."""
+    """The low-resolution half of the planar path for one ``(3H/2, W)`` uint8 I420 frame
+    (network, slice, guided-filter fit).
+
+    Args:
+        model: a grey-illumination model (on the CPU).
+        guide: its guide map's weights as arrays.
+        strength: ``k`` in ``S ** k``.
+        keep: optional ``(H, W)`` bool mask of pixels left as they are (the black border).
+        grid_filter: sees the grid before it is used (temporal smoothing).
+        denoise: as in :func:`planar_maps`.
+    """
     y, u, v = i420_planes(buf)
     h, w = y.shape
     small = small_rgb(y, u, v, lowres_size(h, w, model.cfg.denoise_factor))
@@ -155,29 +164,11 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
 
 
 def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:
-    """The full-resolution half of :func:`enhance_planes`: the planar kernel."""
+    """The full-resolution half: the planar kernel writes the enhanced I420 frame (into ``out``
+    when given)."""
     y, u, v = i420_planes(plan.buf)
     h, hl = y.shape[0], plan.luma.shape[1]
     out = np.empty_like(plan.buf) if out is None else out
     render_planes(y, u, v, plan.luma, plan.chroma, axis_taps(h, hl), axis_taps(h // 2, hl), EPS,
                   plan.strength, plan.keep, out=i420_planes(out))
     return out
-
-
-def enhance_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: float = 1.0,
-                   keep: np.ndarray | None = None, grid_filter: GridFilter | None = None,
-                   out: np.ndarray | None = None) -> np.ndarray:
-    """Enhance one ``(3H/2, W)`` uint8 I420 frame; returns the same layout.
-
-    Args:
-        model: a grey-illumination model (on the CPU).
-        guide: its guide map's weights as arrays.
-        strength: ``k`` in ``S ** k``; 0 returns a copy.
-        keep: optional ``(H, W)`` bool mask of pixels left as they are (the black border).
-        grid_filter: sees the grid before it is used (temporal smoothing).
-        out: optional ``(3H/2, W)`` uint8 buffer to write into.
-    """
-    if strength == 0.0:
-        i420_planes(buf)  # the same check of the layout
-        return buf.copy()
-    return render_plan(plan_planes(model, guide, buf, strength, keep, grid_filter), out)
