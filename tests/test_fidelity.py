@@ -192,6 +192,11 @@ def test_fit_ellipse_accepts_plausible_views_only():
     assert _fit_ellipse(arc[arc[:, 0] >= 0], shape, cfg) is None  # centre left of the frame
     assert _fit_ellipse(_ellipse_points(150, 100, 25, 25, 60), shape, cfg) is None  # too small
     assert _fit_ellipse(_ellipse_points(150, 100, 500, 500, 200), shape, cfg) is None  # too large
+    # Exact points on a fifth of the outline: the fit is right, but they cover less than the
+    # 30 % of the outline a view's edge must show (min_arc), so it is not trusted.
+    arc = _ellipse_points(150, 100, 100, 60, 300)[:60]
+    assert _fit_ellipse(arc, shape, cfg) is None
+    assert _fit_ellipse(arc, shape, FovConfig(min_arc=0.1)) is not None
 
 
 @pytest.mark.parametrize("fidelity", [FidelityConfig(),
