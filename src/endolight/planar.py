@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, i420_planes, ycc_to_rgb
+from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, i420_planes, shrunk_rgb, ycc_to_rgb
 from endolight.kernels.common import along_x, axis_taps
 from endolight.kernels.fused import GuideParams
 from endolight.kernels.planar import guided_fit, render_planes, slice_lowres
@@ -47,15 +47,6 @@ COARSEN = 2
 TO_YCC = np.array([LUMA,
                    [-LUMA[0] / CB_B, -LUMA[1] / CB_B, (1 - LUMA[2]) / CB_B],
                    [(1 - LUMA[0]) / CR_R, -LUMA[1] / CR_R, -LUMA[2] / CR_R]], dtype=np.float32)
-
-
-def small_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The planes shrunk to ``size = (h, w)`` (area averages of each full plane; a detour
-    through a rounded half-size luma measured 2 dB further from the RGB path), as ``(3, h, w)``
-    float32 RGB in [0, 1]."""
-    h, w = size
-    planes = (cv2.resize(p, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) for p in (y, u, v))
-    return ycc_to_rgb(*planes)
 
 
 def network_input(y: np.ndarray, u: np.ndarray, v: np.ndarray, side: int) -> torch.Tensor:
@@ -85,7 +76,7 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
         model: a grey-illumination model.
         guide: its guide map's weights as arrays (``GuideParams.from_module(model.guide)``).
         grid: its bilateral grid ``(1, C, D, Gh, Gw)`` for this frame.
-        small: ``(3, h, w)`` float32 RGB frame at ``1 / cfg.denoise_factor`` (:func:`small_rgb`).
+        small: ``(3, h, w)`` float32 RGB frame at ``1 / cfg.denoise_factor`` (``shrunk_rgb``).
         strength: ``k``; the denoising strength is scaled by ``min(k, 1)``.
         coarsen: the maps are made at ``1 / coarsen`` of ``small``'s size (the guided filter is
             still fitted on ``small``, as the model was trained, then area-averaged).
@@ -154,7 +145,10 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
     """
     y, u, v = i420_planes(buf)
     h, w = y.shape
-    small = small_rgb(y, u, v, lowres_size(h, w, model.cfg.denoise_factor))
+    # Area averages of each full plane: a detour through a rounded half-size luma measured
+    # 2 dB further from the RGB path.
+    hs, ws = lowres_size(h, w, model.cfg.denoise_factor)
+    small = shrunk_rgb(buf, (ws, hs))
     lowres = network_input(y, u, v, model.cfg.lowres)
     grid = model.coeffs(lowres)
     if grid_filter is not None:

@@ -3,11 +3,11 @@
 A reader thread decodes; a planner thread does the enhancer's low-resolution half (network,
 slice, denoiser fit: :func:`endolight.planar.plan_planes`) one frame ahead of the calling
 thread, which runs the full-resolution kernel and the temporal filter; a writer thread encodes.
-NumPy, OpenCV, PyTorch and the kernels release the GIL, so the stages share the cores. Bounded queues between
-them keep memory flat for a video of any length. Whatever happens part-way (Ctrl-C, a truncated
-file, a stream that fails, a fault in a frame), every frame enhanced so far is written and the
-output file is finished cleanly; the report says what stopped it. A live stream's end (its sender
-closed it, or no data for the time-out) is a normal end, not a fault.
+NumPy, OpenCV, PyTorch and the kernels release the GIL, so the stages share the cores. Bounded
+queues between them keep memory flat for a video of any length. Whatever happens part-way
+(Ctrl-C, a truncated file, a stream that fails, a fault in a frame), every frame enhanced so far
+is written and the output file is finished cleanly; the report says what stopped it. A live
+stream's end (its sender closed it, or no data for the time-out) is a normal end, not a fault.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from endolight.io.sources import (
     is_live,
     open_source,
 )
-from endolight.io.yuv import as_rgb, rgb_to_i420
+from endolight.io.yuv import as_rgb, rgb_to_i420, thumbnail
 from endolight.planar import PlanarPlan, render_plan
 from endolight.temporal import GridSmoother, TemporalConfig, TemporalDenoiser
 
@@ -224,7 +224,7 @@ class _SceneView:
         tracker = self.tracker
         if tracker.count < tracker.max_frames:
             if frame.planes is not None:  # a thumbnail straight from the planes
-                tracker.add(frame.thumbnail(tracker.work_size(*frame.shape)), frame.shape)
+                tracker.add(thumbnail(frame.planes, tracker.work_size(*frame.shape)), frame.shape)
             else:
                 tracker.add(frame.image)
             if tracker.count & (tracker.count - 1) == 0:

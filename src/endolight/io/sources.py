@@ -19,7 +19,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 
 from endolight.io.images import (
@@ -31,7 +30,7 @@ from endolight.io.images import (
     read_image,
     validate_frame,
 )
-from endolight.io.yuv import i420_to_rgb, shrink_to_rgb
+from endolight.io.yuv import i420_to_rgb
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".wmv")
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt", "rtp")
@@ -77,13 +76,6 @@ class Frame:
         if self.planes is not None:
             return self.planes.shape[0] * 2 // 3, self.planes.shape[1]
         return self.image.shape[:2]
-
-    def thumbnail(self, size: tuple[int, int]) -> np.ndarray:
-        """The frame shrunk to ``size = (w, h)`` by area averaging, ``(h, w, 3)`` uint8 RGB; from
-        the planes when there are some (the full-resolution RGB frame is not made)."""
-        if self.planes is not None:
-            return shrink_to_rgb(self.planes, size)
-        return cv2.resize(self.image, size, interpolation=cv2.INTER_AREA)
 
     @property
     def time(self) -> float:

@@ -53,8 +53,13 @@ def ycc_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
     return np.clip(rgb, 0.0, 1.0)
 
 
-def shrink_to_rgb(buf: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """An I420 frame shrunk to ``size = (w, h)`` (area averages of each plane) as ``(h, w, 3)``
-    uint8 RGB: a thumbnail without the full-resolution RGB frame."""
+def shrunk_rgb(buf: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An I420 frame shrunk to ``size = (w, h)`` (area averages of each full plane) as
+    ``(3, h, w)`` float32 RGB in [0, 1], without the full-resolution RGB frame."""
     planes = (cv2.resize(p, size, interpolation=cv2.INTER_AREA).astype(np.float32) for p in i420_planes(buf))
-    return (ycc_to_rgb(*planes).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
+    return ycc_to_rgb(*planes)
+
+
+def thumbnail(buf: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """:func:`shrunk_rgb` as ``(h, w, 3)`` uint8 RGB."""
+    return (shrunk_rgb(buf, size).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)

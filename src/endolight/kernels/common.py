@@ -8,6 +8,7 @@ import numpy as np
 from numba import njit
 
 ROW_CHUNK = 16  # rows per parallel work item
+LUMA = (0.299, 0.587, 0.114)  # Rec. 601: the denoiser's guide (endolight.model.denoise.LUMA)
 
 
 def axis_taps(n: int, cells: int) -> tuple[np.ndarray, np.ndarray]:

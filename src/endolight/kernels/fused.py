@@ -19,9 +19,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from endolight.kernels.common import JIT_OPTIONS, ROW_CHUNK, along_x, axis_taps, guide_row, sigmoid
-
-LUMA = (0.299, 0.587, 0.114)  # Rec. 601: the denoiser's guide (endolight.model.denoise.LUMA)
+from endolight.kernels.common import JIT_OPTIONS, LUMA, ROW_CHUNK, along_x, axis_taps, guide_row, sigmoid
 
 
 @dataclass(frozen=True)

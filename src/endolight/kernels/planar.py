@@ -29,9 +29,8 @@ import numpy as np
 from numba import njit, prange
 
 from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R  # numeric constants only
-from endolight.kernels.common import JIT_OPTIONS, ROW_CHUNK, axis_taps, guide_row, sigmoid
+from endolight.kernels.common import JIT_OPTIONS, LUMA, ROW_CHUNK, axis_taps, guide_row, sigmoid
 
-LUMA = (0.299, 0.587, 0.114)  # Rec. 601 (endolight.model.denoise.LUMA)
 N_LUMA_MAPS = 3  # P, Q, L
 N_CHROMA_MAPS = 8  # 1 - lam, lam*a_cb, lam*b_cb, lam*a_cr, lam*b_cr, L_cb, L_cr, L_0
 
