@@ -16,7 +16,16 @@ from endolight.data import FrameRef, list_frames, load_frame
 from endolight.degrade import DegradeConfig
 from endolight.enhancer import Enhancer
 from endolight.evaluate import TISSUE, evaluate, markdown_table, summarize
-from endolight.fidelity import FidelityConfig, highlight_mask, luminance_gain, masked_lowres, tissue_weights
+from endolight.fidelity import (
+    FidelityConfig,
+    cap_highlights,
+    highlight_mask,
+    luminance_gain,
+    masked_lowres,
+    preserve_hue,
+    solve_exposure,
+    tissue_weights,
+)
 from endolight.fov import FovConfig, FovTracker, _fit_ellipse, detect_fov, fov_box, fov_mask
 from endolight.io.images import read_image, write_image
 from endolight.io.tensors import to_tensor, to_uint8
@@ -602,3 +611,248 @@ def test_cli_fidelity_options(tmp_path, data_root, rgb_weights):
     bad = CliRunner().invoke(app, ["enhance", str(tmp_path / "in.png"), "-o", str(tmp_path / "o"),
                                    "--exposure", "1.5"])
     assert bad.exit_code == 2
+
+
+# --- the fidelity steps one by one (mutation-tested: docs/testing.md) --------------------------
+
+
+def test_fidelity_config_exposure_must_be_strictly_inside_0_1():
+    for bad in (0.0, 1.0, -0.2, 1.5):
+        with pytest.raises(ValueError, match=r"exposure must be in \(0, 1\)"):
+            FidelityConfig(exposure=bad)
+    assert FidelityConfig(exposure=0.01).exposure == 0.01 and FidelityConfig(exposure=0.99).exposure == 0.99
+    assert FidelityConfig().exposure is None
+
+
+def test_solve_exposure_bisects_twelve_times_on_0_3():
+    # brightness(k) = k / 3 on [0, 3]: the target 1/3 is met at k = 1. Twelve halvings of [0, 3]
+    # leave an interval of 3 / 4096 whose midpoint is returned (1.000122: within 3 / 8192).
+    calls = []
+
+    def linear(k: float) -> float:
+        calls.append(k)
+        return k / 3
+
+    k = solve_exposure(linear, 1 / 3)
+    assert abs(k - 1.0) <= 3 / 8192 and k != 1.0
+    assert len(calls) == 2 + 12 and calls[:3] == [0.0, 3.0, 1.5]
+    assert all(0.0 < c < 3.0 for c in calls[2:])
+    calls.clear()
+    assert solve_exposure(linear, 0.5, k_max=2.0, iters=3) == pytest.approx(1.5 - 0.125)  # [1.25, 1.5]
+    assert len(calls) == 2 + 3
+    # Out of reach: a target at or below brightness(0) is the input (k = 0, no search); one at or
+    # above brightness(k_max) is k_max.
+    assert solve_exposure(linear, 0.0) == 0.0 and solve_exposure(lambda k: 0.4 + k, 0.3) == 0.0
+    assert solve_exposure(linear, 1.0) == 3.0 and solve_exposure(linear, 2.0) == 3.0
+    assert solve_exposure(linear, 1.0, k_max=3.5) == pytest.approx(3.0, abs=3.5 / 8192)
+
+
+def test_preserve_hue_hand_computed():
+    # Per pixel: gain = Y(out) / Y(in) (Rec. 601 luma), capped at 255 / max channel, applied to
+    # the input and rounded. (100, 50, 25): Y 62.1, out Y 150, gain 2.4155 -> (242, 121, 60).
+    # (200, 20, 20) to 200: gain 2.71 capped at 1.275 -> (255, 26, 26) (hue kept, no clipping).
+    # Black stays black; a darker output darkens (gain 0.5); (1, 0, 0) to white: capped at 255.
+    frame = np.array([[[100, 50, 25], [200, 20, 20], [0, 0, 0], [10, 10, 10], [1, 0, 0]]], np.uint8)
+    out = np.array([[[150, 150, 150], [200, 200, 200], [90, 40, 10], [5, 5, 5], [255, 255, 255]]], np.uint8)
+    got = preserve_hue(out, frame)
+    assert got.dtype == np.uint8
+    assert got.tolist() == [[[242, 121, 60], [255, 26, 26], [0, 0, 0], [5, 5, 5], [255, 0, 0]]]
+
+
+def test_cap_highlights_hand_computed():
+    # Inside the mask each pixel's gain is capped at 255 / (the brightest masked max-channel
+    # level within 7 px, a 15 x 15 window), so the spot's peak just reaches white. Here the
+    # output is twice the input; the spot's peak is 200 (gain cap 1.275).
+    f = np.full((20, 30, 3), 61, np.uint8)
+    f[10, 10] = (200, 181, 170)  # the spot's peak
+    f[10, 3] = f[10, 17] = f[10, 18] = (101, 101, 101)  # masked, 7 px left, 7 px and 8 px right
+    f[10, 22] = (250, 250, 250)  # bright but not masked: does not set any cap
+    f[2, 27] = (1, 0, 0)  # a masked pixel of its own, peak 1: gain up to 255
+    out = np.minimum(f.astype(int) * 2, 255).astype(np.uint8)
+    out[2, 27] = (200, 200, 200)
+    mask = np.zeros((20, 30), bool)
+    mask[9:12, 9:12] = True
+    mask[10, [3, 17, 18]] = True
+    mask[2, 27] = True
+    got = cap_highlights(out, f, mask)
+    assert got[10, 10].tolist() == [255, 231, 217]  # (200, 181, 170) x 1.275, rounded
+    assert got[9, 9].tolist() == [78, 78, 78]  # 61 x 1.275 = 77.8
+    assert got[10, 3].tolist() == got[10, 17].tolist() == [129, 129, 129]  # 101 x 1.275 = 128.8
+    assert got[10, 18].tolist() == [202, 202, 202]  # 8 px away: its own peak 101, no cap
+    assert got[2, 27].tolist() == [200, 0, 0]  # min(output, input x 255)
+    assert np.array_equal(got[~mask], out[~mask])  # e.g. (10, 8) keeps 122 beside the spot
+    assert np.array_equal(cap_highlights(out, f, np.zeros((20, 30), bool)), out)
+
+
+def test_luminance_gain_hand_computed():
+    # gain = (Y(out) + 1) / (Y(in) + 1) of the blurred lumas, at least 1, full size.
+    grey = np.full((40, 64, 3), 50, np.uint8)
+    gain = luminance_gain(np.full_like(grey, 101), grey)
+    assert gain.shape == (40, 64) and gain.dtype == np.float32
+    assert np.allclose(gain, 2.0, atol=1e-5)  # 102 / 51
+    assert np.allclose(luminance_gain(grey, np.full_like(grey, 101)), 1.0)  # never below 1
+    # A step edge (40 | 160) lifted to a flat 200: the gain is 201/41 on the dark side and
+    # 201/161 on the bright side, and goes from one to the other over 10 px (10-90 %) at
+    # 400 x 600: the lumas are blurred by 1 % of the shorter side (sigma 1 px of the quarter-size
+    # copy, 4 px here) before the ratio. Measured 10 px; a sigma of 1.5 px (the floor raised)
+    # gives 15, 2 % of the side 20.
+    step = np.full((400, 600, 3), 40, np.uint8)
+    step[:, 300:] = 160
+    gain = luminance_gain(np.full_like(step, 200), step)
+    assert gain.shape == (400, 600)
+    assert gain[200, 0] == pytest.approx(201 / 41, abs=1e-4)
+    assert gain[200, -1] == pytest.approx(201 / 161, abs=1e-4)
+    t = (gain[200] - 201 / 161) / (201 / 41 - 201 / 161)
+    assert 8 <= int(((t > 0.1) & (t < 0.9)).sum()) <= 12
+    assert np.allclose(gain, gain[:1])  # no change down the columns
+
+
+def _lowres_u8(frame: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """The enhancer's plain low-res input of a uint8 frame (antialiased bilinear, in [0, 1])."""
+    return torch.nn.functional.interpolate(torch.from_numpy(frame).permute(2, 0, 1)[None], size=size,
+                                           mode="bilinear", antialias=True, align_corners=False).float() / 255
+
+
+def test_masked_lowres_on_a_real_view(data_root):
+    # The sinus frame's ellipse view (45 % of the frame) and its highlights left out.
+    frame = _frame(data_root, "sinus/clip-b", None, 384)
+    fov = detect_fov(frame)
+    exclude = ~fov | highlight_mask(frame, fov)
+    size = (48, 64)
+    low = masked_lowres(frame, exclude, size)
+    assert low.shape == (1, 3, 48, 64) and low.dtype == torch.float32
+    assert float(low.min()) >= 0 and float(low.max()) <= 1
+    # What is left out does not count at all: any values there give the same input.
+    junk = frame.copy()
+    junk[exclude] = np.random.default_rng(0).integers(0, 256, (int(exclude.sum()), 3), dtype=np.uint8)
+    assert torch.equal(masked_lowres(junk, exclude, size), low)
+    # Nothing left out: the plain input; everything left out: the plain input too (no view).
+    assert torch.equal(masked_lowres(frame, np.zeros_like(exclude), size), _lowres_u8(frame, size))
+    assert torch.equal(masked_lowres(frame, np.ones_like(exclude), size), _lowres_u8(frame, size))
+
+
+def test_masked_lowres_of_a_uniform_view_is_its_colour():
+    # A uniform (180, 90, 80) view on random values, the surround left out: every cell, kept or
+    # inpainted, is the view's colour. Cells at least half kept: measured within 1.3 levels
+    # (the uint8 resize's rounding, divided by the kept fraction); bound 1.5. Cells barely kept
+    # amplify that rounding most (up to 12 levels at 5 % kept, the hole threshold) and the
+    # holes (1209 of 4096 cells) are filled from them: measured within 8.1 levels, bound 9.
+    # The unmasked resize puts 0-255 noise and black into those cells.
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:240, 0:320]
+    view = ((yy - 120) / 110) ** 2 + ((xx - 160) / 150) ** 2 <= 1
+    frame = rng.integers(0, 256, (240, 320, 3)).astype(np.uint8)
+    frame[view] = (180, 90, 80)
+    low = masked_lowres(frame, ~view, (64, 64))[0]
+    err = (low - torch.tensor([180, 90, 80])[:, None, None] / 255).abs().amax(0) * 255
+    kept = _lowres_u8(view.astype(np.uint8)[..., None].repeat(3, 2) * 255, (64, 64))[0, 0]
+    hole = kept < 0.05
+    assert 1000 < int(hole.sum()) < 1400  # the corners outside the ellipse
+    assert float(err[kept >= 0.5].max()) < 1.5
+    assert float(err[hole].max()) < 9.0
+    assert float(err.max()) < 13.0  # measured 12.0, in a cell 5 % kept
+
+
+def test_tissue_weights_are_the_view_less_its_highlights(data_root):
+    # Two real colonoscopy frames (octagon view on dark grey, 226 and 65 highlight pixels) as
+    # one batch: each frame's weights are its own view minus its own highlights, 1 or 0. The
+    # float targets sit 0.4 of a level below the 8-bit values and the border is pushed below 0,
+    # as a float target may be: both are read as the 8-bit frame they round and clamp to.
+    files = sorted(p for p in (data_root / "colonoscopy-cvc").iterdir() if p.suffix in {".png", ".jpg"})[:2]
+    frames = [load_frame(FrameRef(p, "colonoscopy-cvc"), 384) for p in files]
+    targets = []
+    want = []
+    for frame in frames:
+        fov = detect_fov(frame)
+        frame[~fov] = 0
+        fov = detect_fov(frame)
+        spots = highlight_mask(frame, fov)
+        assert spots.sum() > 50 and 0.6 < fov.mean() < 0.9
+        want.append(fov & ~spots)
+        t = to_tensor(frame) - 0.4 / 255
+        t[:, torch.from_numpy(~fov)] = -0.2
+        targets.append(t)
+    weights = tissue_weights(torch.stack(targets).double())
+    assert weights.shape == (2, 1, 288, 384) and weights.dtype == torch.float64
+    for i in range(2):
+        assert torch.equal(weights[i, 0], torch.from_numpy(want[i]).double()), i
+    assert not torch.equal(weights[0], weights[1])
+
+
+def _flat_tissue(h: int, w: int) -> np.ndarray:
+    """Float reddish tissue with mild sensor noise (no spots)."""
+    rng = np.random.default_rng(1)
+    img = np.zeros((h, w, 3), np.float32)
+    img[:] = (170, 80, 70)
+    return img + rng.normal(0, 6, (h, w, 1))
+
+
+def _boxes(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(x, y, width, height) of each connected region of a mask, in OpenCV's label order."""
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return [tuple(int(v) for v in s[:4]) for s in stats[1:]]
+
+
+def test_highlight_mask_sizes_and_halo():
+    # 240 x 320: the top-hat window is 15 px (6 % of 240), the size limit 768 px (1 % of the
+    # frame) and the halo 1 px (0.4 % of 240, at least 1). White (245) patches on tissue:
+    # a 12 px square is a spot; a 20 px square is wider than the window (lit tissue); a 3 x 300
+    # streak (900 px) is over the size limit, a 3 x 200 one (600 px) is not. Each spot comes
+    # back grown by exactly the halo: the 12 px square at (40, 40) as 14 px from (39, 39).
+    img = _flat_tissue(240, 320)
+    img[40:52, 40:52] = 245
+    img[40:60, 120:140] = 245
+    img[150:153, 10:310] = 245
+    img[200:203, 10:210] = 245
+    mask = highlight_mask(np.clip(img, 0, 255).astype(np.uint8))
+    assert mask.dtype == bool and mask.shape == (240, 320)
+    boxes = _boxes(mask)
+    assert boxes[0] == (39, 39, 14, 14)
+    assert len(boxes) == 2 and boxes[1][:2] == (11, 199) and boxes[1][3] == 5  # the short streak only
+    assert not mask[40:60, 120:140].any() and not mask[150:153].any()
+    # 400 x 400: the halo is 2 px (0.004 x 400 = 1.6, rounded), the window 25 px.
+    img = _flat_tissue(400, 400)
+    img[100:112, 100:112] = 245
+    img[200:220, 200:220] = 245  # 20 px: a spot now (the window is 25 px)
+    boxes = _boxes(highlight_mask(np.clip(img, 0, 255).astype(np.uint8)))
+    assert boxes == [(98, 98, 16, 16), (198, 198, 24, 24)]
+
+
+def test_highlight_mask_needs_a_white_level_of_at_least_60():
+    # A dark frame has no reflections: the white level is at least 48 / 0.8 = 60, so spots
+    # must reach 48. The test frame's spots peak at 50 when dimmed to 0.2 (none found) and
+    # at 63 when dimmed to 0.25 (all found).
+    img, centres = _tissue_with_spots(0.2)
+    assert img.max() == 50 and not highlight_mask(img).any()
+    img, centres = _tissue_with_spots(0.25)
+    assert img.max() == 63 and highlight_mask(img)[centres].all()
+
+
+def test_highlight_mask_inside_the_view_only():
+    # The spots frame at 0.45 (spots peak at 113) in a view that ends at x = 250, black beyond,
+    # with white overlay text (255) in the border. With the view given, the white level is the
+    # view's, so the spots are found (over the whole frame the text sets it and they are not);
+    # a spot centred on the view's edge is kept on the view's side only; nothing outside the
+    # view is a spot, and an empty view has none.
+    img, centres = _tissue_with_spots(0.45)
+    fov = np.zeros(img.shape[:2], bool)
+    fov[:, :250] = True
+    img[~fov] = 0
+    edge_spot = img.copy()
+    img[2:14, 260:310] = 255  # overlay text
+    yy, xx = np.mgrid[0:240, 0:320]
+    a = np.exp(-((yy - 20) ** 2 + (xx - 249) ** 2) / (2 * 3.0**2))[..., None] * fov[..., None]
+    img = (img * (1 - a) + np.array([113, 112, 111]) * a).astype(np.uint8)
+    mask = highlight_mask(img, fov)
+    assert mask[centres].all()
+    assert mask[19:22, 246:250].all() and not (mask & ~fov).any()
+    assert not highlight_mask(img)[centres].any()  # the whole frame's white level: the text's
+    assert not highlight_mask(img, np.zeros_like(fov)).any()
+    # A pale band (110) along the view's edge, 3 px wide over the frame's height (690 px: under
+    # the size limit), is no reflection: outside the view counts as white, so the band is not
+    # brighter than its surroundings. Were the black border counted, it would be a 3 px peak
+    # (measured: 656 px flagged along it); on the real views the two agree (their edges are
+    # dim), hence this synthetic edge.
+    edge_spot[:, 247:250] = (110, 106, 104)
+    mask = highlight_mask(edge_spot, fov)
+    assert mask[centres].all() and not mask[:, 240:].any()
