@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -291,14 +292,17 @@ def evaluate_cmd(
     from endolight.evaluate import evaluate, evaluate_no_reference, write_noref_report, write_report
     from endolight.io.images import InputError
     from endolight.methods import get_method
-    from endolight.pairs import heldout_pairs, pairs_from_dir
+    from endolight.pairs import Pair, heldout_pairs, pairs_from_dir
 
     try:
         chosen = {m: get_method(m, weights, device) for m in methods.split(",")}
         if real_dim:
             frames = [(r, load_frame(r, max_side)) for r in list_frames("dim")]
-        else:
-            items = list(pairs_from_dir(pairs) if pairs else heldout_pairs(max_side, cfg=_protocol(protocol)))
+        elif pairs:
+            items: Iterable[Pair] = list(pairs_from_dir(pairs))
+            total = len(items)
+        else:  # made as they are scored, on the calling thread while the scoring threads work
+            items, total = heldout_pairs(max_side, cfg=_protocol(protocol)), len(list_frames("heldout"))
     except (KeyError, InputError, FileNotFoundError) as exc:
         _fail(str(exc).strip("'\""))
     if real_dim:
@@ -308,7 +312,7 @@ def evaluate_cmd(
         typer.echo(write_noref_report(nrows, output))
         typer.echo(f"per-image measures: {output / 'noref.csv'}")
         return
-    bar = tqdm(total=len(items), desc="eval", unit="img")
+    bar = tqdm(total=total, desc="eval", unit="img")
     samples: dict = {}
     rows = evaluate(chosen, items, on_item=lambda _: bar.update(), samples=samples)
     bar.close()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ def evaluate(
     on_item: Callable[[str], None] | None = None,
     tissue: bool = True,
     samples: dict[str, Sample] | None = None,
+    workers: int = 2,
 ) -> list[dict[str, float | str]]:
     """Run every method on every pair; one row per (method, image) with all metrics.
 
@@ -78,24 +80,41 @@ def evaluate(
     reference for those two. All methods' results for one frame are scored as one batch.
     ``samples``, when given, receives the first pair of each organ with every method's result
     (for :func:`endolight.figures.contact_sheet`).
+
+    The methods run one pair at a time on the calling thread; the scoring (most of the time)
+    runs on ``workers`` threads, a pair each, so both cores are busy. Rows come in pair order.
     """
     rows: list[dict[str, float | str]] = []
-    for pair in pairs:
-        target, dim = to_tensor(pair.target)[None], to_tensor(pair.dim)[None]
-        extra: dict[str, float] = {"input_brightness": float(mean_brightness(dim)[0])}
-        if "peak" in pair.params:
-            extra["peak"] = float(pair.params["peak"])
-        fov = torch.from_numpy(detect_fov(pair.target))[None, None] if tissue else None
-        results = {name: method(pair.dim) for name, method in methods.items()}
-        if samples is not None and pair.organ not in samples:
-            samples[pair.organ] = (pair.dim, results, pair.target)
-        vals = reference_metrics(torch.stack([to_tensor(r) for r in results.values()]), target, dim, fov)
-        for i, name in enumerate(methods):
-            rows.append({"method": name, "organ": pair.organ, "image": pair.name,
-                         **{k: float(v[i]) for k, v in vals.items()}, **extra})
-        if on_item:
-            on_item(pair.name)
+    pending: deque[tuple[str, Future[list[dict[str, float | str]]]]] = deque()
+
+    def collect(n_left: int) -> None:
+        while len(pending) > n_left:
+            name, future = pending.popleft()
+            rows.extend(future.result())
+            if on_item:
+                on_item(name)
+
+    with ThreadPoolExecutor(workers) as pool:
+        for pair in pairs:
+            results = {name: method(pair.dim) for name, method in methods.items()}
+            if samples is not None and pair.organ not in samples:
+                samples[pair.organ] = (pair.dim, results, pair.target)
+            pending.append((pair.name, pool.submit(_score, pair, results, tissue)))
+            collect(workers)
+        collect(0)
     return rows
+
+
+def _score(pair: Pair, results: dict[str, np.ndarray], tissue: bool) -> list[dict[str, float | str]]:
+    """One row per method of one pair: :func:`endolight.metrics.reference_metrics` and extras."""
+    target, dim = to_tensor(pair.target)[None], to_tensor(pair.dim)[None]
+    extra: dict[str, float] = {"input_brightness": float(mean_brightness(dim)[0])}
+    if "peak" in pair.params:
+        extra["peak"] = float(pair.params["peak"])
+    fov = torch.from_numpy(detect_fov(pair.target))[None, None] if tissue else None
+    vals = reference_metrics(torch.stack([to_tensor(r) for r in results.values()]), target, dim, fov)
+    return [{"method": name, "organ": pair.organ, "image": pair.name,
+             **{k: float(v[i]) for k, v in vals.items()}, **extra} for i, name in enumerate(results)]
 
 
 def summarize(rows: list[dict[str, float | str]]) -> dict[str, dict[str, dict[str, float]]]:

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numba import njit, prange
-from skimage.measure import shannon_entropy
 
 SSIM_WINDOW = 11  # Wang et al. 2004: 11x11 Gaussian, sigma 1.5, 'valid' borders
 
@@ -41,12 +40,25 @@ def _ssim_map(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     x, y = output.float(), target.float().expand_as(output)
     maps = []
     for xb, yb in zip(x, y, strict=True):
-        stack = torch.cat([xb, yb, xb * xb, yb * yb, xb * yb]).permute(1, 2, 0).cpu().numpy()
-        blurred = cv2.sepFilter2D(np.ascontiguousarray(stack), -1, k, k)[r:-r, r:-r]
+        stack = np.empty((*xb.shape[1:], 15), np.float32)
+        _moments(np.ascontiguousarray(xb.cpu().numpy()), np.ascontiguousarray(yb.cpu().numpy()), stack)
+        blurred = cv2.sepFilter2D(stack, -1, k, k)[r:-r, r:-r]
         out = np.empty(blurred.shape[:2], np.float32)
         _ssim_from_moments(np.ascontiguousarray(blurred), np.float32(0.01**2), np.float32(0.03**2), out)
         maps.append(torch.from_numpy(out)[None])
     return torch.stack(maps).to(output.device)
+
+
+@njit(cache=True, nogil=True)
+def _moments(x, y, out):  # pragma: no cover - compiled
+    """``(3, H, W)`` x and y -> ``(H, W, 15)``: x, y, x^2, y^2, xy per channel, pixel-interleaved
+    for OpenCV's multi-channel blur (one pass, not five tensors, a concatenation and a transpose)."""
+    for c in range(3):
+        for i in range(x.shape[1]):
+            for j in range(x.shape[2]):
+                a, b = x[c, i, j], y[c, i, j]
+                out[i, j, c], out[i, j, 3 + c] = a, b
+                out[i, j, 6 + c], out[i, j, 9 + c], out[i, j, 12 + c] = a * a, b * b, a * b
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -82,9 +94,59 @@ def ssim(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None =
 
 
 def lab(image: torch.Tensor) -> torch.Tensor:
-    """``(B, 3, H, W)`` sRGB in [0, 1] -> CIELAB (D65, 2°) in float32 (kornia; the same formulas
-    and constants as scikit-image's ``rgb2lab``, equal within 1e-4)."""
-    return kornia.color.rgb_to_lab(image.float().clamp(0, 1))
+    """``(B, 3, H, W)`` sRGB in [0, 1] -> CIELAB (D65, 2°) in float32: scikit-image's ``rgb2lab``
+    formulas and constants (as kornia's ``rgb_to_lab``), equal to it within 1e-4.
+
+    One parallel numba pass instead of kornia's dozen full-size tensors (a third of ``eval``'s
+    time): 8-bit values (all of ``eval``'s) take their linear light from a 256-entry table.
+    """
+    x = np.ascontiguousarray(image.detach().float().cpu().numpy())
+    out = np.empty_like(x)
+    _lab(x, _SRGB_LINEAR, out)
+    return torch.from_numpy(out).to(image.device)
+
+
+_levels = np.arange(256) / 255
+_SRGB_LINEAR = np.where(_levels > 0.04045, ((_levels + 0.055) / 1.055) ** 2.4, _levels / 12.92).astype(
+    np.float32)
+_D65_WHITE = np.array([[0.95047], [1.0], [1.08883]], np.float32)
+_XYZ = np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169],
+                 [0.019334, 0.119193, 0.950227]], np.float32) / _D65_WHITE  # sRGB -> XYZ / white
+
+
+@njit(inline="always")
+def _linear(v, table):  # pragma: no cover - compiled
+    """sRGB value in [0, 1] (clamped) -> linear light; exact 8-bit levels from ``table``."""
+    v = min(max(v, np.float32(0.0)), np.float32(1.0))
+    q = v * np.float32(255.0)
+    k = int(q + np.float32(0.5))
+    if abs(q - np.float32(k)) < np.float32(1e-4):
+        return table[k]
+    if v > np.float32(0.04045):
+        return ((v + np.float32(0.055)) / np.float32(1.055)) ** np.float32(2.4)
+    return v / np.float32(12.92)
+
+
+@njit(inline="always")
+def _lab_f(t):  # pragma: no cover - compiled
+    return np.cbrt(t) if t > np.float32(0.008856) else np.float32(7.787) * t + np.float32(4.0 / 29.0)
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _lab(img, table, out):  # pragma: no cover - compiled
+    m = _XYZ
+    for b in range(img.shape[0]):
+        for i in prange(img.shape[2]):
+            for j in range(img.shape[3]):
+                r = _linear(img[b, 0, i, j], table)
+                g = _linear(img[b, 1, i, j], table)
+                bl = _linear(img[b, 2, i, j], table)
+                fx = _lab_f(m[0, 0] * r + m[0, 1] * g + m[0, 2] * bl)
+                fy = _lab_f(m[1, 0] * r + m[1, 1] * g + m[1, 2] * bl)
+                fz = _lab_f(m[2, 0] * r + m[2, 1] * g + m[2, 2] * bl)
+                out[b, 0, i, j] = np.float32(116.0) * fy - np.float32(16.0)
+                out[b, 1, i, j] = np.float32(500.0) * (fx - fy)
+                out[b, 2, i, j] = np.float32(200.0) * (fy - fz)
 
 
 def delta_e2000_map(lab_ref: torch.Tensor, lab_cmp: torch.Tensor) -> torch.Tensor:
@@ -165,10 +227,22 @@ def flat_dark_mask(dim: torch.Tensor, target: torch.Tensor | None = None, mask: 
     out = torch.zeros_like(mask)
     for i in range(dim.shape[0]):
         m = mask[i]
-        dark = y[i] <= torch.quantile(y[i][m], quantile)
-        flat = grad[i] <= torch.quantile(grad[i][m], 0.5)
+        dark = y[i] <= _quantile(y[i][m], quantile)
+        flat = grad[i] <= _quantile(grad[i][m], 0.5)
         out[i] = dark & flat & m
     return out
+
+
+def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
+    """``torch.quantile(values, q)`` (linear interpolation, the same float32 steps and so the same
+    number) by selecting the two order statistics instead of sorting: 8x faster on a frame."""
+    flat = values.reshape(-1)
+    rank = torch.tensor(q, dtype=flat.dtype) * (flat.numel() - 1)
+    below = int(rank.floor())
+    above = min(below + 1, flat.numel() - 1)
+    part = np.partition(flat.cpu().numpy(), (below, above))
+    lo, hi = (torch.tensor(part[k], device=values.device) for k in (below, above))
+    return lo.lerp(hi, rank - below)
 
 
 def lightness_order_error(output: torch.Tensor, reference: torch.Tensor, side: int = 50) -> torch.Tensor:
@@ -379,10 +453,17 @@ def colourfulness(image: torch.Tensor, mask: torch.Tensor | None = None) -> torc
 
 
 def entropy(image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Shannon entropy (bits) of the 8-bit luma histogram inside the mask (scikit-image)."""
+    """Shannon entropy (bits) of the 8-bit luma histogram inside the mask (as scikit-image's
+    ``shannon_entropy``, whose import alone, through SciPy, took 1.4 s of every command's start)."""
     m = _mask_or_all(image, mask)
     y = (_luma(image) * 255 + 0.5).clamp(0, 255).to(torch.uint8)
-    return torch.tensor([float(shannon_entropy(y[b][m[b]].cpu().numpy(), base=2)) for b in range(len(y))])
+    return torch.tensor([_entropy_bits(np.bincount(y[b][m[b]].cpu().numpy(), minlength=256))
+                         for b in range(len(y))])
+
+
+def _entropy_bits(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum())
 
 
 def no_reference(output: torch.Tensor, image: torch.Tensor, mask: torch.Tensor | None = None
