@@ -652,11 +652,16 @@ def test_preserve_hue_hand_computed():
     # the input and rounded. (100, 50, 25): Y 62.1, out Y 150, gain 2.4155 -> (242, 121, 60).
     # (200, 20, 20) to 200: gain 2.71 capped at 1.275 -> (255, 26, 26) (hue kept, no clipping).
     # Black stays black; a darker output darkens (gain 0.5); (1, 0, 0) to white: capped at 255.
-    frame = np.array([[[100, 50, 25], [200, 20, 20], [0, 0, 0], [10, 10, 10], [1, 0, 0]]], np.uint8)
-    out = np.array([[[150, 150, 150], [200, 200, 200], [90, 40, 10], [5, 5, 5], [255, 255, 255]]], np.uint8)
+    # (0, 0, 1) to 200: Y 0.114, gain 1754 capped at 255. (200, 150, 20) to white: gain 1.70
+    # capped at 1.275 -> (255, 191, 26) (150 x 1.275 = 191.25).
+    frame = np.array([[[100, 50, 25], [200, 20, 20], [0, 0, 0], [10, 10, 10], [1, 0, 0], [0, 0, 1],
+                       [200, 150, 20]]], np.uint8)
+    out = np.array([[[150, 150, 150], [200, 200, 200], [90, 40, 10], [5, 5, 5], [255, 255, 255],
+                     [200, 200, 200], [255, 255, 255]]], np.uint8)
     got = preserve_hue(out, frame)
     assert got.dtype == np.uint8
-    assert got.tolist() == [[[242, 121, 60], [255, 26, 26], [0, 0, 0], [5, 5, 5], [255, 0, 0]]]
+    assert got.tolist() == [[[242, 121, 60], [255, 26, 26], [0, 0, 0], [5, 5, 5], [255, 0, 0], [0, 0, 255],
+                             [255, 191, 26]]]
 
 
 def test_cap_highlights_hand_computed():
@@ -668,17 +673,20 @@ def test_cap_highlights_hand_computed():
     f[10, 3] = f[10, 17] = f[10, 18] = (101, 101, 101)  # masked, 7 px left, 7 px and 8 px right
     f[10, 22] = (250, 250, 250)  # bright but not masked: does not set any cap
     f[2, 27] = (1, 0, 0)  # a masked pixel of its own, peak 1: gain up to 255
+    f[18, 10] = (101, 101, 101)  # masked, 8 px below the peak
     out = np.minimum(f.astype(int) * 2, 255).astype(np.uint8)
     out[2, 27] = (200, 200, 200)
     mask = np.zeros((20, 30), bool)
     mask[9:12, 9:12] = True
     mask[10, [3, 17, 18]] = True
+    mask[[3, 18], 10] = True  # 7 px above (tissue, 61), 8 px below
     mask[2, 27] = True
     got = cap_highlights(out, f, mask)
     assert got[10, 10].tolist() == [255, 231, 217]  # (200, 181, 170) x 1.275, rounded
     assert got[9, 9].tolist() == [78, 78, 78]  # 61 x 1.275 = 77.8
     assert got[10, 3].tolist() == got[10, 17].tolist() == [129, 129, 129]  # 101 x 1.275 = 128.8
-    assert got[10, 18].tolist() == [202, 202, 202]  # 8 px away: its own peak 101, no cap
+    assert got[10, 18].tolist() == got[18, 10].tolist() == [202, 202, 202]  # 8 px away: own peak
+    assert got[3, 10].tolist() == [78, 78, 78]
     assert got[2, 27].tolist() == [200, 0, 0]  # min(output, input x 255)
     assert np.array_equal(got[~mask], out[~mask])  # e.g. (10, 8) keeps 122 beside the spot
     assert np.array_equal(cap_highlights(out, f, np.zeros((20, 30), bool)), out)
@@ -694,17 +702,30 @@ def test_luminance_gain_hand_computed():
     # A step edge (40 | 160) lifted to a flat 200: the gain is 201/41 on the dark side and
     # 201/161 on the bright side, and goes from one to the other over 10 px (10-90 %) at
     # 400 x 600: the lumas are blurred by 1 % of the shorter side (sigma 1 px of the quarter-size
-    # copy, 4 px here) before the ratio. Measured 10 px; a sigma of 1.5 px (the floor raised)
-    # gives 15, 2 % of the side 20.
+    # copy, 4 px here) before the ratio. Measured 10 px across a vertical edge and 10 px across
+    # a horizontal one; the bound allows 1 px either way. A 1/5-size copy gives 8 and 12, a
+    # sigma of 1.5 px (the floor raised) 15, 2 % of the side 20, no vertical blur 4.
     step = np.full((400, 600, 3), 40, np.uint8)
     step[:, 300:] = 160
+
+    def width(profile: np.ndarray) -> int:
+        t = (profile - 201 / 161) / (201 / 41 - 201 / 161)
+        return int(((t > 0.1) & (t < 0.9)).sum())
+
     gain = luminance_gain(np.full_like(step, 200), step)
     assert gain.shape == (400, 600)
     assert gain[200, 0] == pytest.approx(201 / 41, abs=1e-4)
     assert gain[200, -1] == pytest.approx(201 / 161, abs=1e-4)
-    t = (gain[200] - 201 / 161) / (201 / 41 - 201 / 161)
-    assert 8 <= int(((t > 0.1) & (t < 0.9)).sum()) <= 12
+    assert 9 <= width(gain[200]) <= 11
     assert np.allclose(gain, gain[:1])  # no change down the columns
+    step = np.ascontiguousarray(step.transpose(1, 0, 2))  # 600 x 400, the edge across
+    gain = luminance_gain(np.full_like(step, 200), step)
+    assert 9 <= width(gain[:, 200]) <= 11
+    # Fine texture is averaged, not sampled: 1 px dark columns (40) every 4 px on 160, lifted to
+    # 200, give the mean's gain 201 / 131 everywhere (a sampling resize picks 160: 201 / 161).
+    stripes = np.full((400, 600, 3), 160, np.uint8)
+    stripes[:, 0::4] = 40
+    assert np.allclose(luminance_gain(np.full_like(stripes, 200), stripes), 201 / 131, atol=1e-4)
 
 
 def _lowres_u8(frame: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
@@ -751,13 +772,19 @@ def test_masked_lowres_of_a_uniform_view_is_its_colour():
     assert float(err[kept >= 0.5].max()) < 1.5
     assert float(err[hole].max()) < 9.0
     assert float(err.max()) < 13.0  # measured 12.0, in a cell 5 % kept
+    # At full scale and zero ((255, 0, 255)) that rounding cancels: every cell, kept or filled,
+    # is exactly the view's colour (the holes' 8-bit fill included).
+    frame[view] = (255, 0, 255)
+    low = masked_lowres(frame, ~view, (64, 64))
+    assert torch.equal(low, torch.tensor([1.0, 0.0, 1.0])[None, :, None, None].expand(1, 3, 64, 64))
 
 
 def test_tissue_weights_are_the_view_less_its_highlights(data_root):
     # Two real colonoscopy frames (octagon view on dark grey, 226 and 65 highlight pixels) as
     # one batch: each frame's weights are its own view minus its own highlights, 1 or 0. The
-    # float targets sit 0.4 of a level below the 8-bit values and the border is pushed below 0,
-    # as a float target may be: both are read as the 8-bit frame they round and clamp to.
+    # float targets sit 0.4 of a level below the 8-bit values, the border is pushed below 0 and
+    # the highlights above 1, as a float target may be: all are read as the 8-bit frame they
+    # round and clamp to.
     files = sorted(p for p in (data_root / "colonoscopy-cvc").iterdir() if p.suffix in {".png", ".jpg"})[:2]
     frames = [load_frame(FrameRef(p, "colonoscopy-cvc"), 384) for p in files]
     targets = []
@@ -765,12 +792,15 @@ def test_tissue_weights_are_the_view_less_its_highlights(data_root):
     for frame in frames:
         fov = detect_fov(frame)
         frame[~fov] = 0
+        over = highlight_mask(frame, fov)  # its highlights are pushed above 1 (saturated: 255)
+        frame[over] = 255
         fov = detect_fov(frame)
         spots = highlight_mask(frame, fov)
         assert spots.sum() > 50 and 0.6 < fov.mean() < 0.9
         want.append(fov & ~spots)
         t = to_tensor(frame) - 0.4 / 255
         t[:, torch.from_numpy(~fov)] = -0.2
+        t[:, torch.from_numpy(over)] = 1.3
         targets.append(t)
     weights = tissue_weights(torch.stack(targets).double())
     assert weights.shape == (2, 1, 288, 384) and weights.dtype == torch.float64
@@ -804,10 +834,16 @@ def test_highlight_mask_sizes_and_halo():
     img[40:60, 120:140] = 245
     img[150:153, 10:310] = 245
     img[200:203, 10:210] = 245
+    img[60:120, 200:260] = 235  # pale tissue with a 6 px bump 10 levels brighter: under the
+    img[85:91, 225:231] = 245  # contrast needed (8 % of the white level 245: 19.6)
     mask = highlight_mask(np.clip(img, 0, 255).astype(np.uint8))
     assert mask.dtype == bool and mask.shape == (240, 320)
     boxes = _boxes(mask)
     assert boxes[0] == (39, 39, 14, 14)
+    # Its corners rounded by the 5 px median (132 px), grown by a 1 px disc (a cross): 172 px
+    # (a 3 x 3 square would give 184).
+    assert int(mask[30:60, 30:60].sum()) == 172
+    assert not mask[60:120, 200:260].any()
     assert len(boxes) == 2 and boxes[1][:2] == (11, 199) and boxes[1][3] == 5  # the short streak only
     assert not mask[40:60, 120:140].any() and not mask[150:153].any()
     # 400 x 400: the halo is 2 px (0.004 x 400 = 1.6, rounded), the window 25 px.
@@ -847,7 +883,8 @@ def test_highlight_mask_inside_the_view_only():
     assert mask[centres].all()
     assert mask[19:22, 246:250].all() and not (mask & ~fov).any()
     assert not highlight_mask(img)[centres].any()  # the whole frame's white level: the text's
-    assert not highlight_mask(img, np.zeros_like(fov)).any()
+    empty = highlight_mask(img, np.zeros_like(fov))
+    assert empty.dtype == bool and empty.shape == fov.shape and not empty.any()
     # A pale band (110) along the view's edge, 3 px wide over the frame's height (690 px: under
     # the size limit), is no reflection: outside the view counts as white, so the band is not
     # brighter than its surroundings. Were the black border counted, it would be a 3 px peak
