@@ -611,6 +611,9 @@ def bench(
 
 
 def main() -> None:
+    from endolight.allocator import reuse_freed_memory
+
+    reuse_freed_memory()
     app()
 
 
