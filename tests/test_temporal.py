@@ -118,3 +118,29 @@ def test_border_passes_through_and_a_new_size_restarts(data_root, layout):
     np.testing.assert_array_equal(denoiser(small, small), small)  # another size: a new stream
     with pytest.raises(ValueError, match="denoise"):
         TemporalConfig(denoise=1.0)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_grown_view_takes_no_past_from_its_old_border(data_root, layout):
+    # Video's view grows over a scene's first frames (FovTracker). Where the view has just grown,
+    # the filter's memory is the unenhanced border: blending it in darkened that ring (by 3/4 of
+    # the lift on a still scene) until the past faded. The new ring must be this frame's output.
+    to, back = LAYOUTS[layout]
+    clean = load_frame(FrameRef(expand_sources(data_root / "sinus/clip-a")[0], "sinus"), 320)
+    h, w = clean.shape[:2]
+    small_view, big_view = np.zeros((h, w), bool), np.zeros((h, w), bool)
+    small_view[40:140, 60:260], big_view[20:160, 30:290] = True, True
+
+    def lifted(view: np.ndarray) -> np.ndarray:  # an "enhanced" frame: the view brightened by 80
+        out = clean.copy()
+        out[view] = np.clip(clean[view].astype(int) + 80, 0, 255)
+        return out
+
+    denoiser = TemporalDenoiser()
+    for _ in range(3):  # a still scene: the past is trusted fully (weight cfg.denoise)
+        denoiser(to(clean), to(lifted(small_view)), small_view)
+    got = back(denoiser(to(clean), to(lifted(big_view)), big_view))
+    ring = big_view & ~small_view
+    want = back(to(lifted(big_view)))
+    # Within one level (the 4:2:0 round trip rounds); before the fix the ring sat ~60 lower.
+    assert np.abs(got[ring].astype(int) - want[ring]).mean() < 1.0

@@ -24,7 +24,7 @@ from endolight.io.images import InputError, expand_sources, write_image
 from endolight.io.sinks import VideoSink
 from endolight.io.sources import Frame, open_source
 from endolight.io.tensors import to_tensor
-from endolight.metrics import flicker, psnr
+from endolight.metrics import flicker, mean_brightness, psnr
 from endolight.model import DeepUPE, ModelConfig
 from endolight.temporal import GridSmoother, TemporalConfig
 from endolight.video import VideoError, VideoOptions, enhance_video, process
@@ -352,15 +352,22 @@ def test_cli_video_options_change_the_output_as_documented(tmp_path, data_root):
     assert all(np.array_equal(o, f) for o, f in zip(none, frames, strict=True))
     half = _cli_frames(src, tmp_path / "s05", "--strength", "0.5")
     assert np.mean([f.mean() for f in inside]) + 2 < mean_in(half) < mean_in(base) - 2
-    # --exposure: the view's mean brightness follows the target, whatever the model's own level.
-    # Per frame it is met to 0.01 (tests/test_fidelity.py::test_exposure_target_is_met); in this
-    # video, with the noise-aware model and temporal filtering, it lands measured 0.039 above
-    # (0.35 -> 0.390, 0.6 -> 0.638): a known offset left open, so the bound here is 0.06 and the
-    # two targets must stay apart.
-    outs = {t: mean_in(_cli_frames(src, tmp_path / f"e{round(t * 100)}", "--exposure", str(t))) / 255
-            for t in (0.35, 0.6)}
-    assert all(abs(v - t) < 0.06 for t, v in outs.items()), outs
-    assert outs[0.6] - outs[0.35] > 0.2, outs
+    # --exposure: the mean luma inside the view in force follows the target, whatever the
+    # model's own level. Each frame alone meets it to 0.01 (measured 0.349-0.351 and 0.598-0.599;
+    # tests/test_fidelity.py::test_exposure_target_is_met). The temporal noise reduction then
+    # blends each pixel with the past where the input is still, and these four frames' exposures
+    # jump (0.1-1 apart, drawn per frame), so the blend's mean lands below: measured 0.330-0.342
+    # for 0.35 and 0.540-0.571 for 0.6. That is the bound with temporal filtering (0.07 below).
+    def luma_in_view(outs: list[np.ndarray]) -> list[float]:
+        views = [torch.from_numpy(_view_in_force(frames, k))[None, None] for k in range(len(outs))]
+        return [float(mean_brightness(to_tensor(o)[None], v)[0]) for o, v in zip(outs, views, strict=True)]
+
+    for t in (0.35, 0.6):
+        alone = luma_in_view(_cli_frames(src, tmp_path / f"e{round(t * 100)}", "--exposure", str(t),
+                                         "--no-temporal"))
+        assert all(abs(v - t) < 0.01 for v in alone), (t, alone)
+        filtered = luma_in_view(_cli_frames(src, tmp_path / f"et{round(t * 100)}", "--exposure", str(t)))
+        assert all(t - 0.07 < v < t + 0.01 for v in filtered), (t, filtered)
     # (Denoising of lifted regions is the model's own, in every frame: no option.)
     flat = flat_regions(clean, view)
     plain = _cli_frames(src, tmp_path / "plain", "--no-temporal")

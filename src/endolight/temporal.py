@@ -161,6 +161,15 @@ def _median(levels: np.ndarray) -> float:
     return (lower + upper) / 2
 
 
+def _border_weights(view: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ONE outside ``view`` (0 inside), at full and at chroma resolution (a 2x2 block is border
+    when all its pixels are), uint8."""
+    h, w = view.shape
+    outside = ~view
+    blocks = outside[:h // 2 * 2, :w // 2 * 2].reshape(h // 2, 2, w // 2, 2).all(axis=(1, 3))
+    return outside.astype(np.uint8) * np.uint8(ONE), blocks.astype(np.uint8) * np.uint8(ONE)
+
+
 class TemporalDenoiser:
     """Motion-adaptive recursive noise reduction of an enhanced stream, one stream at a time.
 
@@ -196,16 +205,20 @@ class TemporalDenoiser:
         return (ONE * (1.0 - cfg.denoise * still) + 0.5).astype(np.uint8)
 
     def _masks(self, fov: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The view at the motion map's size, and the border as weights (ONE outside the view)
-        at full and at chroma resolution (a 2x2 block is border when all its pixels are):
-        derived once per mask (a stream's mask changes only at its first frames and cuts)."""
-        if self._fov[0] is not fov:
-            h, w = fov.shape
-            small = cv2.resize(fov.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-            outside = ~fov
-            blocks = outside[:h // 2 * 2, :w // 2 * 2].reshape(h // 2, 2, w // 2, 2).all(axis=(1, 3))
-            one = np.uint8(ONE)
-            self._fov = (fov, small, outside.astype(np.uint8) * one, blocks.astype(np.uint8) * one)
+        """The view at the motion map's size, and the border as weights (ONE: no past) at full
+        and at chroma resolution: derived once per mask (a stream's mask changes only at its
+        first frames and cuts).
+
+        On the frame where the mask changes, what was border before gets no past either: the
+        filter's memory there is the unenhanced border, which would darken a view that has just
+        grown (measured: 0.02-0.06 of mean luma below an --exposure target)."""
+        if self._fov[0] is fov:
+            return self._fov[1], self._fov[2], self._fov[3]
+        previous = self._fov[0]
+        self._fov = (fov, cv2.resize(fov.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0,
+                     *_border_weights(fov))
+        if previous is not None and previous.shape == fov.shape:
+            return self._fov[1], *_border_weights(fov & previous)
         return self._fov[1], self._fov[2], self._fov[3]
 
     def __call__(self, frame: np.ndarray, out: np.ndarray, fov: np.ndarray | None = None) -> np.ndarray:
