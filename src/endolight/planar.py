@@ -56,16 +56,20 @@ def network_input(y: np.ndarray, u: np.ndarray, v: np.ndarray, side: int) -> tor
     averaged over 2x2 blocks (exact area, a quarter of the pixels to resize; measured as close
     to the RGB path at 1080p); below that (e.g. 512 px frames) that blur costs 5 dB, and every
     plane is resized from its full size."""
+    # Planes go in pixel-interleaved (channels-last) as 3-channel uint8: PyTorch's vectorised
+    # antialiased resize, 3-4x faster than on a single plane, and the same numbers per channel.
     if min(u.shape) >= 2 * side:
-        # Pixel-interleaved (channels-last) uint8: PyTorch's vectorised antialiased resize, 4x
-        # faster than on separate planes and the same numbers.
-        planes = cv2.merge([cv2.resize(y, u.shape[::-1], interpolation=cv2.INTER_AREA), u, v])
-        t = F.interpolate(torch.from_numpy(planes).permute(2, 0, 1)[None], size=(side, side), mode="bilinear",
-                          antialias=True, align_corners=False)[0]
+        y, u, v = _resize3(cv2.merge([cv2.resize(y, u.shape[::-1], interpolation=cv2.INTER_AREA), u, v]),
+                           side)
     else:
-        t = torch.cat([F.interpolate(torch.from_numpy(p)[None, None], size=(side, side), mode="bilinear",
-                                     antialias=True, align_corners=False)[0] for p in (y, u, v)])
-    return torch.from_numpy(ycc_to_rgb(*t.numpy()))[None]
+        y, (u, v, _) = _resize3(cv2.merge([y, y, y]), side)[0], _resize3(cv2.merge([u, v, u]), side)
+    return torch.from_numpy(ycc_to_rgb(y, u, v))[None]
+
+
+def _resize3(hwc: np.ndarray, side: int) -> np.ndarray:
+    """``(h, w, 3)`` uint8 -> ``(3, side, side)`` uint8, bilinear with antialiasing."""
+    return F.interpolate(torch.from_numpy(hwc).permute(2, 0, 1)[None], size=(side, side), mode="bilinear",
+                         antialias=True, align_corners=False)[0].numpy()
 
 
 @torch.no_grad()
