@@ -193,7 +193,7 @@ def bare_codec(clip: Path, out: Path, n: int) -> tuple[int, float]:
     return frames, ms
 
 
-def _clip(size: str, root: Path, tmp: Path, n: int) -> Path:
+def bench_clip(size: str, root: Path, tmp: Path, n: int) -> Path:
     """The benchmark clip ``size`` (see ``SIZES``); upscaled ones are encoded once into ``tmp``."""
     source, frame_size = SIZES[size]
     if frame_size is None:
@@ -275,7 +275,7 @@ def run_speed(cfg: BenchConfig, enhancers: dict[str, Enhancer], weights: str | P
               tmp: Path, on_row: Callable[[object], None]) -> tuple[list[SpeedRow], list[CodecRow]]:
     rows, codec = [], []
     for size in cfg.sizes:
-        clip = _clip(size, root, tmp, cfg.frames)
+        clip = bench_clip(size, root, tmp, cfg.frames)
         frames, ms = bare_codec(clip, tmp / "bare.mp4", cfg.frames)
         codec.append(CodecRow(size, frames, ms, 1e3 / ms))
         decoded = _decoded(clip, min(cfg.compute_frames, 10))

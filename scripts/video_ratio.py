@@ -1,0 +1,48 @@
+"""The end-to-end video rate against the bare decode + encode of the same file, same process.
+
+    python scripts/video_ratio.py [720p|1080p|4K|"1080p sinus"] [FRAMES] [--runs N]
+
+For each run: the bare PyAV loop (``endolight.bench.bare_codec``: threaded decode, rgb24,
+libx264 ultrafast), then ``endolight.bench.end_to_end`` (what ``endolight video`` does, model
+loaded beforehand) on the same benchmark clip (``endolight.bench.bench_clip``: the laparoscopy
+clip, upscaled for 1080p and 4K, encoded once into ``/tmp/endolight-bench``). Prints ms a frame,
+the ratio and the latency percentiles. Stop other work first: the figures are this machine's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the command line sets it
+
+from endolight.allocator import reuse_freed_memory  # noqa: E402
+from endolight.bench import bare_codec, bench_clip, end_to_end  # noqa: E402
+from endolight.data import default_data_root  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("size", nargs="?", default="1080p")
+    parser.add_argument("frames", nargs="?", type=int, default=120)
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args()
+    reuse_freed_memory()  # as the command line does
+    tmp = Path("/tmp/endolight-bench")
+    tmp.mkdir(exist_ok=True)
+    clip = bench_clip(args.size, default_data_root(), tmp, args.frames)
+    for _ in range(args.runs):
+        _, bare_ms = bare_codec(clip, tmp / "bare.mp4", args.frames)
+        t0 = time.process_time()
+        r = end_to_end(clip, tmp / "out.mp4", args.frames, True, None)
+        cpu = (time.process_time() - t0) * 1e3 / args.frames
+        ms = r["seconds"] * 1e3 / r["frames"]
+        print(f"{args.size}: bare {bare_ms:.1f} ms/frame, endolight {ms:.1f} ms/frame "
+              f"({cpu:.1f} CPU-ms/frame incl. load), ratio {bare_ms / ms:.2f}, "
+              f"latency p50 {r['p50']:.0f} p99 {r['p99']:.0f} ms", flush=True)
+
+
+if __name__ == "__main__":
+    main()
