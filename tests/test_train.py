@@ -74,6 +74,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, data_root):
 # The held-out split as the data README spells it (not as endolight.data computes it, so a
 # wrong split rule is caught too).
 HELDOUT_DIRS = ("larynx/patient2/seq5/", "sinus/clip-b/", "fetoscopy/other/", "bronchoscopy/edinburgh/")
+DIM_DIRS = ("capsule/", "nasal-dim/")
 
 
 def _heldout_by_readme(root, ref) -> bool:
@@ -93,6 +94,13 @@ def test_splits_follow_the_data_readme(data_root):
     assert not any(_heldout_by_readme(data_root, r) for r in splits["train"] + splits["val"])
     # 6 gastroscopy stills + 50 clip frames + the 960x540 still + the four folders.
     assert len(splits["heldout"]) > 57
+    # The naturally dim frames (no reference: for no-reference measures only) are a split of
+    # their own: all of capsule/ (26) and nasal-dim/ (6), and never trained or validated on.
+    dim = list_frames("dim", data_root)
+    assert len(dim) == 32 and {r.organ for r in dim} == {"capsule", "nasal-dim"}
+    assert all(r.path.relative_to(data_root).as_posix().startswith(DIM_DIRS) for r in dim)
+    assert not any(r.path.relative_to(data_root).as_posix().startswith(DIM_DIRS)
+                   for s in ("train", "val", "heldout") for r in splits[s])
 
 
 def test_training_never_reads_heldout(tmp_path, data_root, monkeypatch):
