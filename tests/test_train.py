@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from endolight import data as data_module
 from endolight import train as train_module
-from endolight.data import list_frames, load_frame
+from endolight.data import FrameRef, list_frames, load_frame
+from endolight.io.images import IMAGE_SUFFIXES
 from endolight.model import DeepUPE
 from endolight.train import load_config, train, validate, validation_pairs
 
@@ -101,6 +102,17 @@ def test_splits_follow_the_data_readme(data_root):
     assert all(r.path.relative_to(data_root).as_posix().startswith(DIM_DIRS) for r in dim)
     assert not any(r.path.relative_to(data_root).as_posix().startswith(DIM_DIRS)
                    for s in ("train", "val", "heldout") for r in splits[s])
+    # Nothing is lost: every image file is in exactly one split, and the held-out split is all
+    # of the README's held-out frames (not only none other).
+    files = {p for p in data_root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
+    stills = [r.path for s in ("train", "val", "heldout") for r in splits[s] if r.index is None]
+    stills += [r.path for r in dim]
+    assert len(stills) == len(set(stills)) and set(stills) == files
+    clip = FrameRef(data_root / "laparoscopy/cholecystectomy-720p.mp4", "laparoscopy")
+    readme = {(p, None) for p in files if _heldout_by_readme(data_root, FrameRef(p, ""))}
+    readme |= {(clip.path, i) for i in range(200, 250)}
+    assert keys["heldout"] == readme
+    assert {i for _, i in keys["train"] | keys["val"] if i is not None} <= set(range(200))
 
 
 def test_training_never_reads_heldout(tmp_path, data_root, monkeypatch):
