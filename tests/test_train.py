@@ -68,8 +68,14 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, data_root):
     assert want.keys() == got.keys()
     assert all(torch.equal(want[k], got[k]) for k in want)
     assert any(not torch.equal(after_one[k], got[k]) for k in got)  # epoch 2 did train
+    # The best checkpoint too: the PSNR to beat was restored, so the same epoch's weights won.
+    want = load_file(str(tmp_path / "full" / "run" / "best.safetensors"))
+    got = load_file(str(tmp_path / "cut" / "run" / "best.safetensors"))
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
     with (tmp_path / "cut" / "run" / "log.csv").open() as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2]
+    # Without resume a run starts over, even where a finished run left its state.
+    assert [log.epoch for log in train(_cfg(tmp_path / "cut", epochs=1))] == [1]
 
 
 # The held-out split as the data README spells it (not as endolight.data computes it, so a
