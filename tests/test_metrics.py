@@ -11,12 +11,13 @@ from skimage.color import deltaE_ciede2000, lab2rgb, rgb2lab
 from skimage.measure import shannon_entropy
 from skimage.metrics import structural_similarity
 
-from endolight.data import list_frames, load_frame
+from endolight.data import FrameRef, list_frames, load_frame
 from endolight.degrade import DegradeConfig
 from endolight.fov import detect_fov
 from endolight.io.tensors import to_tensor
 from endolight.methods import get_method
 from endolight.metrics import (
+    _quantile,
     _warp_previous,
     brightness_uniformity,
     delta_e2000,
@@ -406,3 +407,15 @@ def test_noise_sigma_of_an_impulse_is_exact():
     around = torch.zeros(1, 1, 18, 22, dtype=torch.bool)
     around[..., 8:11, 10:13] = True  # the 3 x 3 pixels the response covers
     assert float(noise_sigma(image, around)[0]) == pytest.approx(expected * n / 9, rel=1e-4)
+
+
+def test_quantile_by_selection_is_torch_quantile(data_root):
+    # flat_dark_mask's thresholds: the same float32 number as torch.quantile (no sort), on a real
+    # frame's luma (ties, a 640 px frame) and on edge sizes and quantiles.
+    path = sorted((data_root / "sinus" / "clip-a").iterdir())[0]
+    frame = to_tensor(load_frame(FrameRef(path, "sinus"), 640))
+    luma = (0.299 * frame[0] + 0.587 * frame[1] + 0.114 * frame[2]).reshape(-1)
+    cases = [luma, luma[:1], luma[:2], luma[:7], torch.rand(1001, generator=torch.Generator().manual_seed(0))]
+    for values in cases:
+        for q in (0.0, 0.25, 0.37, 0.5, 1.0):
+            assert _quantile(values, q).item() == torch.quantile(values, q).item(), (len(values), q)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from endolight.bench import denoise_row, flat_regions, moving_clip, noise_sigma, static_clip
 from endolight.data import FrameRef, load_frame
@@ -12,7 +13,7 @@ from endolight.enhancer import Enhancer
 from endolight.fov import fov_mask
 from endolight.io.images import expand_sources
 from endolight.io.yuv import i420_planes, i420_to_rgb, rgb_to_i420
-from endolight.temporal import TemporalConfig, TemporalDenoiser
+from endolight.temporal import TemporalConfig, TemporalDenoiser, _median, colour_histogram
 
 FIXED = TemporalConfig(still=1e3, moving=1e3 + 1)  # every change counts as noise: a plain recursive filter
 
@@ -144,3 +145,21 @@ def test_a_grown_view_takes_no_past_from_its_old_border(data_root, layout):
     want = back(to(lifted(big_view)))
     # Within one level (the 4:2:0 round trip rounds); before the fix the ring sat ~60 lower.
     assert np.abs(got[ring].astype(int) - want[ring]).mean() < 1.0
+
+
+def test_histogram_and_median_helpers_equal_their_references(data_root):
+    # The grid smoother's histogram and the motion map's median are one-pass rewrites: they must
+    # give the reference numbers exactly (PyTorch's scatter of clamp(v) * bins, np.median).
+    clean = load_frame(FrameRef(expand_sources(data_root / "sinus/clip-a")[0], "sinus"), 320)
+    x = torch.from_numpy(clean).permute(2, 0, 1)[None].float() / 255
+    x = torch.cat([x, x * 1.3 - 0.1])  # values beyond [0, 1] and exactly on bin edges
+    x[0, 0, 0, :4] = torch.tensor([0.0, 1.0, 1 / 32, 31 / 32])
+    idx = (x.clamp(0, 1) * 32).long().clamp_max(31).flatten(2)
+    ones = torch.ones_like(idx, dtype=torch.float32)
+    ref = torch.zeros(2, 3, 32).scatter_add_(2, idx, ones) / idx.shape[-1]
+    assert torch.equal(colour_histogram(x, 32), ref)
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 100, 101, 32000):
+        levels = rng.integers(0, rng.integers(1, 256), n).astype(np.uint8)
+        assert _median(levels) == float(np.median(levels)), n
+    assert _median(clean[..., 1]) == float(np.median(clean[..., 1]))
