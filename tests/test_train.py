@@ -92,7 +92,7 @@ def _heldout_by_readme(root, ref) -> bool:
             or (rel.startswith("gastroscopy-fujifilm/") and ref.path.name == "5.png"))
 
 
-def test_splits_follow_the_data_readme(data_root):
+def test_splits_follow_the_data_readme(data_root, tmp_path):
     splits = {s: list_frames(s, data_root) for s in ("train", "val", "heldout")}
     keys = {s: {(r.path, r.index) for r in refs} for s, refs in splits.items()}
     assert not (keys["heldout"] & keys["train"]) and not (keys["heldout"] & keys["val"])
@@ -119,6 +119,21 @@ def test_splits_follow_the_data_readme(data_root):
     readme |= {(clip.path, i) for i in range(200, 250)}
     assert keys["heldout"] == readme
     assert {i for _, i in keys["train"] | keys["val"] if i is not None} <= set(range(200))
+    # Each frame is labelled with its organ (its top folder): metrics are reported per organ.
+    every = [r for refs in [*splits.values(), dim] for r in refs]
+    assert all(r.organ == r.path.relative_to(data_root).parts[0] for r in every)
+    # Another data folder passed is the one listed (not the default one); an unknown split and
+    # a missing folder say so.
+    for rel in ("sinus/clip-b/1.png", "sinus/clip-a/1.png", "capsule/normal/1.jpg", "notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    assert [r.path for r in list_frames("heldout", tmp_path)] == [tmp_path / "sinus/clip-b/1.png"]
+    dim = [(r.path, r.organ) for r in list_frames("dim", tmp_path)]
+    assert dim == [(tmp_path / "capsule/normal/1.jpg", "capsule")]
+    with pytest.raises(ValueError, match="unknown split 'test'"):
+        list_frames("test", tmp_path)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        list_frames("train", tmp_path / "missing")
 
 
 def test_training_never_reads_heldout(tmp_path, data_root, monkeypatch):
