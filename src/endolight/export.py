@@ -1,10 +1,19 @@
 """Deployment export: one self-contained model from a uint8 frame to the enhanced uint8 frame.
 
-The exported graph is the whole full-resolution pipeline (resize to the low-res input, coefficient
-network, guide map, trilinear slicing, denoising, affine, ``R = D / S``, rounding), so a device team feeds
-camera frames straight in. The graph is ``DeepUPE(deploy=True)``: the guide through lookup tables
-and the slice as row interpolation plus gathers (ONNX Runtime runs 5-D ``GridSample`` at ~1.9 s per
-1080p frame on 2 CPU cores), within 1/255 of the PyTorch reference. ONNX opset 20.
+The exported graph is the whole pipeline (resize to the low-res input, coefficient network, guide
+map, slicing, denoising, affine, ``R = D / S``, rounding), so a device team feeds camera frames
+straight in. Two graphs (``GRAPHS``):
+
+* ``"fast"`` (default): the guide, the slice and the denoiser's coefficients on a 1/8 copy,
+  upsampled as eleven maps, and a few operations per full-resolution pixel
+  (:mod:`endolight.model.maps`, the design of the planar video path): real time in ONNX Runtime
+  on a CPU. Measured against the exact graph on real frames (``tests/test_export.py``).
+* ``"exact"``: ``DeepUPE(deploy=True)``, every pixel sliced: the guide through lookup tables and
+  the slice as row interpolation plus gathers (ONNX Runtime runs 5-D ``GridSample`` at ~1.9 s
+  per 1080p frame on 2 CPU cores); within 1/255 of :class:`~endolight.Enhancer`, about a second
+  per 1080p frame in ONNX Runtime.
+
+Either file is within 1/255 of its PyTorch twin (:class:`FrameModel`). ONNX opset 20.
 
 Interface (both formats):
 
@@ -32,15 +41,19 @@ from torch import nn
 from endolight.io.atomic import atomic_write
 from endolight.io.images import MIN_SIDE
 from endolight.model import DeepUPE
+from endolight.model.denoise import shrink
+from endolight.model.maps import lowres_maps, render_maps
 
 INPUT_NAME = "frame"
 OUTPUT_NAME = "enhanced"
 ONNX_OPSET = 20  # the opset the project exports and tests
 FORMATS = ("onnx", "torchscript")
 LAYOUTS = ("nhwc", "nchw")
+GRAPHS = ("fast", "exact")
 
 Format = Literal["onnx", "torchscript"]
 Layout = Literal["nhwc", "nchw"]
+Graph = Literal["fast", "exact"]
 
 
 class FrameModel(nn.Module):
@@ -50,26 +63,55 @@ class FrameModel(nn.Module):
         model: the trained network.
         layout: ``"nhwc"`` for ``(N, H, W, 3)`` frames, ``"nchw"`` for ``(N, 3, H, W)``.
         strength: illumination strength baked into the graph (0 returns the input, 1 full).
+        graph: ``"fast"`` (low-res maps) or ``"exact"`` (every pixel sliced; ``deploy`` picks
+            the gathers ONNX runs fast over ``grid_sample``).
     """
 
     def __init__(self, model: DeepUPE, layout: Layout = "nhwc", strength: float = 1.0,
-                 deploy: bool = True) -> None:
+                 graph: Graph = "fast", deploy: bool = True) -> None:
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if graph not in GRAPHS:
+            raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
+        if graph == "fast" and model.cfg.illumination != "grey":
+            raise ValueError("the fast graph needs a grey-illumination model; use graph='exact'")
         self.model = model.eval()
         self.layout = layout
         self.strength = strength
+        self.graph = graph
         self.deploy = deploy
 
     def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        if self.graph == "fast":
+            return self._fast(frame)
         x = frame.permute(0, 3, 1, 2) if self.layout == "nhwc" else frame
         out = self.model(x.float() / 255, strength=self.strength, deploy=self.deploy).output
         # Same rounding as endolight.data.to_uint8; floor makes the uint8 cast exact in any runtime.
         out = torch.floor(out * 255 + 0.5).to(torch.uint8)
         return out.permute(0, 2, 3, 1) if self.layout == "nhwc" else out
+
+    def _fast(self, frame: torch.Tensor) -> torch.Tensor:
+        # Colour planes taken by index, never by a transpose: ONNX Runtime's layout optimiser
+        # would push a transpose into the per-pixel products (see render_maps).
+        nhwc = self.layout == "nhwc"
+        planes = [(frame[..., k].unsqueeze(1) if nhwc else frame[:, k:k + 1]).float() for k in range(3)]
+        model = self.model
+        # Each plane shrunk on its own (no full-resolution concatenation); 8-bit levels, so the
+        # 1/255 is applied to the small copy. The network's input is resized from that copy:
+        # one full-resolution read less.
+        small = torch.cat([shrink(p, model.cfg.denoise_factor) for p in planes], dim=1) / 255
+        grid = model.coeffs(model.lowres(small))
+        maps = lowres_maps(model, grid, small, self.strength)
+        out = [torch.floor(p + 0.5).to(torch.uint8) for p in render_maps(maps, planes, self.strength)]
+        return torch.stack([p[:, 0] for p in out], dim=-1) if nhwc else torch.cat(out, dim=1)
+
+
+def default_graph(model: DeepUPE) -> Graph:
+    """``"fast"`` for a grey-illumination model, else ``"exact"``."""
+    return "fast" if model.cfg.illumination == "grey" else "exact"
 
 
 def example_frame(
@@ -87,17 +129,23 @@ def export_model(
     fmt: Format = "onnx",
     layout: Layout = "nhwc",
     strength: float = 1.0,
+    graph: Graph | None = None,
 ) -> Path:
     """Write ``model`` as a frame-to-frame ONNX (opset 20) or TorchScript file, atomically.
 
+    ``graph`` defaults to ``"fast"`` for a grey-illumination model and ``"exact"`` otherwise
+    (the fast graph's maps assume one illumination for the three channels).
+
     Raises:
-        ValueError: unknown format or layout, strength outside [0, 1].
+        ValueError: unknown format, layout or graph, strength outside [0, 1], the fast graph
+            of a per-channel model.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    # ONNX gets the deployable graph (gathers, lookup tables: fast in ONNX Runtime); TorchScript
+    # The exact ONNX graph gets gathers and lookup tables (fast in ONNX Runtime); TorchScript
     # keeps grid_sample, which libtorch runs well and whose trace keeps the frame size dynamic.
-    wrapped = FrameModel(copy.deepcopy(model).cpu(), layout, strength, deploy=fmt == "onnx").eval()
+    graph = graph or default_graph(model)
+    wrapped = FrameModel(copy.deepcopy(model).cpu(), layout, strength, graph, deploy=fmt == "onnx").eval()
     example = example_frame(layout, batch=2)  # torch.export would freeze a batch of 1
     dest = Path(path)
     atomic_write(dest, partial(_export_onnx if fmt == "onnx" else _export_torchscript, wrapped, example))
@@ -147,18 +195,23 @@ def run_onnx(path: str | Path, frame: np.ndarray) -> np.ndarray:
 
 
 def max_abs_difference(path: str | Path, model: DeepUPE, frame: np.ndarray, fmt: Format = "onnx",
-                       layout: Layout = "nhwc", strength: float = 1.0) -> int:
-    """Largest difference, in 8-bit levels, between an exported file and the PyTorch enhancer.
+                       layout: Layout = "nhwc", strength: float = 1.0, graph: Graph | None = None) -> int:
+    """Largest difference, in 8-bit levels, between an exported file and PyTorch.
 
     Args:
-        frame: one ``(H, W, 3)`` uint8 RGB frame; the reference is
+        frame: one ``(H, W, 3)`` uint8 RGB frame; the reference is, for the fast graph, its
+            PyTorch twin (``FrameModel``) and for the exact one (``graph`` as in :func:`export_model`)
             ``Enhancer(model=model, strength=strength, keep_border=False)`` on it.
     """
     from endolight.enhancer import Enhancer
 
-    # fused=False: the reference is the PyTorch graph itself, not the CPU kernel (also within 1/255).
-    ref = Enhancer(model=model, device="cpu", strength=strength, keep_border=False,
-                   fused=False).enhance_array(frame)
+    if (graph or default_graph(model)) == "fast":
+        with torch.no_grad():
+            ref = FrameModel(model.cpu(), "nhwc", strength, "fast")(torch.from_numpy(frame)[None])[0].numpy()
+    else:
+        # fused=False: the PyTorch graph itself, not the CPU kernel (also within 1/255).
+        ref = Enhancer(model=model, device="cpu", strength=strength, keep_border=False,
+                       fused=False).enhance_array(frame)
     batch = frame[None] if layout == "nhwc" else frame.transpose(2, 0, 1)[None]
     batch = np.ascontiguousarray(batch)
     if fmt == "onnx":
