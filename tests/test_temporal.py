@@ -3,6 +3,7 @@ behind motion, the border untouched; measured with the benchmark's own measures.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,7 +14,15 @@ from endolight.enhancer import Enhancer
 from endolight.fov import fov_mask
 from endolight.io.images import expand_sources
 from endolight.io.yuv import i420_planes, i420_to_rgb, rgb_to_i420
-from endolight.temporal import TemporalConfig, TemporalDenoiser, _median, colour_histogram
+from endolight.temporal import (
+    GridSmoother,
+    TemporalConfig,
+    TemporalDenoiser,
+    _border_weights,
+    _median,
+    colour_histogram,
+    histogram_distance,
+)
 
 FIXED = TemporalConfig(still=1e3, moving=1e3 + 1)  # every change counts as noise: a plain recursive filter
 
@@ -163,3 +172,212 @@ def test_histogram_and_median_helpers_equal_their_references(data_root):
         levels = rng.integers(0, rng.integers(1, 256), n).astype(np.uint8)
         assert _median(levels) == float(np.median(levels)), n
     assert _median(clean[..., 1]) == float(np.median(clean[..., 1]))
+
+
+def test_config_rejects_each_out_of_range_value():
+    # Each bound of TemporalConfig at and just beyond its edge: the edge itself is allowed where
+    # the docstring's interval is closed (alpha 0, denoise 0) and refused where it is open.
+    for ok in (dict(alpha=0.0), dict(alpha=0.999), dict(cut=1e-6), dict(denoise=0.0), dict(denoise=0.999),
+               dict(still=1e-6, moving=2e-6)):
+        TemporalConfig(**ok)
+    for bad, name in ((dict(alpha=1.0), "alpha"), (dict(alpha=-1e-6), "alpha"), (dict(cut=0.0), "cut"),
+                      (dict(cut=-0.1), "cut"), (dict(denoise=-1e-6), "denoise"),
+                      (dict(denoise=1.0), "denoise"), (dict(still=0.0), "still"),
+                      (dict(still=4.0, moving=4.0), "still"), (dict(still=5.0, moving=4.0), "still")):
+        with pytest.raises(ValueError, match=name) as err:
+            TemporalConfig(**bad)
+        assert str(next(iter(bad.values()))) in str(err.value)  # the message names the value given
+
+
+def _lowres(moved_rows: int, channels=(0, 1, 2)) -> torch.Tensor:
+    # An 8 x 8 low-res frame at 0.1 with `moved_rows` rows at 0.9 in the given channels: each
+    # moved row moves 8 / 64 of those channels' histograms to another bin.
+    x = torch.full((1, 3, 8, 8), 0.1)
+    for c in channels:
+        x[0, c, :moved_rows] = 0.9
+    return x
+
+
+def test_histogram_distance_is_half_the_l1_averaged_over_channels():
+    base = colour_histogram(_lowres(0))
+    # 2 rows of 8 in all channels: 1/4 of every histogram moved, total variation 0.25 exactly.
+    assert float(histogram_distance(base, colour_histogram(_lowres(2)))) == 0.25
+    # The same in one channel of three: the channel mean, 0.25 / 3.
+    one = histogram_distance(base, colour_histogram(_lowres(2, (0,))))
+    assert float(one) == pytest.approx(0.25 / 3, abs=1e-7)
+    assert float(histogram_distance(base, colour_histogram(_lowres(8)))) == 1.0  # disjoint
+    # One distance per batch item.
+    both = torch.cat([colour_histogram(_lowres(0)), colour_histogram(_lowres(8))])
+    torch.testing.assert_close(histogram_distance(both, torch.cat([base, base])), torch.tensor([0.0, 1.0]))
+
+
+def test_grid_smoother_hand_computed():
+    # Grids of constant values, frames whose histogram change is known exactly (above): the
+    # output must be the documented lerp with weight alpha * (1 - change / cut), and a change
+    # of at least `cut` (or a new shape) must restart from the frame's own grid.
+    cfg = TemporalConfig(alpha=0.8, cut=0.5)
+    smoother = GridSmoother(cfg)
+    assert smoother.weight(0.0) == pytest.approx(0.8) and smoother.weight(0.25) == pytest.approx(0.4)
+    assert smoother.weight(0.5) == 0.0 and smoother.weight(0.9) == 0.0  # never negative
+    grid = lambda v: torch.full((1, 12, 8, 4, 4), float(v))  # noqa: E731
+    first = grid(10)
+    out = smoother(first, _lowres(0))
+    assert torch.equal(out, first) and out is not first  # a copy: the caller may reuse its grid
+    assert smoother.cuts == 1 and smoother.last_change == 1.0
+    first.fill_(-1)  # the smoother's memory must not follow the caller's buffer
+    out = smoother(grid(20), _lowres(0))  # no change: weight 0.8 on the past
+    torch.testing.assert_close(out, grid(0.8 * 10 + 0.2 * 20))  # 12
+    assert smoother.cuts == 1 and smoother.last_change == 0.0
+    out = smoother(grid(0), _lowres(2))  # change 0.25 = cut / 2: weight 0.4
+    torch.testing.assert_close(out, grid(0.4 * 12))
+    assert smoother.last_change == 0.25
+    out = smoother(grid(0), _lowres(2))  # the change is measured from the previous frame: 0
+    torch.testing.assert_close(out, grid(0.8 * 0.4 * 12))
+    smoother = GridSmoother(TemporalConfig(alpha=0.8, cut=0.25))
+    smoother(grid(10), _lowres(0))
+    assert torch.equal(smoother(grid(30), _lowres(2)), grid(30))  # change == cut: a cut
+    assert smoother.cuts == 2
+    small = torch.full((1, 12, 8, 2, 2), 5.0)
+    assert torch.equal(smoother(small, _lowres(2)), small)
+    assert smoother.cuts == 3  # another grid shape: a new stream
+    smoother.reset()
+    assert smoother.cuts == 0 and smoother.last_change == 0.0
+    assert torch.equal(smoother(grid(7), _lowres(2)), grid(7)) and smoother.cuts == 1
+    assert GridSmoother().cfg == TemporalConfig()  # the default tuning
+
+
+def test_motion_weights_hand_computed():
+    # The weight of the present per quarter-size pixel: with the default still = 2 and moving = 4
+    # noise levels, a change d against the noise level n is still by clip((4 - d / n) / 2, 0, 1),
+    # widened by a 3 x 3 erosion (motion reaches one pixel further), and the weight is
+    # 128 * (1 - 0.75 * still), rounded: 32 (still), 56 (d = 2.5 n), 80 (3 n), 128 (>= 4 n).
+    base = np.full((12, 12), 100, np.uint8)
+    d = np.full((12, 12), 2, np.uint8)  # the noise: median change 2
+    d[2, 2], d[9, 2], d[11, 11] = 8, 12, 8  # motion (4 n and beyond), one on the frame's corner
+    d[2, 9], d[6, 6] = 6, 5  # half still, a quarter still
+    d[9, 9] = 0  # no change at all: still as much as noise (the clip at 1)
+    denoiser = TemporalDenoiser()
+    denoiser._small = base
+    got = denoiser._present_weight(base + d, None)
+    want = np.full((12, 12), 32, np.uint8)
+    want[1:4, 1:4] = want[8:11, 1:4] = 128
+    want[10:12, 10:12] = 128  # the erosion stops at the frame's edge
+    want[1:4, 8:11] = 80
+    want[5:8, 5:8] = 56
+    np.testing.assert_array_equal(got, want)
+    assert denoiser.noise == 2.0  # a new stream takes the first level as it is
+
+    # The level is followed: it may rise by a fifth a frame, it falls at once, floor 0.25.
+    assert np.all(denoiser._present_weight(base + 2 * d, None)[5:8, 5:8] == 128)  # d = 10 vs n = 2.4
+    assert denoiser.noise == pytest.approx(2.4)
+    denoiser._present_weight(base + d // 2, None)  # median change 1
+    assert denoiser.noise == 1.0
+    assert np.all(denoiser._present_weight(base, None) == 32)  # no change: all still
+    assert denoiser.noise == 0.25
+
+    # With a view, the level is the median inside it: outside, everything moved (50 levels).
+    view = np.zeros((12, 12), bool)
+    view[3:9, 3:9] = True
+    moved = np.where(view, base + 2, base + 50).astype(np.uint8)
+    denoiser = TemporalDenoiser()
+    denoiser._small = base
+    got = denoiser._present_weight(moved, view)
+    assert denoiser.noise == 2.0
+    assert np.all(got[4:8, 4:8] == 32) and np.all(got[~view] == 128)
+    denoiser = TemporalDenoiser()
+    denoiser._small = base
+    denoiser._present_weight(moved, np.zeros((12, 12), bool))  # an empty view: the whole frame
+    assert denoiser.noise == 50.0
+
+    # Another tuning: denoise 0.5 gives 128 * (1 - 0.5) = 64 on still pixels.
+    denoiser = TemporalDenoiser(TemporalConfig(denoise=0.5))
+    denoiser._small = base
+    assert np.all(denoiser._present_weight(base + 2, None) == 64)
+
+
+@pytest.mark.parametrize("layout", ["rgb", "i420"])
+def test_static_blend_hand_computed(layout):
+    # A still input (no change: the floor noise level, every pixel still, weight 32 / 128): each
+    # output sample becomes prev + 32 / 128 * (out - prev), rounded half away from zero:
+    # 100 -> 140 gives 110 (10.0 exactly), 100 -> 60 gives 90, 100 -> 102 gives 101 (0.5 rounds
+    # up), 100 -> 98 gives 99 (and down), 100 -> 101 stays 100 (0.25). The same per sample for
+    # RGB values and for the I420 planes (luma and chroma samples alike).
+    h, w = 32, 48
+    shape = (h, w, 3) if layout == "rgb" else (h * 3 // 2, w)
+    frame = np.full(shape, 90, np.uint8)
+    prev = np.full(shape, 100, np.uint8)
+    out, want = prev.copy(), prev.copy()
+    for rows, value, filtered in ((slice(0, 8), 140, 110), (slice(8, 16), 60, 90), (slice(16, 24), 102, 101),
+                                  (slice(24, None), 98, 99)):
+        out[rows], want[rows] = value, filtered
+    out[24:, :8], want[24:, :8] = 101, 100
+    denoiser = TemporalDenoiser()
+    assert denoiser(frame, prev) is prev  # the first frame: no past
+    got = denoiser(frame, out)
+    np.testing.assert_array_equal(got, want)
+    # The filtered frame is the next frame's past: 110 -> 140 again moves 7.5 -> 8 further.
+    again = denoiser(frame, out)
+    assert np.all(again[:8] == 118) and np.all(again[8:16] == 82)  # 90 -> 60: -7.5 -> -8
+
+
+def test_histogram_defaults_and_dtype_and_median_edges():
+    x = _lowres(2).double()
+    hist = colour_histogram(x)
+    assert hist.shape == (1, 3, 32) and hist.dtype == torch.float64  # 32 bins, the frame's dtype
+    assert hist[0, 0, 3] == 0.75 and hist[0, 0, 28] == 0.25  # 0.1 * 32 = 3.2, 0.9 * 32 = 28.8
+    # GridSmoother bins by its config: 0.1 and 0.2 share a bin of 4 (not of 32), so a frame
+    # moving between them is no change at all and the past keeps its full weight.
+    smoother = GridSmoother(TemporalConfig(alpha=0.5, cut=0.5, bins=4))
+    smoother(torch.zeros(1, 12, 8, 4, 4), torch.full((1, 3, 8, 8), 0.1))
+    out = smoother(torch.ones(1, 12, 8, 4, 4), torch.full((1, 3, 8, 8), 0.2))
+    assert smoother.last_change == 0.0 and torch.allclose(out, torch.full_like(out, 0.5))
+    # The median counts every level, 255 included, and is NaN for no level at all.
+    assert _median(np.array([255, 255, 0], np.uint8)) == 255.0
+    assert _median(np.array([255, 255, 0, 0], np.uint8)) == 127.5
+    assert np.isnan(_median(np.array([], np.uint8)))
+
+
+def test_border_weights_at_odd_sizes():
+    # Luma: ONE outside the view. Chroma: one weight per whole 2 x 2 block (the odd last row
+    # and column have no chroma sample), ONE only where the whole block is outside.
+    view = np.zeros((5, 7), bool)
+    view[1:4, 2:5] = True
+    full, chroma = _border_weights(view)
+    np.testing.assert_array_equal(full, np.where(view, 0, 128).astype(np.uint8))
+    assert chroma.shape == (2, 3) and chroma.dtype == np.uint8
+    np.testing.assert_array_equal(chroma, [[128, 0, 0], [128, 0, 0]])
+
+
+def test_denoiser_motion_map_view_and_new_layout():
+    rng = np.random.default_rng(0)
+    h, w = 32, 48
+    fov = np.zeros((h, w), bool)
+    fov[5:27, 9:39] = True  # edges off the 4-pixel grid
+    denoiser = TemporalDenoiser()
+    # The view at the motion map's size is the nearest quarter-size pixel of the view (4 x 4
+    # blocks here: their top-left pixel).
+    view, border, _ = denoiser._masks(fov, (w // 4, h // 4))
+    np.testing.assert_array_equal(view, fov[::4, ::4])
+    np.testing.assert_array_equal(border, np.where(fov, 0, 128))
+    assert denoiser._masks(fov, (w // 4, h // 4))[0] is view  # derived once per mask
+    # The motion map is the 4 x 4 average of the luma (the noise of a difference cut by 4).
+    frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    denoiser = TemporalDenoiser()
+    denoiser(frame, frame, fov)
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(float)
+    np.testing.assert_allclose(denoiser._small, grey.reshape(h // 4, 4, w // 4, 4).mean((1, 3)), atol=0.5)
+    # The noise level is measured inside the view: outside it (the border, an overlay) the
+    # input changes by 60 levels a frame, inside by 2; the border is most of the frame.
+    fov = np.zeros((h, w), bool)
+    fov[8:24, 16:32] = True
+    still = np.full((h, w, 3), 100, np.uint8)
+    moved = np.repeat(np.where(fov[..., None], 102, 160), 3, axis=2).astype(np.uint8)
+    denoiser = TemporalDenoiser()
+    denoiser(still, still, fov)
+    denoiser(moved, moved, fov)
+    assert denoiser.noise == 2.0
+    # The same frame size in another layout (RGB, then I420) starts a new stream: no past.
+    denoiser = TemporalDenoiser()
+    denoiser(still, still)
+    planes = np.full((h * 3 // 2, w), 100, np.uint8)
+    assert denoiser(planes, planes) is planes
