@@ -202,8 +202,11 @@ def test_every_entry_point_gives_the_same_output(data_root, tmp_path):
     served = cv2.imdecode(np.frombuffer(reply.content, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
     assert max_diff(served) == 0
     pytest.importorskip("onnxruntime")
-    from endolight.export import export_model, run_onnx
+    from endolight.export import export_model, max_abs_difference, run_onnx
 
-    # The exact graph; the default fast one is held to it in test_export.py.
-    path = export_model(load_model(), tmp_path / "m.onnx", graph="exact")
+    # The exact graph, within 1/255 of the PyTorch path; the default fast one is held to the
+    # enhancer in test_export.py.
+    model = load_model()
+    path = export_model(model, tmp_path / "m.onnx", graph="exact")
     assert max_diff(run_onnx(path, frame[None])[0]) <= float_tol
+    assert max_abs_difference(path, model, frame, graph="exact") <= 1

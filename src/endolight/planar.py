@@ -27,12 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, i420_planes, shrunk_rgb, ycc_to_rgb
+from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, TO_YCC, i420_planes, shrunk_rgb, ycc_to_rgb
 from endolight.kernels.common import along_x, axis_taps
 from endolight.kernels.fused import GuideParams
 from endolight.kernels.planar import guided_fit, render_planes, slice_lowres
 from endolight.model import DeepUPE
-from endolight.model.denoise import LUMA, lowres_size
+from endolight.model.denoise import lowres_size
 from endolight.model.slicing import EPS, grey_grid
 
 # (grid (1, C, D, Gh, Gw), low-res frame (1, 3, h, w)) -> grid, e.g. temporal.GridSmoother
@@ -42,11 +42,6 @@ GridFilter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # real frames nearly as close to the RGB path as at 1/4 (47.2 vs 47.4 dB at 1080p, with an
 # earlier small copy) for a third less time; at 1/16 it dropped by 3-5 dB.
 COARSEN = 2
-
-# Weights of Y, Cb, Cr (normalised) in R, G, B: rows Y, Cb, Cr (Cb = (B - Y) / 1.772...).
-TO_YCC = np.array([LUMA,
-                   [-LUMA[0] / CB_B, -LUMA[1] / CB_B, (1 - LUMA[2]) / CB_B],
-                   [(1 - LUMA[0]) / CR_R, -LUMA[1] / CR_R, -LUMA[2] / CR_R]], dtype=np.float32)
 
 
 def network_input(y: np.ndarray, u: np.ndarray, v: np.ndarray, side: int) -> torch.Tensor:

@@ -10,7 +10,12 @@ from numba import njit
 
 # BT.601 R'G'B' from normalised Y'CbCr (Yn = (Y' - 16) / 219, Cn = (C - 128) / 224; Kr = 0.299,
 # Kb = 0.114): R = Yn + CR_R Crn, G = Yn - CB_G Cbn - CR_G Crn, B = Yn + CB_B Cbn.
+KR, KB = 0.299, 0.114
 CR_R, CB_G, CR_G, CB_B = 1.402, 0.344136, 0.714136, 1.772
+# And back: rows Yn, Cbn, Crn of R'G'B' (Cb = (B - Y) / CB_B, Cr = (R - Y) / CR_R).
+TO_YCC = np.array([[KR, 1 - KR - KB, KB],
+                   [-KR / CB_B, -(1 - KR - KB) / CB_B, (1 - KB) / CB_B],
+                   [(1 - KR) / CR_R, -(1 - KR - KB) / CR_R, -KB / CR_R]], dtype=np.float32)
 
 
 def is_i420(image: np.ndarray) -> bool:

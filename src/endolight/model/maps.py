@@ -24,13 +24,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
+from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, TO_YCC  # numeric constants only
 from endolight.model.denoise import LUMA, shrink, upsample
 from endolight.model.slicing import EPS, grey_grid, slice_grid_gather
 
 # The maps are made at 1 / (COARSEN * cfg.denoise_factor) of each side. Measured at 1080p in
 # ONNX Runtime: 1/4 gives 53.5 dB from render at 158 ms a frame, 1/8 47.2 dB at 121 ms.
 COARSEN = 2
+
+
+def _sliced(model: torch.nn.Module, grid: torch.Tensor, small: torch.Tensor, strength: float
+            ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The grey affine row ``(B, 4, h', w')`` sliced on the 1/8 copy, and when the model denoises,
+    its strength ``lam`` ``(B, 1, h', w')`` and guided-filter coefficients ``(B, 6, h', w')``."""
+    co = slice_grid_gather(grey_grid(grid), model.guide.lookup(shrink(small, COARSEN)))
+    if not model.cfg.denoise:
+        return co[:, :4], None, None
+    lam = torch.sigmoid(co[:, 4:5]) * min(strength, 1.0)
+    return co[:, :4], lam, shrink(model.fit_denoiser(small), COARSEN)
 
 
 def lowres_maps(model: torch.nn.Module, grid: torch.Tensor, small: torch.Tensor,
@@ -43,14 +56,10 @@ def lowres_maps(model: torch.nn.Module, grid: torch.Tensor, small: torch.Tensor,
         small: ``(B, 3, h, w)`` the frame shrunk by ``cfg.denoise_factor``, float in [0, 1].
         strength: ``k``; the denoising strength is scaled by ``min(k, 1)``.
     """
-    coarse = shrink(small, COARSEN)
-    co = slice_grid_gather(grey_grid(grid), model.guide.lookup(coarse))  # (B, 4 [+ 1], h', w')
-    affine = co[:, :4]
-    if not model.cfg.denoise:
+    affine, lam, fit = _sliced(model, grid, small, strength)
+    if lam is None or fit is None:
         a = torch.ones_like(affine[:, :1])
         return torch.cat([a, torch.zeros_like(affine[:, :3]).repeat(1, 2, 1, 1), affine], dim=1)
-    lam = torch.sigmoid(co[:, 4:5]) * min(strength, 1.0)
-    fit = shrink(model.fit_denoiser(small), COARSEN)  # a_rgb, b_rgb
     return torch.cat([1 - lam, lam * fit[:, :3], lam * fit[:, 3:], affine], dim=1)
 
 
@@ -82,3 +91,82 @@ def render_maps(maps: torch.Tensor, planes: Sequence[torch.Tensor],
         s = s**strength
     gain = 255 / s
     return d[0] * gain, d[1] * gain, d[2] * gain
+
+
+# Y′CbCr 4:2:0 (I420) frames, as video decoders deliver them: the planar video path's maps
+# (endolight.planar, endolight.kernels.planar) as operations on planes. Only the luma plane is
+# touched at full resolution: three maps and about twenty operations per pixel; the chroma
+# works at a quarter.
+
+def ycc_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, h, w)`` Y′, Cb, Cr in 8-bit levels -> RGB in [0, 1] (BT.601 limited range, as
+    :func:`endolight.io.yuv.ycc_to_rgb`)."""
+    yn = (ycc[:, 0:1] - 16) / 219
+    cb, cr = (ycc[:, 1:2] - 128) / 224, (ycc[:, 2:3] - 128) / 224
+    return torch.cat([yn + CR_R * cr, yn - CB_G * cb - CR_G * cr, yn + CB_B * cb], dim=1).clamp(0.0, 1.0)
+
+
+def _to_ycc(rgb: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, h, w)`` linear combinations of R, G, B -> the same of Yn, Cbn, Crn (``TO_YCC``)."""
+    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
+    return torch.cat([float(m[0]) * r + float(m[1]) * g + float(m[2]) * b for m in TO_YCC], dim=1)
+
+
+def i420_maps(model: torch.nn.Module, y2: torch.Tensor, uv: torch.Tensor,
+              strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Luma maps ``(B, 3, h', w')`` and chroma maps ``(B, 8, h', w')`` of an I420 frame, in
+    8-bit levels of the planes they multiply (the ``(Y - 16) / 219``, ``(C - 128) / 224``
+    normalisations folded in).
+
+    Args:
+        model: a grey-illumination :class:`~endolight.model.DeepUPE`.
+        y2: ``(B, 1, H/2, W/2)`` the luma averaged over 2x2 blocks (8-bit levels, float).
+        uv: ``(B, 2, H/2, W/2)`` Cb, Cr (8-bit levels, float).
+        strength: ``k``; the denoising strength is scaled by ``min(k, 1)``.
+    """
+    half = torch.cat([y2, uv], dim=1)
+    small = ycc_to_rgb(shrink(half, model.cfg.denoise_factor // 2))
+    grid = model.coeffs(ycc_to_rgb(model.lowres(half)))
+    affine, lam, fit = _sliced(model, grid, small, strength)
+    ar, ag, ab, a0 = affine.split(1, dim=1)
+    if lam is None or fit is None:
+        lam = torch.zeros_like(a0)
+        a = b = torch.zeros_like(affine[:, :3])
+    else:
+        a, b = _to_ycc(fit[:, :3]), _to_ycc(fit[:, 3:])
+    # D_Y = P Yn + Q, logit = L D_Y + (L_cb D_cb + L_cr D_cr + L_0), D_C = (1 - lam) Cn +
+    # lam a_C Ybar + lam b_C (endolight.planar.planar_maps); then Yn, Cn and Ybar in levels.
+    p, q = 1 - lam + lam * a[:, 0:1], lam * b[:, 0:1]
+    luma = torch.cat([p / 219, q - p * (16 / 219), ar + ag + ab], dim=1)
+    keep, ybar = (1 - lam) / 224, lam / 219
+    cb0 = lam * (b[:, 1:2] - a[:, 1:2] * (16 / 219)) - keep * 128
+    cr0 = lam * (b[:, 2:3] - a[:, 2:3] * (16 / 219)) - keep * 128
+    chroma = torch.cat([keep, ybar * a[:, 1:2], cb0, ybar * a[:, 2:3], cr0,
+                        CB_B * ab - CB_G * ag, CR_R * ar - CR_G * ag, a0], dim=1)
+    return luma, chroma
+
+
+def render_i420(luma: torch.Tensor, chroma: torch.Tensor, y: torch.Tensor, y2: torch.Tensor,
+                uv: torch.Tensor, strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The enhanced planes from :func:`i420_maps`: ``(B, 1, H, W)`` luma and ``(B, 2, H/2, W/2)``
+    chroma, rounded 8-bit levels (float; cast them)."""
+    h, w = y.shape[-2:]
+    p, q, lc = (upsample(m, h, w) for m in luma.split(1, dim=1))
+    c = [upsample(m, h // 2, w // 2) for m in chroma.split(1, dim=1)]
+    d_cb = c[0] * uv[:, 0:1] + c[1] * y2 + c[2]
+    d_cr = c[0] * uv[:, 1:2] + c[3] * y2 + c[4]
+    # Per 2x2 block: the affine row's chroma part and the largest of R, G, B minus luma.
+    bterm = c[5] * d_cb + c[6] * d_cr + c[7]
+    cmax = torch.maximum(torch.maximum(CR_R * d_cr, -CB_G * d_cb - CR_G * d_cr), CB_B * d_cb)
+    d_y = p * y + q
+    logit = lc * d_y + F.interpolate(bterm, scale_factor=2.0, mode="nearest")
+    m = (d_y + F.interpolate(cmax, scale_factor=2.0, mode="nearest")).clamp(0.0, 1.0)
+    s = torch.clamp(m + (1 - m) * torch.sigmoid(logit), min=EPS)
+    if strength != 1.0:
+        s = s**strength
+    gain = 219 / s
+    y_out = torch.floor(d_y * gain + 16.5).clamp(0.0, 255.0)
+    # A block's chroma is divided by the mean of its four 1 / S.
+    g = F.avg_pool2d(gain, 2) * (224 / 219)
+    uv_out = torch.floor(torch.cat([d_cb, d_cr], dim=1) * g + 128.5).clamp(0.0, 255.0)
+    return y_out, uv_out
