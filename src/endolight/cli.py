@@ -327,7 +327,9 @@ def export_cmd(
     output: Annotated[Path, typer.Option("-o", "--output", help="File to write (.onnx, .pt).")],
     fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
     weights: Weights = None,
-    layout: Annotated[str, typer.Option(help="nhwc: (N,H,W,3) frames; nchw: (N,3,H,W).")] = "nhwc",
+    layout: Annotated[str, typer.Option(
+        help="nhwc: (N,H,W,3) RGB frames; nchw: (N,3,H,W); i420: (N,3H/2,W) Y'CbCr 4:2:0 buffers as "
+             "video decoders give them (BT.601 limited range, even H and W; fast graph).")] = "nhwc",
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="Baked-in strength.")] = 1.0,
     graph: Annotated[str | None, typer.Option(
         help="fast: guide, slice and denoiser fitted on a 1/8 copy, a few operations per pixel "

@@ -4,10 +4,12 @@ The exported graph is the whole pipeline (resize to the low-res input, coefficie
 map, slicing, denoising, affine, ``R = D / S``, rounding), so a device team feeds camera frames
 straight in. Two graphs (``GRAPHS``):
 
-* ``"fast"`` (default): the guide, the slice and the denoiser's coefficients on a 1/8 copy,
-  upsampled as eleven maps, and a few operations per full-resolution pixel
-  (:mod:`endolight.model.maps`, the design of the planar video path): real time in ONNX Runtime
-  on a CPU. Measured against the exact graph on real frames (``tests/test_export.py``).
+* ``"fast"`` (default for grey-illumination models): the guide, the slice and the denoiser's
+  coefficients on a 1/8 copy, upsampled as maps, and a few operations per full-resolution pixel
+  (:mod:`endolight.model.maps`, the design of the planar video path). On RGB frames eleven maps
+  per pixel; on I420 buffers (``layout="i420"``) three on the luma and the chroma at a quarter:
+  real time at 1080p in ONNX Runtime on 2 CPU cores. Measured against the exact graph on real
+  frames (``tests/test_export.py``, docs/deploy.md).
 * ``"exact"``: ``DeepUPE(deploy=True)``, every pixel sliced: the guide through lookup tables and
   the slice as row interpolation plus gathers (ONNX Runtime runs 5-D ``GridSample`` at ~1.9 s
   per 1080p frame on 2 CPU cores); within 1/255 of :class:`~endolight.Enhancer`, about a second

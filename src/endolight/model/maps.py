@@ -15,7 +15,7 @@ maps. At full resolution a pixel only gets the maps bilinearly upsampled and
 The affine row ``L`` is applied to each full-resolution pixel, so edges stay sharp; what is
 interpolated is the choice of row (the guide's depth). Measured against ``render`` (the shipped
 weights, ``scripts/onnx_speed.py`` and ``tests/test_export.py``): 47 dB PSNR on real 1080p frames;
-on small frames the 1/8 maps are coarse where the view meets its black border (32-45 dB on
+on small frames the 1/8 maps are coarse where the view meets its black border (32-39 dB on
 240-512 px frames), where the exact graph costs little anyway.
 """
 
@@ -31,7 +31,7 @@ from endolight.model.denoise import LUMA, shrink, upsample
 from endolight.model.slicing import EPS, grey_grid, slice_grid_gather
 
 # The maps are made at 1 / (COARSEN * cfg.denoise_factor) of each side. Measured at 1080p in
-# ONNX Runtime: 1/4 gives 53.5 dB from render at 158 ms a frame, 1/8 47.2 dB at 121 ms.
+# ONNX Runtime (RGB graph): 1/4 gives 53.5 dB from render at 158 ms a frame, 1/8 47.2 dB at 121 ms.
 COARSEN = 2
 
 
