@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from endolight.model import DeepUPE, ModelConfig
-from endolight.model.slicing import EPS, apply_affine, slice_grid
+from endolight.model.denoise import (
+    box_mean,
+    denoise,
+    guided_coefficients,
+    lowres_size,
+    luma,
+    shrink,
+    upsample,
+)
+from endolight.model.slicing import EPS, apply_affine, grey_grid, illumination, slice_grid
 
 
 def slow_slice(grid: np.ndarray, guide: np.ndarray) -> np.ndarray:
@@ -130,3 +142,198 @@ def test_config_validates_grid_ratio():
     # A checkpoint written before the option existed was trained with per-channel S.
     assert ModelConfig.from_json('{"grid_depth": 8}').illumination == "rgb"
     assert ModelConfig.from_json(ModelConfig().to_json()).illumination == "grey"
+
+
+# --------------------------------------------------------------------------- each step by hand
+# (float64 tensors: the references below are the documented formulas, computed independently)
+
+
+def test_illumination_is_the_documented_smooth_map():
+    rng = np.random.default_rng(3)
+    image = rng.uniform(size=(2, 3, 2, 3))
+    logits = rng.normal(scale=2.0, size=(2, 3, 2, 3))
+    image[0, :, 0, 0], logits[0, :, 0, 0] = 0.0, -40.0  # black, S -> 0: the EPS floor
+    sig = 1 / (1 + np.exp(-logits))
+    got = illumination(torch.from_numpy(logits), torch.from_numpy(image)).numpy()
+    np.testing.assert_allclose(got, np.maximum(image + (1 - image) * sig, EPS), rtol=1e-12)
+    assert got[0, 0, 0, 0] == EPS
+    # Grey: one S from the mean logit over the channels and the largest channel of the pixel.
+    m, grey_sig = image.max(1, keepdims=True), 1 / (1 + np.exp(-logits.mean(1, keepdims=True)))
+    got = illumination(torch.from_numpy(logits), torch.from_numpy(image), grey=True).numpy()
+    np.testing.assert_allclose(got, np.maximum(m + (1 - m) * grey_sig, EPS), rtol=1e-12)
+
+
+def test_grey_grid_is_the_mean_affine_row():
+    grid = torch.from_numpy(np.random.default_rng(4).normal(size=(2, 13, 3, 2, 5)))
+    grey = grey_grid(grid)
+    assert grey.shape == (2, 5, 3, 2, 5)
+    for j in range(4):  # A[0, j], A[1, j], A[2, j] are channels j, 4 + j, 8 + j
+        torch.testing.assert_close(grey[:, j], (grid[:, j] + grid[:, 4 + j] + grid[:, 8 + j]) / 3)
+    assert torch.equal(grey[:, 4], grid[:, 12])  # the denoising strength passes unchanged
+    assert grey_grid(grid[:, :12]).shape == (2, 4, 3, 2, 5)
+
+
+def test_apply_affine_per_pixel_on_a_batch():
+    # Per pixel and per batch item (H != W, so a swapped axis shows), for 3 rows and for 1.
+    rng = np.random.default_rng(5)
+    image = rng.uniform(size=(2, 3, 2, 3))
+    for n in (3, 1):
+        a = rng.normal(size=(2, n, 4, 2, 3))
+        got = apply_affine(torch.from_numpy(a.reshape(2, 4 * n, 2, 3)), torch.from_numpy(image)).numpy()
+        want = np.einsum("bnjhw,bjhw->bnhw", a[:, :, :3], image) + a[:, :, 3]
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_slice_matches_slow_reference_per_batch_item():
+    rng = np.random.default_rng(6)
+    grid = rng.normal(size=(2, 5, 3, 4, 2))  # Gh != Gw, D = 3
+    guide = rng.uniform(size=(2, 5, 6))
+    fast = slice_grid(torch.from_numpy(grid), torch.from_numpy(guide)[:, None]).numpy()
+    for i in range(2):
+        np.testing.assert_allclose(fast[i], slow_slice(grid[i], guide[i]), atol=1e-10)
+
+
+def test_lowres_size_luma_and_shrink():
+    assert lowres_size(10, 7, 4) == (3, 2)  # rounded up
+    assert lowres_size(8, 8, 4) == (2, 2) and lowres_size(1, 1, 4) == (1, 1)
+    rgb = torch.eye(3, dtype=torch.float64)[None, :, :, None]  # pure red, green, blue pixels
+    assert luma(rgb)[0, 0, :, 0].tolist() == [0.299, 0.587, 0.114]
+    image = torch.full((1, 3, 10, 7), 200, dtype=torch.uint8)
+    small = shrink(image, 4)
+    assert small.dtype == torch.float32 and small.shape == (1, 3, 3, 2)
+    torch.testing.assert_close(small, torch.full_like(small, 200 / 255))
+    # Float input stays float: a ramp along x is read at the output pixels' centres (half-pixel:
+    # (j + 0.5) * 4 - 0.5), away from the edges where the antialiasing window is cut.
+    ramp = torch.arange(16, dtype=torch.float64).expand(1, 3, 8, 16)
+    small = shrink(ramp, 4)
+    assert small.dtype == torch.float64 and small.shape == (1, 3, 2, 4)
+    want = torch.tensor([5.5, 9.5], dtype=torch.float64).expand(1, 3, 2, 2)
+    torch.testing.assert_close(small[..., 1:3], want)
+
+
+def test_box_mean_counts_only_pixels_inside_the_image():
+    x = torch.from_numpy(np.random.default_rng(7).normal(size=(1, 2, 4, 5)))
+    for radius in (1, 2):
+        got = box_mean(x, radius).numpy()
+        for y in range(4):
+            for xx in range(5):
+                window = x[0, :, max(0, y - radius):y + radius + 1, max(0, xx - radius):xx + radius + 1]
+                np.testing.assert_allclose(got[0, :, y, xx], window.mean((1, 2)).numpy(), rtol=1e-12)
+
+
+def _slow_guided(small: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """He et al.'s guided filter coefficients, window by window (each channel guided by luma)."""
+    _, h, w = small.shape
+    y = 0.299 * small[0] + 0.587 * small[1] + 0.114 * small[2]
+
+    def win(t, i, j):
+        return t[..., max(0, i - radius):i + radius + 1, max(0, j - radius):j + radius + 1]
+
+    a, b = np.zeros((3, h, w)), np.zeros((3, h, w))
+    for i in range(h):
+        for j in range(w):
+            wy, wi = win(y, i, j), win(small, i, j)
+            var = (wy * wy).mean() - wy.mean() ** 2
+            cov = (wy * wi).mean((1, 2)) - wy.mean() * wi.mean((1, 2))
+            a[:, i, j] = cov / (max(var, 0) + eps)
+            b[:, i, j] = wi.mean((1, 2)) - a[:, i, j] * wy.mean()
+    out = np.zeros((6, h, w))
+    for i in range(h):
+        for j in range(w):
+            out[:3, i, j], out[3:, i, j] = win(a, i, j).mean((1, 2)), win(b, i, j).mean((1, 2))
+    return out
+
+
+def test_guided_coefficients_match_the_window_by_window_filter():
+    small = np.random.default_rng(8).uniform(size=(3, 5, 6))
+    for eps in (1e-3, 0.05):
+        got = guided_coefficients(torch.from_numpy(small)[None], 1, eps)[0].numpy()
+        np.testing.assert_allclose(got, _slow_guided(small, 1, eps), rtol=1e-9, atol=1e-12)
+    # eps = inf (the box filter): a = 0 and b the box mean of the box mean.
+    got = guided_coefficients(torch.from_numpy(small)[None], 1, float("inf"))
+    assert torch.all(got[:, :3] == 0)
+    x = torch.from_numpy(small)[None]
+    torch.testing.assert_close(got[:, 3:], box_mean(box_mean(x, 1), 1))
+
+
+def test_denoise_is_the_documented_blend():
+    rng = np.random.default_rng(9)
+    image = torch.from_numpy(rng.uniform(size=(1, 3, 4, 6)))
+    coeffs = torch.from_numpy(rng.normal(size=(1, 6, 4, 6)))  # full size: no upsampling
+    lam = torch.from_numpy(rng.uniform(size=(1, 1, 4, 6)))
+    y = luma(image)
+    want = image + lam * (coeffs[:, :3] * y + coeffs[:, 3:] - image)
+    torch.testing.assert_close(denoise(image, coeffs, lam), want)
+    # Coefficients of one cell (1 x 1) apply to every pixel.
+    one = coeffs[:, :, :1, :1]
+    torch.testing.assert_close(denoise(image, one, lam), image + lam * (one[:, :3] * y + one[:, 3:] - image))
+    up = upsample(torch.arange(4.0).reshape(1, 1, 2, 2), 4, 4)  # half-pixel bilinear, edge-clamped
+    torch.testing.assert_close(up[0, 0, 0], torch.tensor([0.0, 0.25, 0.75, 1.0]))
+
+
+def _composed(model: DeepUPE, x: torch.Tensor, strength: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D, S) of DeepUPE.render written out from the parts tested above: slice the grid (the mean
+    row for a grey S), denoise with the sliced strength scaled by min(k, 1), S ** k."""
+    grey = model.cfg.illumination == "grey"
+    grid = model.grid(x)
+    coeffs = slice_grid(grey_grid(grid) if grey else grid, model.guide(x))
+    n = 4 if grey else 12
+    d = x
+    if model.cfg.denoise:
+        lam = torch.sigmoid(coeffs[:, n:n + 1]) * min(strength, 1.0)
+        small = shrink(x, model.cfg.denoise_factor)
+        d = denoise(x, guided_coefficients(small, model.cfg.denoise_radius, model.cfg.denoise_eps), lam)
+        d = d.clamp(0, 1)
+    s = illumination(apply_affine(coeffs[:, :n], d), d, grey=grey) ** strength
+    return d, s
+
+
+@pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(illumination="rgb", denoise=False)],
+                         ids=["grey-denoise", "rgb-plain"])
+def test_render_is_the_composition_of_its_steps(cfg):
+    torch.manual_seed(3)
+    model = DeepUPE(cfg).eval()
+    torch.nn.init.normal_(model.coeffs.pred.weight, std=0.5)  # a grid far from the init
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        for k in (1.0, 0.5, 2.0):
+            p = model(x, strength=k)
+            d, s = _composed(model, x, k)
+            torch.testing.assert_close(p.denoised, d)
+            torch.testing.assert_close(p.illumination, s)
+            torch.testing.assert_close(p.output, (d / s).clamp(0, 1))
+            assert p.grid.shape == (1, cfg.n_coeffs, 8, 16, 16) and p.guide.shape == (1, 1, 40, 56)
+        if cfg.denoise:  # the denoised frame really differs from the input (strength > 0)
+            assert float((p.denoised - x).abs().mean()) > 1e-3
+        else:
+            assert torch.equal(p.denoised, x)
+
+
+def test_denoise_threshold_and_lowres_input():
+    model = DeepUPE(ModelConfig(denoise_eps=2e-3))
+    assert model.denoise_threshold() == pytest.approx(2e-3)  # exp(log eps), learned from there
+    assert isinstance(model.denoise_threshold(), float)
+    assert DeepUPE(ModelConfig(denoise_filter="box")).denoise_threshold() == float("inf")
+    x = torch.rand(1, 3, 256, 256)
+    assert model.lowres(x) is x  # already the network's size: no resampling
+    y = torch.rand(2, 3, 100, 300)
+    torch.testing.assert_close(model.lowres(y), torch.nn.functional.interpolate(
+        y, size=(256, 256), mode="bilinear", antialias=True, align_corners=False))
+
+
+def test_config_rules_and_old_checkpoints():
+    for lowres, grid in ((192, 16), (256, 256), (256, 512)):  # ratio 12, 1, below 1
+        with pytest.raises(ValueError, match=f"power of two >= 2, got {lowres}/{grid}"):
+            ModelConfig(lowres=lowres, grid_size=grid)
+    assert ModelConfig(lowres=32, grid_size=16).n_splat == 1  # ratio 2: the smallest allowed
+    assert ModelConfig(lowres=512, grid_size=16).n_splat == 5
+    with pytest.raises(ValueError, match="denoise_filter must be one of"):
+        ModelConfig(denoise_filter="median")
+    assert ModelConfig().n_coeffs == 13 and ModelConfig(denoise=False).n_coeffs == 12
+    text = ModelConfig(grid_depth=4, denoise_filter="box").to_json()
+    assert json.loads(text) == {**dataclasses.asdict(ModelConfig()), "grid_depth": 4, "denoise_filter": "box"}
+    assert list(json.loads(text)) == sorted(json.loads(text))  # sorted keys: one text per config
+    # An old checkpoint: no denoising and per-channel S unless it says so; unknown keys ignored.
+    old = ModelConfig.from_json('{"grid_depth": 4, "dropout": 0.1}')
+    assert old == ModelConfig(grid_depth=4, illumination="rgb", denoise=False)
+    assert ModelConfig.from_json(text) == ModelConfig(grid_depth=4, denoise_filter="box")
