@@ -31,47 +31,59 @@ def _psnr(sq_err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def _ssim_map(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``(B, 1, H - 10, W - 10)`` SSIM map (channel mean), Wang et al.'s 11x11 Gaussian, sigma 1.5.
 
-    The five local moments of each image are blurred in one OpenCV call over a 15-channel
-    array (separable, SIMD): the same numbers as ``kornia.metrics.ssim(padding='valid')``, several
-    times faster on a CPU.
+    The local moments are blurred by OpenCV over pixel-interleaved channels (separable, SIMD):
+    the same numbers as ``kornia.metrics.ssim(padding='valid')``, several times faster on a CPU.
+    A target shared by the batch (``(1, 3, H, W)``: every method's result for one frame) has its
+    moments (y, y^2) blurred once; each output then needs x, x^2 and xy.
     """
     k = cv2.getGaussianKernel(SSIM_WINDOW, 1.5, cv2.CV_32F)
     r = SSIM_WINDOW // 2
-    x, y = output.float(), target.float().expand_as(output)
+    targets = [np.ascontiguousarray(t.float().cpu().numpy()) for t in target]
+    blurred_targets: dict[int, np.ndarray] = {}
     maps = []
-    for xb, yb in zip(x, y, strict=True):
-        stack = np.empty((*xb.shape[1:], 15), np.float32)
-        _moments(np.ascontiguousarray(xb.cpu().numpy()), np.ascontiguousarray(yb.cpu().numpy()), stack)
-        blurred = cv2.sepFilter2D(stack, -1, k, k)[r:-r, r:-r]
-        out = np.empty(blurred.shape[:2], np.float32)
-        _ssim_from_moments(np.ascontiguousarray(blurred), np.float32(0.01**2), np.float32(0.03**2), out)
+    for i, xb in enumerate(output.float()):
+        j = i if len(targets) > 1 else 0
+        y = targets[j]
+        if j not in blurred_targets:
+            stack = np.empty((*y.shape[1:], 6), np.float32)
+            _moments(y, y, stack, target=True)
+            blurred_targets[j] = cv2.sepFilter2D(stack, -1, k, k)
+        stack = np.empty((*y.shape[1:], 9), np.float32)
+        _moments(np.ascontiguousarray(xb.cpu().numpy()), y, stack, target=False)
+        out = np.empty((y.shape[1] - 2 * r, y.shape[2] - 2 * r), np.float32)
+        _ssim_from_moments(cv2.sepFilter2D(stack, -1, k, k), blurred_targets[j], r,
+                           np.float32(0.01**2), np.float32(0.03**2), out)
         maps.append(torch.from_numpy(out)[None])
     return torch.stack(maps).to(output.device)
 
 
 @njit(cache=True, nogil=True)
-def _moments(x, y, out):  # pragma: no cover - compiled
-    """``(3, H, W)`` x and y -> ``(H, W, 15)``: x, y, x^2, y^2, xy per channel, pixel-interleaved
-    for OpenCV's multi-channel blur (one pass, not five tensors, a concatenation and a transpose)."""
+def _moments(x, y, out, target):  # pragma: no cover - compiled
+    """``(3, H, W)`` x and y -> pixel-interleaved moments for OpenCV's multi-channel blur (one
+    pass, not five tensors, a concatenation and a transpose): ``(H, W, 9)`` x, x^2, xy per
+    channel, or with ``target`` ``(H, W, 6)`` y, y^2."""
     for c in range(3):
         for i in range(x.shape[1]):
             for j in range(x.shape[2]):
                 a, b = x[c, i, j], y[c, i, j]
-                out[i, j, c], out[i, j, 3 + c] = a, b
-                out[i, j, 6 + c], out[i, j, 9 + c], out[i, j, 12 + c] = a * a, b * b, a * b
+                if target:
+                    out[i, j, c], out[i, j, 3 + c] = b, b * b
+                else:
+                    out[i, j, c], out[i, j, 3 + c], out[i, j, 6 + c] = a, a * a, a * b
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _ssim_from_moments(b, c1, c2, out):  # pragma: no cover - compiled
-    """Channel-mean SSIM map from the blurred moments ``b`` (h, w, 15: x, y, x^2, y^2, xy per
-    channel): one pass instead of a dozen full-size tensors (the bulk of `eval`'s time)."""
+def _ssim_from_moments(bx, by, r, c1, c2, out):  # pragma: no cover - compiled
+    """Channel-mean SSIM map from the blurred moments of an output ``bx`` (H, W, 9: x, x^2, xy
+    per channel) and of its target ``by`` (H, W, 6: y, y^2), over the windows that fit (``r``
+    from each edge): one pass instead of a dozen full-size tensors."""
     two, third = np.float32(2.0), np.float32(1.0 / 3.0)
-    for i in range(b.shape[0]):
-        for j in range(b.shape[1]):
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
             acc = np.float32(0.0)
             for c in range(3):
-                mx, my = b[i, j, c], b[i, j, 3 + c]
-                xx, yy, xy = b[i, j, 6 + c], b[i, j, 9 + c], b[i, j, 12 + c]
+                mx, xx, xy = bx[i + r, j + r, c], bx[i + r, j + r, 3 + c], bx[i + r, j + r, 6 + c]
+                my, yy = by[i + r, j + r, c], by[i + r, j + r, 3 + c]
                 num = (two * mx * my + c1) * (two * (xy - mx * my) + c2)
                 den = (mx * mx + my * my + c1) * (xx - mx * mx + yy - my * my + c2)
                 acc += num / den
