@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from endolight.data import FrameRef
+from endolight.device import torch_threads
 from endolight.figures import bin_index, brightness_bins, brightness_plot, contact_sheet
 from endolight.fov import detect_fov, fov_mask
 from endolight.io.atomic import write_csv, write_text
@@ -94,7 +95,9 @@ def evaluate(
             if on_item:
                 on_item(name)
 
-    with ThreadPoolExecutor(workers) as pool:
+    # One PyTorch thread per operator: the workers and this thread already keep the cores busy
+    # (measured on the held-out split, 640 px: 22.3-23.0 s instead of 25.3-26.4 s).
+    with ThreadPoolExecutor(workers) as pool, torch_threads(1 if workers > 1 else None):
         for pair in pairs:
             results = {name: method(pair.dim) for name, method in methods.items()}
             if samples is not None and pair.organ not in samples:

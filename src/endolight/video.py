@@ -19,13 +19,13 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from endolight.device import torch_threads
 from endolight.enhancer import Enhancer
 from endolight.fov import FovTracker
 from endolight.io.images import InputError
@@ -112,21 +112,14 @@ class VideoError(RuntimeError):
         self.report = report
 
 
-@contextmanager
-def torch_threads_for(enhancer: Enhancer) -> Iterator[None]:
+def torch_threads_for(enhancer: Enhancer) -> AbstractContextManager[None]:
     """One PyTorch thread while a fused-path stream runs (restored after).
 
     There PyTorch only runs the low-res net and the cut detector, ~2 ms a frame; with more
     threads its OpenMP barriers stall whenever the decoder or encoder holds a core, which
     measured 100x slower on a busy 2-core machine. The full-res kernel keeps all cores.
     """
-    threads = torch.get_num_threads()
-    if enhancer.guide_params is not None:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    return torch_threads(1 if enhancer.guide_params is not None else None)
 
 
 def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
