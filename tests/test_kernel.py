@@ -11,8 +11,11 @@ from endolight.data import list_frames, load_frame
 from endolight.degrade import DegradeConfig
 from endolight.enhancer import Enhancer
 from endolight.io.tensors import to_tensor, to_uint8
+from endolight.kernels.common import axis_taps
 from endolight.kernels.fused import GuideParams, render_uint8
+from endolight.kernels.planar import box_mean_np
 from endolight.model import DeepUPE, ModelConfig
+from endolight.model.denoise import box_mean
 from endolight.model.slicing import EPS
 from endolight.pairs import make_pair
 
@@ -183,3 +186,22 @@ def test_denoising_grid_needs_its_thirteenth_channel():
     with pytest.raises(ValueError, match=r"\(13, D"):
         _render(np.zeros((8, 8, 3), np.uint8), torch.zeros(1, 12, 8, 16, 16), guide,
                 denoise=np.zeros((6, 2, 2), np.float32))
+
+
+def test_axis_taps_hand_computed_and_clamped_inside_the_grid():
+    # Pixel i of 8 reads coordinate (i + 0.5) / 8 * 2 - 0.5 of a 2-cell axis, clamped to
+    # [0, 1]: -0.375, -0.125 (clamped to 0), 0.125 ... 0.875, 1.125, 1.375 (clamped to 1). The
+    # lower index stays at 0 (cells - 2) so the kernels' upper tap (index + 1) never reads past
+    # the grid: the last pixels get index 0 and weight 1, not index 1 and weight 0.
+    lo, w = axis_taps(8, 2)
+    np.testing.assert_array_equal(lo, np.zeros(8))
+    np.testing.assert_array_equal(w, np.array([0, 0, 0.125, 0.375, 0.625, 0.875, 1, 1], np.float32))
+    lo, w = axis_taps(3, 1)  # one cell: index 0, weight 0 everywhere
+    assert lo.tolist() == [0, 0, 0] and w.tolist() == [0, 0, 0]
+
+
+def test_box_mean_of_one_channel():
+    # OpenCV drops the trailing axis of a one-channel image; the mean must not care.
+    x = torch.rand(1, 1, 19, 23)
+    fast = torch.from_numpy(box_mean_np(x[0].numpy(), 2))
+    torch.testing.assert_close(fast, box_mean(x, 2)[0], atol=1e-5, rtol=0)
