@@ -1,0 +1,97 @@
+"""A live stream over the loopback into `endolight video`, and where its latency goes.
+
+    python scripts/live_latency.py [WIDTH HEIGHT] [--low-latency] [--frames N]
+
+A child process sends the laparoscopy clip of ../shared/data, resized to WIDTH x HEIGHT, as a
+25 fps H.264 MPEG-TS stream to udp://127.0.0.1:PORT (x264 ultrafast, zerolatency), as a camera
+or a video processor would; this process enhances it with the shipped model
+(`endolight.video.enhance_video`, as `endolight video udp://... -o out.mp4` does) and prints the
+frames written and dropped, the latency from decoded to written (p50, p99), the first frames'
+latencies and which frames took over 50 ms. The sender shares the machine's cores. Stop other
+work first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+FPS = 25
+CLIP = "laparoscopy/cholecystectomy-720p.mp4"
+
+
+def send(port: int, frames: int, width: int, height: int) -> None:
+    """Stream ``frames`` frames in real time once the receiver's UDP port is bound."""
+    import av
+    import cv2
+
+    from endolight.data import default_data_root
+
+    with av.open(str(default_data_root() / CLIP)) as src:
+        clip = [cv2.resize(f.to_ndarray(format="rgb24"), (width, height))
+                for _, f in zip(range(50), src.decode(video=0), strict=False)]
+    def bound() -> bool:  # the receiver listens: nothing sent is lost before it starts
+        rows = Path("/proc/net/udp").read_text().splitlines()[1:]
+        return any(row.split()[1].endswith(f":{port:04X}") for row in rows)
+
+    while not bound():
+        time.sleep(0.05)
+    out = av.open(f"udp://127.0.0.1:{port}?pkt_size=1316", "w", format="mpegts")
+    stream = out.add_stream("libx264", rate=FPS,
+                            options={"preset": "ultrafast", "tune": "zerolatency", "g": str(FPS)})
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    start = time.perf_counter()
+    for i in range(frames):
+        time.sleep(max(0.0, start + i / FPS - time.perf_counter()))
+        frame = av.VideoFrame.from_ndarray(clip[i % len(clip)], format="rgb24")
+        frame.pts = i
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("size", nargs="*", type=int, default=[1280, 720], help="WIDTH HEIGHT")
+    parser.add_argument("--low-latency", action="store_true")
+    parser.add_argument("--frames", type=int, default=250)
+    parser.add_argument("--send", type=int, help=argparse.SUPPRESS)  # the child: the port to send to
+    args = parser.parse_args()
+    width, height = args.size
+    if args.send:
+        send(args.send, args.frames, width, height)
+        return
+    from endolight.allocator import reuse_freed_memory
+    from endolight.enhancer import Enhancer
+    from endolight.video import VideoOptions, enhance_video
+
+    reuse_freed_memory()  # as the command line does
+    port = 5000 + random.randrange(1000)
+    sender = subprocess.Popen([sys.executable, __file__, str(width), str(height),
+                               "--frames", str(args.frames), "--send", str(port)])
+    with tempfile.TemporaryDirectory() as tmp:
+        report = enhance_video(f"udp://127.0.0.1:{port}", Path(tmp) / "live.mp4", Enhancer(),
+                               VideoOptions(low_latency=args.low_latency, timeout=2))
+    sender.wait()
+    lat = np.array(report.latency_ms)
+    print(f"{width}x{height}{' --low-latency' if args.low_latency else ''}: sent {args.frames}, "
+          f"received {report.decoded}, written {report.written}, dropped {report.dropped}; "
+          f"latency p50 {np.percentile(lat, 50):.0f} ms, p99 {np.percentile(lat, 99):.0f} ms")
+    print("first 12 frames (ms):", " ".join(f"{x:.0f}" for x in lat[:12]))
+    print("frames over 50 ms:", [i for i, x in enumerate(lat) if x > 50])
+
+
+if __name__ == "__main__":
+    main()
