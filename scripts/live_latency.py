@@ -2,7 +2,8 @@
 
     python scripts/live_latency.py [WIDTH HEIGHT] [--low-latency] [--frames N]
 
-A child process sends the laparoscopy clip of ../shared/data, resized to WIDTH x HEIGHT, as a
+A child process (this script with ``--send PORT``; tests/test_live.py uses it too) sends the
+laparoscopy clip of ../shared/data, resized to WIDTH x HEIGHT, as a
 25 fps H.264 MPEG-TS stream to udp://127.0.0.1:PORT (x264 ultrafast, zerolatency), as a camera
 or a video processor would; this process enhances it with the shipped model
 (`endolight.video.enhance_video`, as `endolight video udp://... -o out.mp4` does) and prints the
@@ -26,25 +27,36 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
+from endolight.data import default_data_root  # noqa: E402
+
 FPS = 25
 CLIP = "laparoscopy/cholecystectomy-720p.mp4"
 
 
-def send(port: int, frames: int, width: int, height: int) -> None:
-    """Stream ``frames`` frames in real time once the receiver's UDP port is bound."""
+def send(port: int, frames: int, width: int, height: int, source: Path) -> None:
+    """Stream ``frames`` frames of ``source`` (a video file or a folder of images, its first 50
+    frames looped, resized to ``width`` x ``height``) in real time once the receiver's UDP port
+    is bound. Prints ``ready`` when about to wait for the receiver, and the count when done."""
     import av
     import cv2
 
-    from endolight.data import default_data_root
+    if source.is_dir():
+        images = [cv2.imread(str(f))[..., ::-1] for f in sorted(source.iterdir())[:50]]
+    else:
+        with av.open(str(source)) as src:
+            decoded = zip(range(50), src.decode(video=0), strict=False)
+            images = [f.to_ndarray(format="rgb24") for _, f in decoded]
+    clip = [np.ascontiguousarray(cv2.resize(image, (width, height))) for image in images]
 
-    with av.open(str(default_data_root() / CLIP)) as src:
-        clip = [cv2.resize(f.to_ndarray(format="rgb24"), (width, height))
-                for _, f in zip(range(50), src.decode(video=0), strict=False)]
     def bound() -> bool:  # the receiver listens: nothing sent is lost before it starts
         rows = Path("/proc/net/udp").read_text().splitlines()[1:]
         return any(row.split()[1].endswith(f":{port:04X}") for row in rows)
 
+    print("ready", flush=True)
+    give_up = time.perf_counter() + 60
     while not bound():
+        if time.perf_counter() > give_up:
+            sys.exit("the receiver never listened")
         time.sleep(0.05)
     out = av.open(f"udp://127.0.0.1:{port}?pkt_size=1316", "w", format="mpegts")
     stream = out.add_stream("libx264", rate=FPS,
@@ -60,6 +72,7 @@ def send(port: int, frames: int, width: int, height: int) -> None:
     for packet in stream.encode():
         out.mux(packet)
     out.close()
+    print(frames, flush=True)
 
 
 def main() -> None:
@@ -67,11 +80,14 @@ def main() -> None:
     parser.add_argument("size", nargs="*", type=int, default=[1280, 720], help="WIDTH HEIGHT")
     parser.add_argument("--low-latency", action="store_true")
     parser.add_argument("--frames", type=int, default=250)
-    parser.add_argument("--send", type=int, help=argparse.SUPPRESS)  # the child: the port to send to
+    parser.add_argument("--source", type=Path, help="video file or folder of frames to send "
+                                                     "(default: the laparoscopy clip of the data)")
+    parser.add_argument("--send", type=int, metavar="PORT",
+                        help="only send the stream to udp://127.0.0.1:PORT (the sender process)")
     args = parser.parse_args()
     width, height = args.size
     if args.send:
-        send(args.send, args.frames, width, height)
+        send(args.send, args.frames, width, height, args.source or default_data_root() / CLIP)
         return
     from endolight.allocator import reuse_freed_memory
     from endolight.enhancer import Enhancer
@@ -79,8 +95,10 @@ def main() -> None:
 
     reuse_freed_memory()  # as the command line does
     port = 5000 + random.randrange(1000)
+    source = ["--source", str(args.source)] if args.source else []
     sender = subprocess.Popen([sys.executable, __file__, str(width), str(height),
-                               "--frames", str(args.frames), "--send", str(port)])
+                               "--frames", str(args.frames), "--send", str(port), *source],
+                              stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory() as tmp:
         report = enhance_video(f"udp://127.0.0.1:{port}", Path(tmp) / "live.mp4", Enhancer(),
                                VideoOptions(low_latency=args.low_latency, timeout=2))

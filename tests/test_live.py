@@ -39,35 +39,7 @@ TIMEOUT = 2.0  # the receiver's --timeout: short, yet far above a paced sender's
 # Loads its frames and says "ready"; sends nothing until the receiver's socket is bound (no frame
 # goes into the void), then N frames in real time with a short GOP, as a live encoder does;
 # prints N.
-SENDER = """
-import sys, time
-import av, cv2
-port, n, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-files = sorted(__import__("pathlib").Path(folder).glob("*.png"), key=lambda p: int(p.stem.split("_")[1]))
-frames = [cv2.imread(str(p))[..., ::-1].copy() for p in files]
-def bound():
-    return any(line.split()[1].endswith(f":{port:04X}") for line in open("/proc/net/udp").readlines()[1:])
-print("ready", flush=True)
-give_up = time.perf_counter() + 60
-while not bound():
-    if time.perf_counter() > give_up:
-        sys.exit("the receiver never listened")
-    time.sleep(0.05)
-out = av.open(f"udp://127.0.0.1:{port}?pkt_size=1316", "w", format="mpegts")
-st = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "tune": "zerolatency", "g": "25"})
-st.width, st.height, st.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-t0 = time.perf_counter()
-for i in range(n):
-    time.sleep(max(0.0, t0 + i / 25 - time.perf_counter()))
-    vf = av.VideoFrame.from_ndarray(frames[i % len(frames)], format="rgb24")
-    vf.pts = i
-    for p in st.encode(vf):
-        out.mux(p)
-for p in st.encode():
-    out.mux(p)
-out.close()
-print(n)
-"""
+SENDER = Path(__file__).parents[1] / "scripts" / "live_latency.py"  # its --send mode
 
 SUMMARY = re.compile(r"stream ended \((?P<why>[^)]*)\): (?P<received>\d+) frames received, "
                      r"(?P<written>\d+) written to .*, (?P<dropped>\d+) dropped.*"
@@ -102,7 +74,8 @@ def warm() -> None:
 @pytest.mark.parametrize("low_latency", [False, True])
 def test_udp_stream_is_enhanced_and_its_end_is_a_normal_end(tmp_path, data_root, warm, low_latency):
     port, sent = _free_port(socket.SOCK_DGRAM), 3 * FPS  # 3 s of 320x240 video
-    sender = subprocess.Popen([sys.executable, "-c", SENDER, str(port), str(sent), str(data_root / SEQUENCE)],
+    sender = subprocess.Popen([sys.executable, str(SENDER), "320", "240", "--frames", str(sent),
+                               "--send", str(port), "--source", str(data_root / SEQUENCE)],
                               stdout=subprocess.PIPE, text=True)
     assert sender.stdout.readline().strip() == "ready"  # the receiver's time-out starts after this
     args = ["--low-latency"] if low_latency else []
