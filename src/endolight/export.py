@@ -118,7 +118,6 @@ class FrameModel(nn.Module):
         out = [torch.floor(p + 0.5).to(torch.uint8) for p in render_maps(maps, planes, self.strength)]
         return torch.stack([p[:, 0] for p in out], dim=-1) if nhwc else torch.cat(out, dim=1)
 
-
     def _i420(self, frame: torch.Tensor) -> torch.Tensor:
         n, rows, w = frame.shape
         h = rows // 3 * 2
