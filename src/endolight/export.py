@@ -45,7 +45,7 @@ from endolight.io.atomic import atomic_write
 from endolight.io.images import MIN_SIDE
 from endolight.model import DeepUPE
 from endolight.model.denoise import shrink
-from endolight.model.maps import i420_maps, lowres_maps, render_i420, render_maps
+from endolight.model.maps import i420_maps, render_i420, render_maps, rgb_maps
 
 INPUT_NAME = "frame"
 OUTPUT_NAME = "enhanced"
@@ -107,14 +107,9 @@ class FrameModel(nn.Module):
         # would push a transpose into the per-pixel products (see render_maps).
         nhwc = self.layout == "nhwc"
         planes = [(frame[..., k].unsqueeze(1) if nhwc else frame[:, k:k + 1]).float() for k in range(3)]
-        model = self.model
-        # Each plane halved on its own (no full-resolution concatenation); the network's input
-        # and the denoiser's copy are shrunk from the half-size frame: one full-resolution read.
-        # (The network's input from the 1/4 copy instead was measured 17 dB further from the
-        # exact graph on a 512 px larynx frame: upsampled to 256, it is blurred.)
+        # Each plane halved on its own (no full-resolution concatenation): one full-resolution read.
         half = torch.cat([shrink(p, 2) for p in planes], dim=1) / 255  # 8-bit levels until here
-        grid = model.coeffs(model.lowres(half))
-        maps = lowres_maps(model, grid, shrink(half, model.cfg.denoise_factor // 2), self.strength)
+        maps = rgb_maps(self.model, half, self.strength)
         out = [torch.floor(p + 0.5).to(torch.uint8) for p in render_maps(maps, planes, self.strength)]
         return torch.stack([p[:, 0] for p in out], dim=-1) if nhwc else torch.cat(out, dim=1)
 
@@ -248,7 +243,9 @@ def max_abs_difference(path: str | Path, model: DeepUPE, frame: np.ndarray, fmt:
             got = torch.jit.load(str(path))(torch.from_numpy(batch)).numpy()[0]
     if (graph or default_graph(model)) == "fast":
         with torch.no_grad():
-            ref = FrameModel(model.cpu(), layout, strength, "fast")(torch.from_numpy(batch))[0].numpy()
+            # A copy: FrameModel puts its model in eval mode, and the caller's stays as it was.
+            twin = FrameModel(copy.deepcopy(model).cpu(), layout, strength, "fast")
+            ref = twin(torch.from_numpy(batch))[0].numpy()
     else:
         # fused=False: the PyTorch graph itself, not the CPU kernel (also within 1/255).
         ref = Enhancer(model=model, device="cpu", strength=strength, keep_border=False,

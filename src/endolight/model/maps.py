@@ -46,17 +46,19 @@ def _sliced(model: torch.nn.Module, grid: torch.Tensor, small: torch.Tensor, str
     return co[:, :4], lam, shrink(model.fit_denoiser(small), COARSEN)
 
 
-def lowres_maps(model: torch.nn.Module, grid: torch.Tensor, small: torch.Tensor,
-                strength: float = 1.0) -> torch.Tensor:
-    """The ``(B, 11, h', w')`` maps of a frame from its grid and its shrunk copy.
+def rgb_maps(model: torch.nn.Module, half: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """The ``(B, 11, h', w')`` maps of an RGB frame from its half-size copy.
 
     Args:
         model: a grey-illumination :class:`~endolight.model.DeepUPE`.
-        grid: its bilateral grid ``(B, C, D, Gh, Gw)`` for the frame.
-        small: ``(B, 3, h, w)`` the frame shrunk by ``cfg.denoise_factor``, float in [0, 1].
+        half: ``(B, 3, H/2, W/2)`` the frame halved, float in [0, 1]. The network's input and
+            the denoiser's copy are shrunk from it (from the 1/4 copy instead, the network's
+            input measured 17 dB further from the exact graph on a 512 px larynx frame:
+            upsampled to 256, it is blurred).
         strength: ``k``; the denoising strength is scaled by ``min(k, 1)``.
     """
-    affine, lam, fit = _sliced(model, grid, small, strength)
+    grid = model.coeffs(model.lowres(half))
+    affine, lam, fit = _sliced(model, grid, shrink(half, model.cfg.denoise_factor // 2), strength)
     if lam is None or fit is None:
         a = torch.ones_like(affine[:, :1])
         return torch.cat([a, torch.zeros_like(affine[:, :3]).repeat(1, 2, 1, 1), affine], dim=1)
@@ -65,7 +67,7 @@ def lowres_maps(model: torch.nn.Module, grid: torch.Tensor, small: torch.Tensor,
 
 def render_maps(maps: torch.Tensor, planes: Sequence[torch.Tensor],
                 strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``255 R = 255 D / S`` from a frame's :func:`lowres_maps`, one plane per colour.
+    """``255 R = 255 D / S`` from a frame's :func:`rgb_maps`, one plane per colour.
 
     Args:
         maps: ``(B, 11, h', w')``.
