@@ -39,15 +39,15 @@ def _ssim_map(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     k = cv2.getGaussianKernel(SSIM_WINDOW, 1.5, cv2.CV_32F)
     r = SSIM_WINDOW // 2
     targets = [np.ascontiguousarray(t.float().cpu().numpy()) for t in target]
-    blurred_targets: dict[int, np.ndarray] = {}
+    blurred_targets = []
+    for y in targets:
+        stack = np.empty((*y.shape[1:], 6), np.float32)
+        _moments(y, y, stack, target=True)
+        blurred_targets.append(cv2.sepFilter2D(stack, -1, k, k))
     maps = []
     for i, xb in enumerate(output.float()):
-        j = i if len(targets) > 1 else 0
+        j = i if len(targets) > 1 else 0  # one target for the batch, or one per image
         y = targets[j]
-        if j not in blurred_targets:
-            stack = np.empty((*y.shape[1:], 6), np.float32)
-            _moments(y, y, stack, target=True)
-            blurred_targets[j] = cv2.sepFilter2D(stack, -1, k, k)
         stack = np.empty((*y.shape[1:], 9), np.float32)
         _moments(np.ascontiguousarray(xb.cpu().numpy()), y, stack, target=False)
         out = np.empty((y.shape[1] - 2 * r, y.shape[2] - 2 * r), np.float32)

@@ -224,10 +224,14 @@ def box_mean_np(src: np.ndarray, radius: int) -> np.ndarray:
     """Mean of each pixel's ``(2 radius + 1)^2`` box over the pixels inside the image, per
     channel of ``src`` (C, h, w) float32: ``endolight.model.denoise.box_mean`` (OpenCV's running
     sums, normalised by the in-image count)."""
-    h, w = src.shape[1:]
-    out = np.empty(src.shape, np.float32)
-    sums = _box_sums(np.ascontiguousarray(src.transpose(1, 2, 0), dtype=np.float32), radius)
-    _scale(sums, _inverse_counts(h, w, 2 * radius + 1), out)
+    return _box_means(np.ascontiguousarray(src.transpose(1, 2, 0), dtype=np.float32), radius)
+
+
+def _box_means(src: np.ndarray, radius: int) -> np.ndarray:
+    """:func:`box_mean_np` of pixel-interleaved ``(h, w, C)`` float32, returned as ``(C, h, w)``."""
+    h, w, c = src.shape
+    out = np.empty((c, h, w), np.float32)
+    _scale(_box_sums(src, radius), _inverse_counts(h, w, 2 * radius + 1), out)
     return out
 
 
@@ -302,11 +306,8 @@ def guided_fit(small: np.ndarray, radius: int, eps: float) -> np.ndarray:
     stats = np.empty((h, w, 8), np.float32)
     _guided_stats(small, stats)
     coeffs = np.empty((h, w, 6), np.float32)
-    inv = _inverse_counts(h, w, 2 * radius + 1)
-    _guided_ab(_box_sums(stats, radius), inv, np.float32(eps), coeffs)
-    out = np.empty((6, h, w), np.float32)
-    _scale(_box_sums(coeffs, radius), inv, out)
-    return out
+    _guided_ab(_box_sums(stats, radius), _inverse_counts(h, w, 2 * radius + 1), np.float32(eps), coeffs)
+    return _box_means(coeffs, radius)
 
 
 _NO_KEEP = np.zeros((0, 0), dtype=np.bool_)
