@@ -71,5 +71,6 @@ def main() -> None:
                   f"{args.threads or 'default'} threads, {n} frames); vs its PyTorch twin {twin}/255; "
                   f"vs Enhancer PSNR {psnr:.1f} dB, max {worst}/255")
 
+
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ from endolight.export import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME, export_model, 
 from endolight.io.images import read_image
 from endolight.model import DeepUPE
 from endolight.model.config import ModelConfig
+from test_planar import _dim, _psnr  # the planar path's darkening and PSNR on uint8 frames
 
 onnx = pytest.importorskip("onnx", reason="pip install 'endolight[export]'")
 pytest.importorskip("onnxruntime", reason="pip install 'endolight[export]'")
@@ -92,10 +93,6 @@ def test_nchw_layout_and_strength(fmt: str, model: DeepUPE, frame: np.ndarray, t
     assert max_abs_difference(path, model, small, fmt, "nchw", strength=1.0) > 1
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255**2 / np.mean((a.astype(np.float64) - b) ** 2)))
-
-
 def test_fast_graph_stays_close_to_the_enhancer(onnx_file: Path, model: DeepUPE, frame: np.ndarray,
                                                 data_root) -> None:
     from endolight.enhancer import Enhancer
@@ -132,7 +129,6 @@ def test_i420_graph_enhances_decoder_planes(i420_file: Path, model: DeepUPE, dat
     from endolight.enhancer import Enhancer
     from endolight.io.sources import expand_sources
     from endolight.io.yuv import i420_to_rgb, rgb_to_i420
-    from test_planar import _dim
 
     dim = _dim(load_frame(FrameRef(expand_sources(data_root / where)[0], where.split("/")[0])))
     planes = rgb_to_i420(dim[: dim.shape[0] // 2 * 2, : dim.shape[1] // 2 * 2])
