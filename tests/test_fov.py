@@ -1,0 +1,366 @@
+"""Field of view, step by step: each helper of endolight.fov on hand-made levels and frames.
+
+The real-frame tests of the detection as a whole are in test_fidelity.py; these pin what each
+step computes (thresholds at their boundary, the shapes and offsets of the morphology), on
+arrays small enough that every test runs in milliseconds.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from endolight.fov import (
+    FovConfig,
+    FovTracker,
+    _dark_border,
+    _edge_connected,
+    _edge_pixels,
+    _flat_overlays,
+    _hull,
+    _large_components,
+    _level,
+    _sharp_boundary,
+    detect_fov,
+    max_channel,
+)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_max_channel_is_the_per_pixel_maximum():
+    image = np.array([[[9, 2, 3], [1, 8, 3]], [[1, 2, 7], [5, 5, 4]]], np.uint8)
+    got = max_channel(image)
+    assert got.dtype == np.uint8
+    assert got.tolist() == [[9, 8], [7, 5]]
+
+
+def test_level_is_the_area_mean_then_a_5x5_median():
+    # Shrunk 4x: one pixel of 160 in each 4 x 4 block (in a different channel per block) is an
+    # area mean of exactly 10 everywhere; a bilinear shrink (which samples the block's middle)
+    # would give 0. The median of a constant map is the constant.
+    frame = np.zeros((32, 48, 3), np.uint8)
+    for i, (y, x) in enumerate((y, x) for y in range(0, 32, 4) for x in range(0, 48, 4)):
+        frame[y, x, i % 3] = 160
+    level = _level(frame, (12, 8))
+    assert level.dtype == np.float32 and level.shape == (8, 12)
+    assert np.array_equal(level, np.full((8, 12), 10, np.float32))
+    # At its own size nothing is shrunk, and a short bright streak (noise) is removed by the
+    # median.
+    flat = np.full((20, 30, 3), 50, np.uint8)
+    flat[10, 11:14] = 255
+    assert np.array_equal(_level(flat, (30, 20)), np.full((20, 30), 50, np.float32))
+
+
+def test_edge_pixels_are_a_two_pixel_frame():
+    a = np.arange(5 * 6).reshape(5, 6)
+    yy, xx = np.mgrid[0:5, 0:6]
+    near_row = (yy < 2) | (yy >= 3)
+    near_col = (xx < 2) | (xx >= 4)
+    # Rows 0-1 and 3-4 whole, columns 0-1 and 4-5 whole: the corners come twice.
+    expected = np.concatenate([a[near_row], a[near_col]])
+    assert np.array_equal(np.sort(_edge_pixels(a)), np.sort(expected))
+    assert np.array_equal(np.sort(_edge_pixels(a, 1)),
+                          np.sort(np.concatenate([a[0], a[4], a[:, 0], a[:, 5]])))
+
+
+def test_edge_connected_keeps_the_parts_touching_the_frame_edge():
+    mask = np.zeros((12, 12), bool)
+    mask[0:3, 0:3] = True  # touches the edge (label 1: first in raster order)
+    mask[3, 3] = True  # joins it diagonally (8-way)
+    mask[1:4, 8:11] = True  # one pixel in from the edge: not connected to it
+    mask[6:8, 5:7] = True  # in the middle
+    mask[9:12, 10] = True  # touches the bottom edge
+    got = _edge_connected(mask)
+    expected = np.zeros_like(mask)
+    expected[0:3, 0:3] = expected[3, 3] = True
+    expected[9:12, 10] = True
+    assert got.dtype == bool and np.array_equal(got, expected)
+    # A single part touching the edge (two labels: background and it) is kept.
+    one = np.zeros((12, 12), bool)
+    one[5:9, 0:4] = True
+    assert np.array_equal(_edge_connected(one), one)
+    empty = _edge_connected(np.zeros((12, 12), bool))
+    assert empty.shape == (12, 12) and empty.dtype == bool and not empty.any()
+
+
+def _ring_level(ring_values: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """A 40 x 40 level whose 2-pixel edge frame (320 values with the corners twice; 304
+    pixels) is filled from ``ring_values`` in raster order and whose inside is ``inside``."""
+    level = np.zeros((40, 40), np.float32)
+    level[2:-2, 2:-2] = inside
+    edge = np.ones((40, 40), bool)
+    edge[2:-2, 2:-2] = False
+    level[edge] = ring_values
+    return level
+
+
+def test_dark_border_threshold_on_a_clean_black_border():
+    # Border at 0: level 0, noise 0, threshold max(black_level 6, 0 + 3) = 6. A ramp from the
+    # border inwards (1 level per pixel) is border up to 6 inclusive.
+    inside = np.zeros((36, 36), np.float32)
+    inside[:, :] = 200
+    inside[10:26, 0:12] = np.arange(12, dtype=np.float32)  # a ramp touching the left border
+    level = _ring_level(np.zeros(304, np.float32), inside)
+    dark, sigma = _dark_border(level, FovConfig())
+    assert sigma == 0.0
+    assert np.array_equal(dark, _edge_connected(level <= 6))
+    assert dark[12, 2 + 6] and not dark[12, 2 + 7]
+    # A border at 20: threshold 20 + max(3, 5 * 0) = 23 (the black level is below it).
+    level = _ring_level(np.full(304, 20, np.float32), inside + 20 * (inside < 12))
+    dark, sigma = _dark_border(level, FovConfig())
+    assert sigma == 0.0
+    assert dark[12, 2 + 3] and not dark[12, 2 + 4]  # ramp 20 + 3 = 23 in, 24 out
+
+
+def test_dark_border_noise_is_the_mad_of_the_lower_half():
+    # Ring of 304 pixels: 150 at 10, 50 at 8, 50 at 12, 30 at 18, 24 at 17. 5th percentile: 8;
+    # near pixels (<= 8 + 8 = 16): the 8s, 10s and 12s; their median 10. Deviations of those at
+    # or below it: 50 x 2 and 150 x 0, median 0 -> noise 0, threshold 10 + 3 = 13.
+    ring = np.repeat(np.array([10, 8, 12, 18, 17], np.float32), [150, 50, 50, 30, 24])
+    inside = np.full((36, 36), 200, np.float32)
+    inside[10:26, 0:30] = np.arange(30, dtype=np.float32)  # ramp 0..29 from the left border
+    dark, sigma = _dark_border(_ring_level(ring, inside), FovConfig())
+    assert sigma == 0.0
+    assert dark[12, 2 + 13] and not dark[12, 2 + 14]
+    # 100 at 8, 40 at 10, 30 at 12, 60 at 16, 74 at 17. 5th percentile 8; near (<= 16, so the
+    # 16s are in and the 17s out): 230 pixels, median 10 (without the 16s it would be 8, with
+    # the 17s 12). At or below it: 100 at 8 (deviation 2), 40 at 10 (0): median deviation 2 ->
+    # noise 2 x 1.4826 = 2.9652, threshold 10 + 5 x 2.9652 = 24.826.
+    ring = np.repeat(np.array([8, 10, 12, 16, 17], np.float32), [100, 40, 30, 60, 74])
+    dark, sigma = _dark_border(_ring_level(ring, inside), FovConfig())
+    assert sigma == pytest.approx(2 * 1.4826)
+    assert dark[12, 2 + 24] and not dark[12, 2 + 25]
+
+
+def test_dark_border_none_above_the_maximum_border_level():
+    inside = np.full((36, 36), 200, np.float32)
+    # Darkest edge pixels at 48: still a border (threshold 51).
+    dark, sigma = _dark_border(_ring_level(np.full(304, 48, np.float32), inside), FovConfig())
+    assert sigma == 0.0 and dark[0].all() and not dark[20, 20]
+    # At 49: no border, and no noise measured.
+    dark, sigma = _dark_border(_ring_level(np.full(304, 49, np.float32), inside), FovConfig())
+    assert dark.shape == (40, 40) and dark.dtype == bool and not dark.any() and sigma == 0.0
+
+
+def test_large_components_keeps_parts_of_at_least_the_minimum_area():
+    # 20 x 20 = 400 pixels, minimum 0.1: 40 pixels. Parts in raster order: 39 pixels (dropped),
+    # two 4 x 5 blocks touching at a corner (one 8-way part of 40: kept), 60 pixels (kept).
+    mask = np.zeros((20, 20), bool)
+    mask[0:3, 0:13] = True
+    mask[6:10, 0:5] = True
+    mask[10:14, 5:10] = True
+    mask[15:20, 8:20] = True
+    got = _large_components(mask, 0.1)
+    expected = mask.copy()
+    expected[0:3] = False
+    assert got.dtype == bool and np.array_equal(got, expected)
+    # The 39-pixel part is kept with a 39-pixel minimum.
+    assert np.array_equal(_large_components(mask, 39 / 400), mask)
+    assert not _large_components(mask, 0.5).any()
+
+
+def test_hull_fills_the_convex_polygon_of_the_mask():
+    mask = np.zeros((12, 12), bool)
+    mask[2, 2] = mask[2, 8] = mask[8, 2] = True
+    yy, xx = np.mgrid[0:12, 0:12]
+    triangle = (xx >= 2) & (yy >= 2) & (xx + yy <= 10)
+    got = _hull(mask)
+    assert got.dtype == bool and np.array_equal(got, triangle)
+
+
+def _outline(top: int, bottom: int, left: int, right: int, shape=(40, 40)) -> np.ndarray:
+    out = np.zeros(shape, bool)
+    out[top, left:right + 1] = out[bottom, left:right + 1] = True
+    out[top:bottom + 1, left] = out[top:bottom + 1, right] = True
+    return out
+
+
+def test_sharp_boundary_outline_and_its_pixels_near_a_step():
+    # Content: a square from row/column 2 to 37 of a 40 x 40 level, so its one-pixel outline
+    # lies exactly on the 2-pixel margin kept from the frame edge. A vertical step of 80 levels
+    # between columns 19 and 20: the Sobel gradient / 8 is 40 on those two columns (80 over the
+    # 2-pixel central difference), 0 elsewhere; within radius 3 of it lie columns 16-23.
+    content = np.zeros((40, 40), bool)
+    content[2:38, 2:38] = True
+    outline = _outline(2, 37, 2, 37)
+    near = np.zeros((40, 40), bool)
+    near[:, 16:24] = True
+    level = np.zeros((40, 40), np.float32)
+    level[:, 20:] = 80
+    boundary, sharp = _sharp_boundary(level, content, 3, 40.0)
+    assert np.array_equal(boundary, outline)
+    assert np.array_equal(sharp, outline & near)  # the top and bottom sides, columns 16-23
+    assert not _sharp_boundary(level, content, 3, 40.5)[1].any()  # the gradient is 40, not more
+    # The same across a horizontal step (rows 16-23 of the left and right sides), radius 2.
+    _, sharp = _sharp_boundary(level.T.copy(), content, 2, 40.0)
+    assert np.array_equal(sharp, outline & near.T & (np.arange(40)[:, None] >= 17)
+                          & (np.arange(40)[:, None] <= 22))
+    # A ramp of 3 levels per pixel has a gradient of 3 everywhere (first derivative, not the
+    # second): with a minimum of 3 the whole outline is sharp, with 3.01 none of it.
+    ramp = np.tile(np.arange(40, dtype=np.float32) * 3, (40, 1))
+    assert np.array_equal(_sharp_boundary(ramp, content, 3, 3.0)[1], outline)
+    assert not _sharp_boundary(ramp, content, 3, 3.01)[1].any()
+    assert np.array_equal(_sharp_boundary(ramp.T.copy(), content, 3, 3.0)[1], outline)
+
+
+def test_sharp_boundary_ignores_the_frame_margin():
+    # Content up to the frame edge: its outline on the edge rows and columns is not a view edge.
+    content = np.zeros((40, 40), bool)
+    content[0:30, 0:30] = True
+    level = np.zeros((40, 40), np.float32)
+    boundary, sharp = _sharp_boundary(level, content, 3, 3.0)
+    expected = np.zeros((40, 40), bool)
+    expected[29, 2:30] = expected[2:30, 29] = True
+    assert np.array_equal(boundary, expected) and not sharp.any()
+
+
+def _tissue(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Reddish textured tissue: no two neighbouring pixels within the flat tolerance."""
+    rng = np.random.default_rng(seed)
+    return np.clip(np.array([150, 80, 70]) + rng.normal(0, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def test_flat_overlays_are_edge_connected_flat_rectangles():
+    # 32 x 32 tissue with a status bar: the top two rows in one flat colour. With a minimum area
+    # of 1/16 of the frame (64 pixels, the bar's area exactly) and a fill of 1.0 (the bar fills
+    # its box exactly), the bar is found, the 3 x 3 median keeping its two rows intact.
+    small = _tissue(32, 32)
+    small[0:2] = (30, 60, 120)
+    cfg = FovConfig(flat_min_area=1 / 16, flat_fill=1.0)
+    no_dark = np.zeros((32, 32), bool)
+    expected = np.zeros((32, 32), bool)
+    expected[0:2] = True
+    got = _flat_overlays(small, no_dark, cfg)
+    assert got.dtype == bool and np.array_equal(got, expected)
+    # One pixel less of bar (a 2 x 31 bar plus one tissue column): below the minimum area.
+    small[0:2, 31] = _tissue(2, 1, 1)[:, 0]
+    assert not _flat_overlays(small, no_dark, cfg).any()
+
+
+def test_flat_overlays_rules():
+    # 64 x 64 tissue (minimum area 0.005 x 4096 = 20.5 pixels, fill 0.85), with:
+    small = _tissue(64, 64)
+    want = np.zeros((64, 64), bool)
+    # one-pixel bars along each edge, away from the corners (only the seeds on that edge's
+    # own row or column reach them; the median keeps all but each end pixel);
+    small[0, 6:58] = (40, 90, 160)
+    want[0, 7:57] = True
+    small[63, 6:58] = (90, 40, 160)
+    want[63, 7:57] = True
+    small[6:58, 0] = (30, 200, 200)
+    want[7:57, 0] = True
+    small[6:58, 63] = (20, 140, 60)
+    want[7:57, 63] = True
+    got = _flat_overlays(small, np.zeros((64, 64), bool), FovConfig())
+    assert np.array_equal(got, want)
+    # a flat triangle touching the edge (it fills about half its box: tissue-shaped, not a bar);
+    tri = _tissue(64, 64, 2)
+    yy, xx = np.mgrid[0:64, 0:64]
+    tri[(yy < 24) & (xx >= 20 + yy) & (xx < 44)] = (60, 60, 60)
+    assert not _flat_overlays(tri, np.zeros((64, 64), bool), FovConfig()).any()
+    # a flat box inside the frame, not touching the edge (a caption: not found here), a flat
+    # region at 250 (saturated: never an overlay), a flat black border marked dark (its seeds
+    # are skipped) and, last in scan order, a bar along the bottom edge.
+    img = _tissue(64, 64, 3)
+    dark = np.zeros((64, 64), bool)
+    img[:, 0:6] = 0
+    dark[:, 0:6] = True
+    img[0:8, 10:40] = 250
+    img[20:40, 20:40] = (70, 70, 200)
+    img[60:64, 10:60] = (100, 100, 30)
+    want = np.zeros((64, 64), bool)
+    want[60:64, 10:60] = True
+    want[60, 10] = want[60, 59] = False  # corners of the bar lost to the median
+    assert np.array_equal(_flat_overlays(img, dark, FovConfig()), want)
+
+
+def _disc_frame(h: int = 120, w: int = 160, r: float = 50, seed: int = 0, border_noise: int = 4,
+                bar: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A textured reddish disc of radius ``r`` centred in an ``(h, w)`` frame on a black border
+    with noise in [0, border_noise); with ``bar``, a flat grey status bar over the top 10 rows.
+    Returns the frame and the disc (the view drawn)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    disc = (yy - h / 2 + 0.5) ** 2 + (xx - w / 2 + 0.5) ** 2 < r**2
+    frame = rng.integers(0, border_noise, (h, w, 3)).astype(np.uint8)
+    tissue = np.array([170, 80, 70]) + rng.normal(0, 10, (h, w, 1))
+    frame[disc] = np.clip(tissue[disc], 0, 255).astype(np.uint8)
+    if bar:
+        frame[:10] = (110, 110, 110)
+    return frame, disc
+
+
+def test_tracker_work_size():
+    tracker = FovTracker()
+    assert tracker.work_size(1080, 1920) == (384, 216)  # longer side to 384
+    assert tracker.work_size(100, 200) == (200, 100)  # never enlarged
+    assert tracker.work_size(2000, 40) == (16, 384)  # 7.68 -> at least 16
+    assert tracker.work_size(40, 2000) == (384, 16)
+    assert FovTracker(FovConfig(work_side=100)).work_size(400, 300) == (75, 100)
+
+
+def test_tracker_counts_resets_and_checks_sizes():
+    frame, disc = _disc_frame()
+    tracker = FovTracker()
+    assert tracker.count == 0 and tracker.shape == (0, 0)
+    with pytest.raises(ValueError, match="no frame added yet"):
+        _ = tracker.mask
+    for _ in range(33):
+        tracker.add(frame)
+    assert tracker.count == 32 and tracker.shape == (120, 160)  # 32 frames at most by default
+    assert np.array_equal(tracker.mask, detect_fov(frame))
+    with pytest.raises(ValueError, match=r"frame size changed from \(120, 160\) to \(60, 80\)"):
+        tracker.add(frame[:60, :80])
+    tracker.reset()
+    assert tracker.count == 0 and tracker.shape == (0, 0)
+    with pytest.raises(ValueError, match="no frame added yet"):
+        _ = tracker.mask
+    tracker.add(frame[:60, :80])  # any size after a reset
+    assert tracker.count == 1 and tracker.shape == (60, 80)
+    # A shrunk copy (video path) must have the work size; the error names both, as (w, h).
+    big = cv2.resize(frame, (800, 600), interpolation=cv2.INTER_NEAREST)
+    tracker = FovTracker()
+    with pytest.raises(ValueError, match=r"must be \(384, 288\) \(w, h\), got \(160, 120\)"):
+        tracker.add(frame, shape=(600, 800))
+    small = cv2.resize(big, (384, 288), interpolation=cv2.INTER_AREA)
+    tracker.add(small, shape=(600, 800))
+    assert tracker.shape == (600, 800) and tracker.mask.shape == (600, 800)
+    assert _iou(tracker.mask, detect_fov(big)) > 0.99
+
+
+def test_tracker_averages_its_frames():
+    frame, disc = _disc_frame(bar=True)
+    alone = detect_fov(frame)
+    assert _iou(alone, disc) > 0.95 and not alone[:10].any()
+    # The same frame twice: the mean is the frame.
+    tracker = FovTracker()
+    tracker.add(frame)
+    tracker.add(frame)
+    assert np.array_equal(tracker.mask, alone)
+    # Then a black frame: the mean is the frame at half its level, whose view and bar are still
+    # found (the mean of the last frame alone, or a difference, would be black: no view).
+    tracker = FovTracker()
+    tracker.add(frame)
+    tracker.add(np.zeros_like(frame))
+    assert _iou(tracker.mask, disc) > 0.95 and not tracker.mask[:10].any()
+    # A custom tuning is used (an implausibly large minimum view: the full frame).
+    tracker = FovTracker(FovConfig(min_area=0.9))
+    tracker.add(frame)
+    assert tracker.mask.all()
+
+
+def test_detect_fov_of_a_clip():
+    frame, disc = _disc_frame()
+    flat = np.full_like(frame, 120)  # no border at all
+    clip = [frame] * 32 + [flat] * 32
+    # Every frame of the clip counts (not only the first 32): the mean has no dark border.
+    assert detect_fov(clip).all()
+    assert _iou(detect_fov(clip[:32]), disc) > 0.95
+    # A clip as one (N, H, W, 3) array is the same as a list of its frames.
+    stacked = np.stack([frame, frame // 2])
+    assert np.array_equal(detect_fov(stacked), detect_fov([frame, frame // 2]))
+    assert detect_fov(frame, FovConfig(min_area=0.9)).all()
