@@ -419,3 +419,119 @@ def test_quantile_by_selection_is_torch_quantile(data_root):
     for values in cases:
         for q in (0.0, 0.25, 0.37, 0.5, 1.0):
             assert _quantile(values, q).item() == torch.quantile(values, q).item(), (len(values), q)
+
+
+# --- The colour and structure ports on their own (no data: fast), against scikit-image on
+# inputs that reach every branch: grey pixels, hue wrap-around, both mean-hue cases, the blue
+# rotation term, high chroma; 8-bit and off-grid colours; shared and per-image SSIM targets.
+
+
+def _lab_pairs() -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 3)`` CIELAB pairs: Sharma et al.'s kinds of cases, and random ones."""
+    rng = np.random.default_rng(5)
+    hand = [
+        ((50, 0, 0), (50, 0, 0)), ((50, 0, 0), (60, 0, 0)),  # grey: no hue at all
+        ((50, 0, 0), (55, 10, -20)), ((40, -15, 12), (40, 0, 0)),  # one grey side
+        ((50, 30, -1), (52, 28, 2)),  # hues either side of 0: the difference wraps
+        ((50, -30, -1), (52, -28, 2)),  # either side of 180 degrees: no wrap
+        ((60, 10, -60), (62, 5, -65)), ((60, 2, -40), (58, -3, -45)),  # blue, hue near 275
+        ((70, 80, 60), (68, 90, 40)), ((30, -70, 50), (35, -60, 70)),  # high chroma
+        ((50, 40, -10), (50, -10, 40)), ((50, -40, -10), (50, 10, 40)),  # big hue differences
+        ((50, 2.5, 0), (73, 25, -18)), ((50, 2.5, 0), (50, 3.1736, 0.5854)),  # Sharma 17, 21
+    ]
+    ref = np.array([p[0] for p in hand], float)
+    cmp = np.array([p[1] for p in hand], float)
+    r1 = np.c_[rng.uniform(0, 100, 200), rng.uniform(-100, 100, (200, 2))]
+    r2 = np.c_[rng.uniform(0, 100, 200), rng.uniform(-100, 100, (200, 2))]
+    return np.r_[ref, r1], np.r_[cmp, r2]
+
+
+def test_delta_e2000_map_is_scikit_images_ciede2000():
+    from endolight.metrics import delta_e2000_map
+
+    ref, cmp = _lab_pairs()
+    want = deltaE_ciede2000(ref, cmp)
+    # As (B, 3, H, W): the pairs along W of one image, and in a batch of two images.
+    a = torch.from_numpy(ref.T.astype(np.float32))[None, :, None]
+    b = torch.from_numpy(cmp.T.astype(np.float32))[None, :, None]
+    got = delta_e2000_map(a, b)
+    assert got.shape == (1, 1, 1, len(ref))
+    np.testing.assert_allclose(got[0, 0, 0].numpy(), want, atol=2e-3, rtol=1e-4)
+    assert float(delta_e2000_map(a, a).abs().max()) == 0.0
+    half = len(ref) // 2
+    batch = delta_e2000_map(torch.cat([a[..., :half], a[..., half:2 * half]]),
+                            torch.cat([b[..., :half], b[..., half:2 * half]]))
+    np.testing.assert_allclose(batch[:, 0, 0].numpy(), want[:2 * half].reshape(2, half), atol=2e-3, rtol=1e-4)
+    # Sharma et al.'s published values for pairs 17 and 21.
+    assert float(got[0, 0, 0, 12]) == pytest.approx(27.1492, abs=1e-3)
+    assert float(got[0, 0, 0, 13]) == pytest.approx(1.0000, abs=1e-3)
+
+
+def test_lab_is_scikit_images_rgb2lab():
+    rng = np.random.default_rng(6)
+    levels = rng.integers(0, 256, (2, 3, 5, 7)).astype(np.float32) / 255  # the 8-bit table
+    levels[0, :, 0, 0], levels[0, :, 0, 1] = 0.0, 1.0  # black and white
+    levels[1, :, 0, 0] = [10 / 255, 0.0, 5 / 255]  # below the sRGB curve's knee (linear part)
+    off = rng.uniform(0, 1, (2, 3, 5, 7)).astype(np.float32)  # between 8-bit levels
+    off[0, :, 0, 0] = [0.02, 0.03, 0.01]  # off-grid below the knee
+    for x in (levels, off):
+        got = lab(torch.from_numpy(x))
+        assert got.dtype == torch.float32 and got.shape == x.shape
+        want = np.stack([rgb2lab(img.transpose(1, 2, 0).astype(np.float64)).transpose(2, 0, 1) for img in x])
+        np.testing.assert_allclose(got.numpy(), want, atol=2e-4)
+    # Values outside [0, 1] are clamped first.
+    wide = torch.tensor([[[[-0.5]], [[1.5]], [[0.5]]]])
+    np.testing.assert_allclose(lab(wide).numpy(), lab(wide.clamp(0, 1)).numpy())
+
+
+def test_ssim_map_is_scikit_images_ssim():
+    from endolight.metrics import _ssim_map
+
+    out, target = _coloured(7, n=3, h=30, w=36), _coloured(8, n=1, h=30, w=36)
+    per_image = _coloured(9, n=3, h=30, w=36)
+
+    def sk(o: torch.Tensor, t: torch.Tensor) -> tuple[float, np.ndarray]:
+        mean, full = structural_similarity(
+            o.permute(1, 2, 0).double().numpy(), t.permute(1, 2, 0).double().numpy(), data_range=1,
+            channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True)
+        return mean, full.mean(-1)[5:-5, 5:-5]
+
+    shared = _ssim_map(out, target)  # one target for the batch
+    own = _ssim_map(out, per_image)  # one target per image
+    assert shared.shape == own.shape == (3, 1, 20, 26) and shared.dtype == torch.float32
+    for i in range(3):
+        mean, full = sk(out[i], target[0])
+        np.testing.assert_allclose(shared[i, 0].numpy(), full, atol=2e-5)
+        assert float(ssim(out[i:i + 1], target)[0]) == pytest.approx(mean, abs=2e-5)
+        np.testing.assert_allclose(own[i, 0].numpy(), sk(out[i], per_image[i])[1], atol=2e-5)
+    # Masked: the mean of the map over the windows centred in the mask (cropped by 5 pixels).
+    mask = _disc_mask(3, 30, 36)
+    got = ssim(out, target, mask)
+    for i in range(3):
+        inner = mask[i, 0, 5:-5, 5:-5]
+        assert float(got[i]) == pytest.approx(float(shared[i, 0][inner].mean()), abs=1e-6)
+
+
+def test_lightness_order_error_hand_computed():
+    # 2 x 2 images at side 2 (no shrinking): the lightness (max of R, G, B) of the reference
+    # rises over the four pixels, the output's falls: every one of the 12 ordered pairs of
+    # distinct pixels flips, 12 / 4 = 3 per pixel. A brightened output keeps the order: 0.
+    ref = torch.zeros(1, 3, 2, 2)
+    ref[0, 1] = torch.tensor([[0.1, 0.2], [0.3, 0.4]])
+    rev = torch.zeros(1, 3, 2, 2)
+    rev[0, 2] = torch.tensor([[0.4, 0.3], [0.2, 0.1]])
+    swap = ref.clone()
+    swap[0, 1, 0, 0], swap[0, 1, 0, 1] = 0.2, 0.1  # one pair swapped: 2 ordered pairs flip
+    outputs = torch.cat([rev, ref * 2, swap])
+    got = lightness_order_error(outputs, ref, side=2)
+    assert got.tolist() == pytest.approx([3.0, 0.0, 0.5])
+    # One reference per output.
+    refs = torch.cat([ref, rev, ref])
+    assert lightness_order_error(outputs, refs, side=2).tolist() == pytest.approx([3.0, 3.0, 0.5])
+    # Shrunk by area to side 2 (4 x 6 -> 2 x 3): 2 x 2 block means, then compared.
+    blocks = (torch.arange(6.0) / 10).reshape(1, 1, 2, 3).expand(1, 3, 2, 3)
+    big_ref = blocks.repeat_interleave(2, -2).repeat_interleave(2, -1)
+    big_out = big_ref.flip(-1)
+    # Block lightness: reference [[0, .1, .2], [.3, .4, .5]], output each row reversed: the
+    # pairs within a row flip (3 pairs x 2 orders x 2 rows = 12), across rows none: 12 / 6 = 2.
+    assert lightness_order_error(big_out, big_ref, side=2).tolist() == pytest.approx([2.0])

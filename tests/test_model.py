@@ -337,3 +337,153 @@ def test_config_rules_and_old_checkpoints():
     old = ModelConfig.from_json('{"grid_depth": 4, "dropout": 0.1}')
     assert old == ModelConfig(grid_depth=4, illumination="rgb", denoise=False)
     assert ModelConfig.from_json(text) == ModelConfig(grid_depth=4, denoise_filter="box")
+
+
+# --- the guide, the coefficient network and the gather slice, on hand numbers --------------
+
+
+def _slow_guide(guide, image: np.ndarray) -> np.ndarray:
+    """``clamp(sum_c mix_c * sum_k slope_ck * relu(M_c . rgb + b_c - shift_ck) + m0, 0, 1)``
+    pixel by pixel, in float64."""
+    m, b = guide.ccm.detach().double().numpy(), guide.ccm_bias.detach().double().numpy()
+    shifts, slopes = guide.shifts.detach().double().numpy(), guide.slopes.detach().double().numpy()
+    mix, m0 = guide.mix.detach().double().numpy(), float(guide.mix_bias.detach())
+    _, h, w = image.shape
+    out = np.zeros((h, w))
+    for y in range(h):
+        for x in range(w):
+            v = m @ image[:, y, x] + b
+            curves = [(slopes[c] * np.maximum(v[c] - shifts[c], 0)).sum() for c in range(3)]
+            out[y, x] = min(max(float(mix @ np.array(curves)) + m0, 0.0), 1.0)
+    return out
+
+
+# Rising curves with a bend at every knot (4 knots per channel).
+SLOPES = torch.tensor([[0.8, 0.5, -0.6, 0.4], [1.2, -0.5, 0.3, -0.2], [0.6, 0.4, 0.2, -0.5]])
+
+
+def _set_guide(guide, gen: torch.Generator) -> None:
+    with torch.no_grad():
+        guide.ccm.copy_(torch.tensor([[0.9, 0.3, -0.1], [-0.2, 1.1, 0.2], [0.1, -0.3, 0.8]]))
+        guide.ccm_bias.copy_(torch.tensor([0.05, -0.1, 0.02]))
+        guide.shifts.add_(torch.rand(guide.shifts.shape, generator=gen) * 0.1)
+        guide.slopes.copy_(SLOPES)
+        guide.mix.copy_(torch.tensor([0.5, 0.3, 0.4]))
+        guide.mix_bias.fill_(0.1)
+
+
+def test_guide_starts_as_the_channel_mean_and_is_the_documented_curve():
+    from endolight.model.guide import GuideMap
+
+    guide = GuideMap(ModelConfig(guide_knots=4))
+    torch.testing.assert_close(guide.ccm.data, torch.eye(3))
+    assert not guide.ccm_bias.any() and not guide.mix_bias.any()
+    torch.testing.assert_close(guide.shifts.data, torch.tensor([[0.0, 0.25, 0.5, 0.75]] * 3))
+    torch.testing.assert_close(guide.slopes.data, torch.tensor([[1.0, 0, 0, 0]] * 3))
+    torch.testing.assert_close(guide.mix.data, torch.full((3,), 1 / 3))
+    image = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+    # The identity curve: the guide is the mean of R, G and B.
+    torch.testing.assert_close(guide(image), image.mean(1, keepdim=True))
+    _set_guide(guide, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = guide(image)
+    assert got.shape == (2, 1, 5, 7)
+    for i in range(2):
+        want = _slow_guide(guide, image[i].double().numpy())
+        assert ((want > 0) & (want < 1)).mean() > 0.9  # the curve, not its clamp, is compared
+        np.testing.assert_allclose(got[i, 0].numpy(), want, atol=1e-5)
+    # The clamp to [0, 1] at both ends.
+    with torch.no_grad():
+        guide.mix_bias.fill_(5.0)
+        assert torch.equal(guide(image), torch.ones(2, 1, 5, 7))
+        assert torch.equal(guide.lookup(image), torch.ones(2, 1, 5, 7))
+        guide.mix_bias.fill_(-5.0)
+        assert torch.equal(guide(image), torch.zeros(2, 1, 5, 7))
+        assert torch.equal(guide.lookup(image), torch.zeros(2, 1, 5, 7))
+
+
+def test_guide_lookup_table_equals_the_curve():
+    from endolight.model.guide import LUT_NODES, GuideMap
+
+    assert LUT_NODES == 4096
+    gen = torch.Generator().manual_seed(2)
+    image = torch.rand(2, 3, 6, 9, generator=gen)
+    image[0, :, 0, 0], image[0, :, 0, 1] = 0.0, 1.0  # black and white: both ends of the table
+    image[1, :, 2, 3] = torch.tensor([1.0, 0.0, 1.0])
+    guide = GuideMap(ModelConfig(guide_knots=4))
+    with torch.no_grad():
+        # Identity colour matrix, knots on the table's nodes (range [0, 1], 4 cells): the
+        # piecewise linear curve is exactly its table, interpolated.
+        guide.slopes.copy_(SLOPES)
+        guide.mix.copy_(torch.tensor([0.5, 0.3, 0.4]))
+        guide.mix_bias.fill_(0.05)
+        torch.testing.assert_close(guide.lookup(image, nodes=4), guide(image), atol=1e-6, rtol=0)
+        # Any matrix, bias and knots: within 1e-3 of the guide's range with the default table
+        # (the docstring's bound; measured 1.2e-7 here), and 0.04 from it with a 4-cell table.
+        _set_guide(guide, gen)
+        ref = guide(image)
+        assert float((guide.lookup(image) - ref).abs().max()) < 1e-3
+        assert float((guide.lookup(image, nodes=4) - ref).abs().max()) > 1e-2
+
+
+def test_coefficient_net_layers_and_output():
+    from endolight.model.net import N_AFFINE, CoefficientNet
+
+    assert N_AFFINE == 12
+    cfg = ModelConfig(lowres=64, grid_size=8, grid_depth=4, channel_mult=1, fc_width=32)
+    net = CoefficientNet(cfg)
+    convs = [m for m in net.splat.modules() if isinstance(m, torch.nn.Conv2d)]
+    # lowres / grid = 8: three stride-2 3x3 convs, 8, 16, 32 channels, each with a ReLU.
+    assert [(c.in_channels, c.out_channels, c.stride, c.kernel_size, c.padding) for c in convs] == [
+        (3, 8, (2, 2), (3, 3), (1, 1)), (8, 16, (2, 2), (3, 3), (1, 1)), (16, 32, (2, 2), (3, 3), (1, 1))]
+    assert [type(m).__name__ for m in net.splat[0]] == ["Conv2d", "ReLU"]
+    # Local path: two stride-1 convs to 64 channels, the second linear (no ReLU).
+    assert [type(m).__name__ for m in net.local[0]] == ["Conv2d", "ReLU"]
+    assert [type(m).__name__ for m in net.local[1]] == ["Conv2d"]
+    assert [(s[0].in_channels, s[0].out_channels, s[0].stride) for s in net.local] == [(32, 64, (1, 1)),
+                                                                                      (64, 64, (1, 1))]
+    # Global path: grid 8 -> bit_length 4 - 3 = one stride-2 conv (8 -> 4), then 64*4*4 -> 32 ->
+    # 16 -> 64 fully connected.
+    assert [(s[0].in_channels, s[0].stride) for s in net.global_conv] == [(32, (2, 2))]
+    fcs = [m for m in net.global_fc if isinstance(m, torch.nn.Linear)]
+    assert [(f.in_features, f.out_features) for f in fcs] == [(64 * 16, 32), (32, 16), (16, 64)]
+    assert net.pred.out_channels == 13 * 4 and net.pred.kernel_size == (1, 1)
+    # A grid of 16: two global convs (16 -> 4).
+    assert len(CoefficientNet(ModelConfig(lowres=64, grid_size=16, fc_width=32)).global_conv) == 2
+    assert len(CoefficientNet(ModelConfig(lowres=32, grid_size=4, fc_width=32)).global_conv) == 1
+    # The prediction starts small: zero bias, weights of standard deviation 1e-3.
+    assert not net.pred.bias.any()
+    assert 0.5e-3 < float(net.pred.weight.detach().std()) < 2e-3
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        out = net(x)
+        feats = net.splat(x)
+        glob = net.global_fc(net.global_conv(feats).flatten(1))[:, :, None, None]
+        fused = torch.relu(net.local(feats) + glob)
+        want = net.pred(fused).view(2, 13, 4, 8, 8)
+    assert out.shape == (2, 13, 4, 8, 8)
+    torch.testing.assert_close(out, want)
+    # The two images of the batch get their own grids (the global path is per image).
+    with torch.no_grad():
+        torch.testing.assert_close(net(x[1:]), out[1:])
+    assert CoefficientNet(ModelConfig(lowres=64, grid_size=8, denoise=False, fc_width=32))(x).shape[1] == 12
+
+
+@pytest.mark.parametrize(("grid_shape", "size"), [
+    ((2, 5, 3, 4, 6), (7, 11)),  # two images, image larger than the grid
+    ((1, 13, 8, 16, 16), (9, 5)),  # image smaller than the grid
+    ((1, 4, 1, 3, 5), (6, 8)),  # one depth bin
+    ((2, 4, 3, 3, 1), (6, 8)),  # one grid column
+    ((1, 4, 2, 1, 1), (4, 4)),  # one grid cell
+])
+def test_slice_grid_gather_equals_slice_grid(grid_shape, size):
+    from endolight.model.slicing import slice_grid_gather
+
+    gen = torch.Generator().manual_seed(4)
+    grid = torch.randn(grid_shape, generator=gen)
+    guide = torch.rand(grid_shape[0], 1, *size, generator=gen)
+    guide[0, 0, 0, 0], guide[0, 0, 0, 1], guide[-1, 0, -1, -1] = 0.0, 1.0, 1.0  # depth ends
+    got = slice_grid_gather(grid, guide)
+    assert got.shape == (grid_shape[0], grid_shape[1], *size)
+    torch.testing.assert_close(got, slice_grid(grid, guide), atol=1e-5, rtol=1e-5)
