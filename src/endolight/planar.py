@@ -27,12 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, TO_YCC, i420_planes, shrunk_rgb, ycc_to_rgb
+from endolight.io.yuv import TO_YCC, i420_planes, shrunk_rgb, ycc_to_rgb
 from endolight.kernels.common import along_x, axis_taps
 from endolight.kernels.fused import GuideParams
 from endolight.kernels.planar import guided_fit, render_planes, slice_lowres
 from endolight.model import DeepUPE
 from endolight.model.denoise import lowres_size
+from endolight.model.maps import planar_terms
 from endolight.model.slicing import EPS, grey_grid
 
 # (grid (1, C, D, Gh, Gw), low-res frame (1, 3, h, w)) -> grid, e.g. temporal.GridSmoother
@@ -101,12 +102,8 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
         b = np.einsum("ij,jhw->ihw", TO_YCC, dn[3:])
     else:
         lam, a, b = np.zeros_like(ar), *np.zeros((2, 3, *ar.shape), np.float32)
-    # D_Y = P Yn + Q; logit = L D_Y + (L_cb D_cb + L_cr D_cr + L_0); D_C = (1 - lam) Cn +
-    # lam a_C Ybar + lam b_C.
-    luma = np.stack([1 - lam + lam * a[0], lam * b[0], ar + ag + ab])
-    chroma = np.stack([1 - lam, lam * a[1], lam * b[1], lam * a[2], lam * b[2],
-                       CB_B * ab - CB_G * ag, CR_R * ar - CR_G * ag, a0])
-    return luma.astype(np.float32, copy=False), chroma.astype(np.float32, copy=False)
+    luma, chroma = planar_terms(lam, a, b, (ar, ag, ab, a0))
+    return np.stack(luma).astype(np.float32, copy=False), np.stack(chroma).astype(np.float32, copy=False)
 
 
 def _shrink(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -22,6 +22,7 @@ on small frames the 1/8 maps are coarse where the view meets its black border (3
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -130,22 +131,46 @@ def i420_maps(model: torch.nn.Module, y2: torch.Tensor, uv: torch.Tensor,
     small = ycc_to_rgb(shrink(half, model.cfg.denoise_factor // 2))
     grid = model.coeffs(ycc_to_rgb(model.lowres(half)))
     affine, lam, fit = _sliced(model, grid, small, strength)
-    ar, ag, ab, a0 = affine.split(1, dim=1)
     if lam is None or fit is None:
-        lam = torch.zeros_like(a0)
+        lam = torch.zeros_like(affine[:, :1])
         a = b = torch.zeros_like(affine[:, :3])
     else:
         a, b = _to_ycc(fit[:, :3]), _to_ycc(fit[:, 3:])
-    # D_Y = P Yn + Q, logit = L D_Y + (L_cb D_cb + L_cr D_cr + L_0), D_C = (1 - lam) Cn +
-    # lam a_C Ybar + lam b_C (endolight.planar.planar_maps); then Yn, Cn and Ybar in levels.
-    p, q = 1 - lam + lam * a[:, 0:1], lam * b[:, 0:1]
-    luma = torch.cat([p / 219, q - p * (16 / 219), ar + ag + ab], dim=1)
-    keep, ybar = (1 - lam) / 224, lam / 219
-    cb0 = lam * (b[:, 1:2] - a[:, 1:2] * (16 / 219)) - keep * 128
-    cr0 = lam * (b[:, 2:3] - a[:, 2:3] * (16 / 219)) - keep * 128
-    chroma = torch.cat([keep, ybar * a[:, 1:2], cb0, ybar * a[:, 2:3], cr0,
-                        CB_B * ab - CB_G * ag, CR_R * ar - CR_G * ag, a0], dim=1)
+    luma, chroma = in_levels(*planar_terms(lam, a.split(1, dim=1), b.split(1, dim=1), affine.split(1, dim=1)))
+    return torch.cat(luma, dim=1), torch.cat(chroma, dim=1)
+
+
+def planar_terms(lam: Any, a: Sequence[Any], b: Sequence[Any], affine: Sequence[Any]
+                 ) -> tuple[list[Any], list[Any]]:
+    """The planar kernel's three luma and eight chroma maps (:mod:`endolight.kernels.planar`),
+    for the normalised planes ``Yn = (Y - 16) / 219``, ``Cn = (C - 128) / 224``:
+
+        D_Y = P Yn + Q,   logit = L D_Y + (L_cb D_cb + L_cr D_cr + L_0),
+        D_C = (1 - lam) Cn + lam a_C Ybar + lam b_C   (Ybar: the 2x2 block's mean Yn)
+
+    Arithmetic only, so the same formulas serve NumPy arrays (the video path,
+    :func:`endolight.planar.planar_maps`) and PyTorch tensors (the I420 graph).
+
+    Args:
+        lam: the denoising strength.
+        a, b: the guided filter's coefficients on Yn, Cbn, Crn (three arrays each).
+        affine: the grey affine row's R, G, B weights and offset (four arrays).
+    """
+    ar, ag, ab, a0 = affine
+    luma = [1 - lam + lam * a[0], lam * b[0], ar + ag + ab]
+    chroma = [1 - lam, lam * a[1], lam * b[1], lam * a[2], lam * b[2],
+              CB_B * ab - CB_G * ag, CR_R * ar - CR_G * ag, a0]
     return luma, chroma
+
+
+def in_levels(luma: list[Any], chroma: list[Any]) -> tuple[list[Any], list[Any]]:
+    """:func:`planar_terms`' maps for planes in 8-bit levels: the ``(Y - 16) / 219`` and
+    ``(C - 128) / 224`` normalisations folded into them (no full-resolution pass left for it)."""
+    p, q, lc = luma
+    keep, a_cb, b_cb, a_cr, b_cr = chroma[:5]
+    return ([p / 219, q - p * (16 / 219), lc],
+            [keep / 224, a_cb / 219, b_cb - a_cb * (16 / 219) - keep * (128 / 224),
+             a_cr / 219, b_cr - a_cr * (16 / 219) - keep * (128 / 224), *chroma[5:]])
 
 
 def render_i420(luma: torch.Tensor, chroma: torch.Tensor, y: torch.Tensor, y2: torch.Tensor,
