@@ -98,11 +98,15 @@ def main() -> None:
     source = ["--source", str(args.source)] if args.source else []
     sender = subprocess.Popen([sys.executable, __file__, str(width), str(height),
                                "--frames", str(args.frames), "--send", str(port), *source],
-                              stdout=subprocess.DEVNULL)
+                              stdout=subprocess.PIPE, text=True)
+    # The receiver's 2 s time-out starts once the sender has loaded its frames (on a busy
+    # machine that takes longer than the enhancer's warm-up).
+    if sender.stdout.readline().strip() != "ready":
+        sys.exit("the sender failed to start")
     with tempfile.TemporaryDirectory() as tmp:
         report = enhance_video(f"udp://127.0.0.1:{port}", Path(tmp) / "live.mp4", Enhancer(),
                                VideoOptions(low_latency=args.low_latency, timeout=2))
-    sender.wait()
+    sender.communicate()
     lat = np.array(report.latency_ms)
     print(f"{width}x{height}{' --low-latency' if args.low_latency else ''}: sent {args.frames}, "
           f"received {report.decoded}, written {report.written}, dropped {report.dropped}; "
