@@ -123,6 +123,7 @@ def test_resume_continues_after_an_interruption(tmp_path, small_weights):
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2, 3]
     assert load_model(cfg.output).cfg == SMALL
     assert result.n_train == 6 and result.n_heldout == 2
+    assert result.steps == result.plan["steps"] == 9  # 3 epochs of 3, epoch 1's counted once
 
 
 def test_real_footage_adapts_and_the_weights_work_everywhere(tmp_path, data_root):

@@ -106,6 +106,7 @@ class AdaptResult:
     report: Path
     seconds: float
     stopped: str  # why training stopped before the plan's last epoch ("" when it did not)
+    steps: int  # training steps run (all epochs, with a resumed run's earlier ones)
 
 
 # -- checks before any work ----------------------------------------------------------------------
@@ -329,7 +330,7 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False, on_progress: Progress | No
     table, means, pairs, outputs = _before_after(cfg, names["heldout"], on_progress)
     report = _write_report(cfg, state, table, pairs, outputs, time.time() - t0)
     return AdaptResult(state["selection"], len(names["train"]), len(names["heldout"]), p, table, means,
-                       report, time.time() - t0, state["stopped"])
+                       report, time.time() - t0, state["stopped"], done)
 
 
 def _labels(cfg: AdaptConfig) -> tuple[str, str]:

@@ -244,8 +244,10 @@ def adapt(
     typer.echo(result.selection)
     if result.stopped:
         typer.echo(result.stopped)
+    planned = int(result.plan["steps"])
+    of = f" of {planned} planned" if result.steps != planned else ""
     typer.echo(f"{result.n_train} frames trained on, {result.n_heldout} held out (the last in time); "
-               f"{int(result.plan['steps'])} steps")
+               f"{result.steps}{of} steps")
     typer.echo(result.table)
     typer.echo(f"weights: {output}\nreport: {result.report} ({result.seconds:.0f} s in all)")
 
