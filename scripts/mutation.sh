@@ -15,6 +15,11 @@
 # ones stand) and prints the merged summary. MUTATION_RESUME=1 continues an interrupted run in
 # its work directory (mutmut keeps each verdict as it goes).
 #
+# A module's optional `env` table is set for its mutmut run (e.g. NUMBA_DISABLE_JIT = "1"). With
+# NUMBA_DISABLE_JIT set, numba's @njit/@jit return the function unchanged, so the scratch copy's
+# mutated files lose those decorator lines: mutmut skips decorated functions, and this lets it
+# mutate numba kernels as the plain Python they then are (tests on small frames keep it fast).
+#
 # Slow (minutes per module on two cores) and CPU-bound: it runs under nice -n 15, with
 # MUTATION_CHILDREN workers (default 1). Not part of CI; run before a release.
 set -euo pipefail
@@ -77,9 +82,22 @@ for module in "${modules[@]}"; do
     fi
     find "$work" -name __pycache__ -prune -exec rm -rf {} +
   fi
+  mapfile -t module_env < <(python - "$module" "$work" <<'EOF'
+import glob, re, sys, tomllib
+module, work = sys.argv[1], sys.argv[2]
+spec = tomllib.load(open("pyproject.toml", "rb"))["tool"]["endolight"]["mutation"][module]
+env = {k: str(v) for k, v in spec.get("env", {}).items()}
+if env.get("NUMBA_DISABLE_JIT", "0") != "0":
+    for pattern in spec["mutate"]:  # numba's own effect of the variable, made in the source
+        for path in glob.glob(f"{work}/{pattern}"):
+            text = open(path).read()
+            open(path, "w").write(re.sub(r"(?m)^[ \t]*@(numba\.)?n?jit\b.*\n", "", text))
+print("\n".join(f"{k}={v}" for k, v in env.items()))
+EOF
+)
   echo "== $module: mutmut in $work (log: $work/run.log)${names:+, re-testing ${#names[@]} mutants}"
   if [ -z "${MUTATION_RERUN:-}" ] || [ ${#names[@]} -gt 0 ]; then
-    (cd "$work" && nice -n 15 mutmut run --max-children "$children" "${names[@]}" >>run.log 2>&1) || {
+    (cd "$work" && env "${module_env[@]}" nice -n 15 mutmut run --max-children "$children" "${names[@]}" >>run.log 2>&1) || {
       echo "error: mutmut failed for $module; last lines of $work/run.log:" >&2
       tail -5 "$work/run.log" >&2
       exit 1

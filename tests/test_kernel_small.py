@@ -1,0 +1,375 @@
+"""Each CPU kernel (endolight.kernels: common.py, fused.py, planar.py) on small random and
+hand-made inputs, against its PyTorch reference (``DeepUPE.render``, ``slice_grid``,
+``GuideMap``, ``guided_coefficients``, the I420 graph's ``render_i420``) or the documented
+formula in NumPy, to the rounding of the output: a kernel's uint8 is the reference's value
+rounded, give or take float32 error (the bound allows 0.02 of a level; none of 100 random cases
+went past half a level).
+
+Frames of a few pixels a side: these tests also run in a second with numba's JIT off
+(``NUMBA_DISABLE_JIT=1``: the kernels' mutation testing runs them as plain Python, docs/testing.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R
+from endolight.kernels.common import along_x, axis_taps, guide_row, sigmoid
+from endolight.kernels.fused import GuideParams, render_uint8
+from endolight.kernels.planar import _span, box_mean_np, guided_fit, render_planes, slice_lowres
+from endolight.model import DeepUPE, ModelConfig
+from endolight.model.denoise import box_mean, guided_coefficients
+from endolight.model.maps import in_levels, render_i420
+from endolight.model.slicing import EPS, slice_grid
+
+# How far (in 8-bit levels) a kernel's rounded output may sit from the reference's exact value:
+# half a level (the rounding) plus float32 error: the sigmoid's polynomial (1e-5 relative at
+# most, the largest part) moves R = I / S by at most 255e-5 = 0.0026 of a level. Measured on 100
+# random cases of these sizes: never past half a level. A term off by a level is caught.
+ROUNDED = 0.5 + 0.02
+
+
+def _model(seed: int, **cfg) -> DeepUPE:
+    """A model whose guide is far from its identity start (every term of the guide matters)."""
+    torch.manual_seed(seed)
+    model = DeepUPE(ModelConfig(guide_knots=4, **cfg)).eval()
+    with torch.no_grad():
+        for p in model.guide.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model
+
+
+def _frame(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    frame.reshape(-1, 3)[:2] = [[0, 0, 0], [255, 255, 255]]  # black and white: the eps floor, clamps
+    return frame
+
+
+# ---------------------------------------------------------------------------- common.py
+
+
+def test_sigmoid_is_the_logistic_function_clamped_at_16():
+    v = np.concatenate([np.linspace(-15.99, 15.99, 401), [-1e-3, 0.0, 1e-3]]).astype(np.float32)
+    got = np.array([sigmoid(x) for x in v], np.float64)
+    exact = 1 / (1 + np.exp(-v.astype(np.float64)))
+    # Documented: exp's polynomial within 1e-5 relative (measured 8.6e-6), so the sigmoid
+    # within s (1 - s) 1e-5 <= 2.5e-6; measured 2.1e-6.
+    assert np.abs(got - exact).max() < 3e-6
+    assert np.all(np.abs(got - exact) <= 1e-5 * exact * (1 - exact) + 1e-7)
+    assert sigmoid(np.float32(0.0)) == np.float32(0.5)
+    # Beyond +-16 the input is clamped: exactly the value at +-16.
+    for far in (16.5, 40.0, 1e4):
+        assert sigmoid(np.float32(far)) == sigmoid(np.float32(16.0))
+        assert sigmoid(np.float32(-far)) == sigmoid(np.float32(-16.0))
+    assert sigmoid(np.float32(-15.5)) > sigmoid(np.float32(-16.0)) > 0
+    assert sigmoid(np.float32(15.5)) < sigmoid(np.float32(16.0)) <= 1
+
+
+def test_guide_row_is_the_guide_map_over_its_span():
+    # g[x] = sum_c mix_c sum_k slope_ck relu(ccm_c . rgb + b_c - shift_ck) + m0 (GuideMap, not
+    # clamped), written for x in [ua, ub) only.
+    rng = np.random.default_rng(0)
+    guide = _model(0).guide
+    p = GuideParams.from_module(guide)
+    img = rng.uniform(-1.0, 3.0, (3, 9)).astype(np.float32)
+    g = np.full(9, 7.0, np.float32)
+    guide_row(img, p.ccm, p.ccm_bias, p.shifts, p.slopes, p.mix, p.mix_bias, np.uint64(2), np.uint64(7), g)
+    v = p.ccm.astype(np.float64) @ img + p.ccm_bias[:, None]
+    ramps = np.maximum(v[:, None, :] - p.shifts[:, :, None], 0)  # (3, K, W)
+    want = np.einsum("c,ck,ckw->w", p.mix.astype(np.float64), p.slopes, ramps) + p.mix_bias[0]
+    np.testing.assert_allclose(g[2:7], want[2:7], atol=1e-5)
+    assert np.all(g[:2] == 7.0) and np.all(g[7:] == 7.0)
+    assert want[2:7].min() < 0 or want[2:7].max() > 1  # unclamped values are checked too
+    with torch.no_grad():  # and it is GuideMap's value where that is inside [0, 1]
+        ref = guide(torch.from_numpy(img[:, None, 2:7])[None])[0, 0, 0].numpy()
+    np.testing.assert_allclose(ref, np.clip(g[2:7], 0, 1), atol=1e-5)
+
+
+def test_along_x_is_a_half_pixel_bilinear_resize_of_rows():
+    rng = np.random.default_rng(1)
+    maps = rng.normal(size=(2, 3, 4)).astype(np.float32)
+    for width in (9, 4, 2):
+        got = along_x(maps, width)
+        ref = F.interpolate(torch.from_numpy(maps)[None], size=(3, width), mode="bilinear",
+                            align_corners=False)[0].numpy()
+        assert got.shape == (2, 3, width) and got.dtype == np.float32
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- fused.py
+
+# illumination, learned denoising, strength, frame (h, w), grid (depth, Gh, Gw)
+RENDER_CASES = [
+    ("rgb", False, 1.0, (7, 11), (4, 3, 4)),
+    ("grey", False, 0.5, (9, 6), (2, 4, 3)),
+    ("rgb", False, 2.0, (5, 8), (1, 1, 2)),  # one depth bin, one grid row
+    ("grey", True, 1.0, (8, 12), (4, 2, 3)),
+    ("rgb", True, 0.5, (6, 9), (2, 3, 1)),  # one grid column
+    ("grey", True, 2.0, (3, 10), (3, 2, 5)),
+    ("rgb", True, 1.0, (1, 7), (2, 2, 2)),  # a one-row frame
+]
+
+
+@pytest.mark.parametrize(("illumination", "denoise", "strength", "size", "cells"), RENDER_CASES)
+def test_render_uint8_is_deepupe_render_rounded(illumination, denoise, strength, size, cells):
+    depth, gh, gw = cells
+    model = _model(len(size) + depth, grid_depth=depth, illumination=illumination, denoise=denoise,
+                   denoise_factor=2, denoise_radius=1)
+    rng = np.random.default_rng(depth * 100 + gh * 10 + gw)
+    frame = _frame(rng, *size)
+    grid = rng.normal(0.0, 2.0, (1, 13 if denoise else 12, depth, gh, gw)).astype(np.float32)
+    grid = torch.from_numpy(grid)
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        ref = model.render(grid, x, strength).output[0].permute(1, 2, 0).numpy() * 255
+        dn = model.denoise_coeffs(x) if denoise else None
+    out = render_uint8(frame, grid, GuideParams.from_module(model.guide), EPS, strength,
+                       grey=illumination == "grey", denoise=dn)
+    assert out.shape == frame.shape and out.dtype == np.uint8
+    assert np.abs(out - ref).max() <= ROUNDED
+    assert np.abs(out.astype(int) - frame).max() > 20  # the grid did change the frame
+
+
+def test_render_uint8_keep_mask_spans():
+    rng = np.random.default_rng(2)
+    frame = _frame(rng, 6, 10)
+    model = _model(2, denoise=False)
+    guide, grid = GuideParams.from_module(model.guide), torch.randn(1, 12, 8, 2, 3) * 2
+    keep = np.zeros((6, 10), bool)
+    keep[0] = True  # a whole row
+    keep[1, :3] = keep[2, -2:] = True  # a left span, a right span
+    keep[3, :1] = keep[3, -4:] = keep[3, 5] = True  # both, and a pixel inside the computed span
+    plain = render_uint8(frame, grid, guide, EPS)
+    out = np.zeros_like(frame)
+    masked = render_uint8(frame, grid, guide, EPS, keep=keep, out=out)
+    assert masked is out
+    np.testing.assert_array_equal(masked[keep], frame[keep])
+    np.testing.assert_array_equal(masked[~keep], plain[~keep])
+    assert (plain[keep] != frame[keep]).any(axis=-1).mean() > 0.5  # the mask did change things
+    with pytest.raises(ValueError, match=r"^keep mask must be \(6, 10\), got \(5, 10\)$"):
+        render_uint8(frame, grid, guide, EPS, keep=keep[1:])
+
+
+def test_render_uint8_grid_and_frame_shapes():
+    rng = np.random.default_rng(3)
+    frame = _frame(rng, 4, 5)
+    model = _model(3)
+    guide = GuideParams.from_module(model.guide)
+    grid = rng.normal(size=(13, 2, 2, 2)).astype(np.float32)
+    dn = rng.uniform(0, 0.5, (6, 2, 3)).astype(np.float32)
+    # A 4-D grid and a 5-D batch of one, a 3-D and a 4-D denoiser fit, lists: the same.
+    out = render_uint8(frame, grid, guide, EPS, denoise=dn)
+    np.testing.assert_array_equal(render_uint8(frame, torch.from_numpy(grid)[None], guide, EPS,
+                                               denoise=dn[None]), out)
+    np.testing.assert_array_equal(render_uint8(frame, grid.tolist(), guide, EPS, denoise=dn.tolist()), out)
+    with pytest.raises(ValueError, match=r"^grid must be \(12, D, Gh, Gw\), got \(13, 2, 2, 2\)$"):
+        render_uint8(frame, grid, guide, EPS)
+    with pytest.raises(ValueError, match=r"^grid must be \(13, D, Gh, Gw\), got \(12, 2, 2, 2\)$"):
+        render_uint8(frame, grid[:12], guide, EPS, denoise=dn)
+    with pytest.raises(ValueError, match=r"^grid must be \(12, D, Gh, Gw\), got \(12, 2, 2\)$"):
+        render_uint8(frame, grid[:12, 0], guide, EPS)
+    for bad in (frame.astype(np.float32), frame[..., 0], frame[..., :2]):
+        with pytest.raises(ValueError, match=r"^frame must be \(H, W, 3\) uint8, got \("):
+            render_uint8(bad, grid[:12], guide, EPS)
+
+
+def test_render_uint8_hand_computed_illumination():
+    # Affine rows 0 with offset c: logit c everywhere, so (rgb) S = I + (1 - I) sigmoid(c),
+    # R = I / S; strength k: S ** k; eps floors S (a black pixel stays 0).
+    frame = np.array([[[0, 40, 200], [255, 128, 3]]], np.uint8)
+    guide = GuideParams.from_module(_model(4).guide)
+    i = frame / 255.0
+    for c, k in ((0.0, 1.0), (-2.0, 0.5), (3.0, 2.0), (-30.0, 1.0)):
+        grid = np.zeros((12, 2, 1, 1), np.float32)
+        grid[3::4] = c
+        s = 1 / (1 + np.exp(-c))
+        want = np.clip(i / np.maximum(i + (1 - i) * s, EPS) ** k, 0, 1) * 255
+        assert np.abs(render_uint8(frame, grid, guide, EPS, k) - want).max() <= ROUNDED
+        # grey: S = m + (1 - m) sigmoid(c), m the largest channel, one S for all three
+        m = i.max(axis=-1, keepdims=True)
+        want = np.clip(i / np.maximum(m + (1 - m) * s, EPS) ** k, 0, 1) * 255
+        assert np.abs(render_uint8(frame, grid, guide, EPS, k, grey=True) - want).max() <= ROUNDED
+
+
+# ---------------------------------------------------------------------------- planar.py
+
+
+def test_slice_lowres_is_slice_grid_with_the_guide_map():
+    rng = np.random.default_rng(5)
+    model = _model(5)
+    image = rng.uniform(0, 1, (3, 7, 9)).astype(np.float32)
+    for depth, gh, gw in ((4, 3, 4), (1, 1, 2), (2, 5, 1)):
+        grid = rng.normal(size=(1, 5, depth, gh, gw)).astype(np.float32)
+        cells = grid[0].transpose(2, 3, 1, 0)  # (Gh, Gw, D, C)
+        got = slice_lowres(image, cells, GuideParams.from_module(model.guide))
+        with torch.no_grad():
+            t = torch.from_numpy(image)[None]
+            ref = slice_grid(torch.from_numpy(grid), model.guide(t))[0].numpy()
+        assert got.shape == (5, 7, 9) and got.dtype == np.float32
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("eps", [1e-2, float("inf")])
+def test_guided_fit_is_guided_coefficients(eps):
+    rng = np.random.default_rng(6)
+    small = rng.uniform(0, 1, (3, 9, 11)).astype(np.float32)
+    small[:, :4, :4] = 0.3  # a flat patch: no variance, a = 0 there
+    for radius in (1, 2):
+        got = guided_fit(small, radius, eps)
+        ref = guided_coefficients(torch.from_numpy(small)[None], radius, eps)[0].numpy()
+        assert got.shape == (6, 9, 11) and got.dtype == np.float32
+        np.testing.assert_allclose(got, ref, atol=2e-5)
+    if eps == float("inf"):  # a = 0 and b the box blur of the box blur
+        np.testing.assert_array_equal(got[:3], 0)
+
+
+def test_box_mean_np_of_several_channels_and_radii():
+    x = torch.rand(3, 6, 7)
+    for radius in (0, 1, 3, 5):  # 5: the box is larger than the image
+        np.testing.assert_allclose(box_mean_np(x.numpy(), radius), box_mean(x[None], radius)[0], atol=1e-5)
+
+
+def test_span_of_two_rows_widened_to_whole_blocks():
+    keep = np.zeros((2, 10), bool)
+    assert _span(keep, 0, 1, 10) == (0, 10)
+    keep[0, :3] = keep[0, 8:] = keep[1, :2] = keep[1, 9:] = True
+    assert _span(keep, 0, 1, 10) == (2, 10)  # from column 2 (row 1) to 9 (row 1), widened
+    keep[1, :4] = keep[1, 7:] = keep[0, :5] = keep[0, 6:] = True
+    assert _span(keep, 0, 1, 10) == (4, 8)  # row 0's column 5 and row 1's 4..6: blocks 4..7
+    keep[1, 4:7] = True
+    assert _span(keep, 0, 1, 10) == (4, 6)  # row 0's column 5: block 4..5
+    keep[0, 5] = True
+    a, b = _span(keep, 0, 1, 10)
+    assert a >= b  # all kept: nothing to compute
+
+
+def _sigmoid(v):
+    return 1 / (1 + np.exp(-v))
+
+
+def _planes_reference(y, u, v, luma, chroma, strength, keep=None):
+    """The planar kernel's documented formulas in float64 (kernels/planar.py's docstring), on
+    maps already interpolated along x: ``luma`` (3, hl, W), ``chroma`` (8, hl, W / 2). Returns
+    the unrounded Y', Cb', Cr' (before rounding and clamping)."""
+    h, w = y.shape
+    hl = luma.shape[1]
+
+    def rows(maps, n):  # interpolated along y with the kernels' taps
+        lo, wt = axis_taps(n, hl)
+        hi = np.minimum(lo + 1, hl - 1)
+        return (1 - wt[:, None]) * maps[:, lo] + wt[:, None] * maps[:, hi]
+
+    p, q, lc = rows(luma.astype(np.float64), h)
+    c = rows(chroma.astype(np.float64), h // 2)
+    yn = (y - 16.0) / 219
+    cbn, crn = (u - 128.0) / 224, (v - 128.0) / 224
+    ybar = yn.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+    d_cb = c[0] * cbn + c[1] * ybar + c[2]
+    d_cr = c[0] * crn + c[3] * ybar + c[4]
+    bterm = c[5] * d_cb + c[6] * d_cr + c[7]
+    cmax = np.maximum(np.maximum(CR_R * d_cr, -CB_G * d_cb - CR_G * d_cr), CB_B * d_cb)
+
+    def up(a):  # per 2x2 block -> per pixel
+        return a.repeat(2, axis=0).repeat(2, axis=1)
+
+    d_y = p * yn + q
+    m = np.clip(d_y + up(cmax), 0, 1)
+    s = np.maximum(m + (1 - m) * _sigmoid(lc * d_y + up(bterm)), EPS) ** strength
+    oy = 16 + 219 * d_y / s
+    inv = 1 / s
+    if keep is not None:
+        oy = np.where(keep, y, oy)
+        inv = np.where(keep, 1.0, inv)
+    g = inv.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+    ou, ov = 128 + 224 * d_cb * g, 128 + 224 * d_cr * g
+    if keep is not None:
+        block_kept = keep.reshape(h // 2, 2, w // 2, 2).all(axis=(1, 3))
+        ou, ov = np.where(block_kept, u, ou), np.where(block_kept, v, ov)
+    return oy, ou, ov
+
+
+def _planes_case(seed, h, w, hl, wl):
+    """Random planes and low-res maps (P near 1, Q near 0: a plausible denoiser; wide logits)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(16, 236, (h, w), dtype=np.uint8)
+    u, v = (rng.integers(60, 200, (h // 2, w // 2), dtype=np.uint8) for _ in range(2))
+    y.flat[0], y.flat[1] = 0, 255  # out of the limited range: the clamps
+    luma = np.stack([rng.uniform(0.6, 1.3, (hl, wl)), rng.uniform(-0.1, 0.1, (hl, wl)),
+                     rng.normal(0, 3, (hl, wl))]).astype(np.float32)
+    chroma = np.stack([rng.uniform(0.5, 1, (hl, wl)), *rng.normal(0, 0.1, (4, hl, wl)),
+                       *rng.normal(0, 2, (3, hl, wl))]).astype(np.float32)
+    return y, u, v, luma, chroma
+
+
+def _render_planes(y, u, v, luma, chroma, strength=1.0, **kwargs):
+    h, w = y.shape
+    hl = luma.shape[1]
+    return render_planes(y, u, v, along_x(luma, w), along_x(chroma, w // 2), axis_taps(h, hl),
+                         axis_taps(h // 2, hl), EPS, strength, **kwargs)
+
+
+@pytest.mark.parametrize(("seed", "strength", "size", "low"), [
+    (0, 1.0, (8, 12), (3, 4)), (1, 0.5, (6, 10), (2, 3)), (2, 2.0, (4, 6), (1, 2)),
+    (3, 1.0, (2, 14), (2, 5))])
+def test_render_planes_is_the_i420_graph(seed, strength, size, low):
+    y, u, v, luma, chroma = _planes_case(seed, *size, *low)
+    h, w = size
+    got = _render_planes(y, u, v, luma, chroma, strength)
+    ref = _planes_reference(y, u, v, along_x(luma, w), along_x(chroma, w // 2), strength)
+    for plane, want in zip(got, ref, strict=True):
+        assert np.abs(plane - np.clip(want, 0, 255)).max() <= ROUNDED
+    if seed == 0:  # this case needs both luma clamps
+        assert (ref[0] > 255.5).any() and (ref[0] < -0.5).any()
+    # The reference is the I420 graph's (PyTorch, maps in 8-bit levels): rounded the same but
+    # where float32 and float64 part at a tie.
+    lum, chrom = in_levels(list(torch.from_numpy(luma.astype(np.float64))[None].split(1, dim=1)),
+                           list(torch.from_numpy(chroma.astype(np.float64))[None].split(1, dim=1)))
+    yt = torch.from_numpy(y).double()[None, None]
+    uv = torch.from_numpy(np.stack([u, v])).double()[None]
+    ry, ruv = render_i420(torch.cat(lum, 1), torch.cat(chrom, 1), yt, F.avg_pool2d(yt, 2), uv, strength)
+    graph = (ry[0, 0].numpy(), ruv[0, 0].numpy(), ruv[0, 1].numpy())
+    for want, g in zip(ref, graph, strict=True):
+        rounded = np.clip(np.floor(want + 0.5), 0, 255)
+        assert np.abs(rounded - g).max() <= 1 and (rounded == g).mean() > 0.95
+
+
+def test_render_planes_keep_mask_and_out_planes():
+    y, u, v, luma, chroma = _planes_case(4, 8, 12, 3, 4)
+    keep = np.zeros((8, 12), bool)
+    keep[0:2] = True  # a whole block row
+    keep[2, :3] = keep[3, :2] = True  # a left span (block 0 whole, block 1 half kept)
+    keep[4:6, -4:] = keep[5, -5] = True  # a right span
+    keep[6, 6] = True  # a pixel inside the computed span
+    out = tuple(np.zeros_like(p) for p in (y, u, v))
+    got = _render_planes(y, u, v, luma, chroma, keep=keep, out=out)
+    assert all(g is o for g, o in zip(got, out, strict=True))
+    ref = _planes_reference(y, u, v, along_x(luma, 12), along_x(chroma, 6), 1.0, keep)
+    for plane, want in zip(got, ref, strict=True):
+        assert np.abs(plane - np.clip(want, 0, 255)).max() <= ROUNDED
+    np.testing.assert_array_equal(got[0][keep], y[keep])
+    plain = _render_planes(y, u, v, luma, chroma)
+    assert (plain[0][keep] != y[keep]).mean() > 0.5  # the mask changed something
+    # A half-kept block's chroma differs from the unmasked one (its kept pixels count S = 1).
+    assert got[1][1, 1] != plain[1][1, 1] or got[2][1, 1] != plain[2][1, 1]
+    with pytest.raises(ValueError, match=r"^keep mask must be \(8, 12\), got \(8, 10\)$"):
+        _render_planes(y, u, v, luma, chroma, keep=keep[:, 2:])
+
+
+def test_render_planes_rejects_bad_shapes():
+    y, u, v, luma, chroma = _planes_case(5, 4, 6, 2, 3)
+    lx, cx, lt, ct = along_x(luma, 6), along_x(chroma, 3), axis_taps(4, 2), axis_taps(2, 2)
+    planes = r"^need even-sized 4:2:0 planes, got Y \(\d+, \d+\), Cb \(\d+, \d+\), Cr \(\d+, \d+\)$"
+    for bad in ((y[:3], u, v), (y[:, :5], u, v), (y, u[:1], v), (y, u, v[:, :2]), (y, u[:, :2], v[:, :2])):
+        with pytest.raises(ValueError, match=planes):
+            render_planes(*bad, lx, cx, lt, ct, EPS)
+    with pytest.raises(ValueError, match=r"^luma maps must be \(3, h, 6\), got \(2, 2, 6\)$"):
+        render_planes(y, u, v, lx[:2], cx, lt, ct, EPS)
+    with pytest.raises(ValueError, match=r"^luma maps must be \(3, h, 6\), got \(3, 2, 5\)$"):
+        render_planes(y, u, v, lx[:, :, :5], cx, lt, ct, EPS)
+    with pytest.raises(ValueError, match=r"^chroma maps must be \(8, 2, 3\), got \(8, 1, 3\)$"):
+        render_planes(y, u, v, lx, cx[:, :1], lt, ct, EPS)
+    with pytest.raises(ValueError, match=r"^chroma maps must be \(8, 2, 3\), got \(7, 2, 3\)$"):
+        render_planes(y, u, v, lx, cx[1:], lt, ct, EPS)
