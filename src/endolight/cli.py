@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode="markdown",  # reflows the docstrings' paragraphs to the terminal's width
     no_args_is_help=True,
     help="Restore dim, unevenly lit endoscope images and surgical video.",
 )
