@@ -17,11 +17,13 @@ from endolight.fov import (
     _dark_border,
     _edge_connected,
     _edge_pixels,
+    _fit_ellipse,
     _flat_overlays,
     _hull,
     _large_components,
     _level,
     _sharp_boundary,
+    _tissue_coloured,
     detect_fov,
     max_channel,
 )
@@ -364,3 +366,135 @@ def test_detect_fov_of_a_clip():
     stacked = np.stack([frame, frame // 2])
     assert np.array_equal(detect_fov(stacked), detect_fov([frame, frame // 2]))
     assert detect_fov(frame, FovConfig(min_area=0.9)).all()
+
+
+@pytest.mark.parametrize(("colour", "tissue"), [
+    ((40, 20, 20), True),  # red leads by 20 > max(3, 0.2 x 40 = 8)
+    ((40, 31, 20), True),  # by 9 > 8
+    ((40, 32, 20), False),  # by 8: not more than 0.2 x red
+    ((40, 20, 32), False),  # blue counts as much as green
+    ((10, 6, 6), True),  # a dark band: by 4 > max(3, 2)
+    ((10, 7, 6), False),  # by 3: not more than the 3-level margin
+    ((3, 3, 3), False),  # neutral black
+])
+def test_tissue_coloured_reads_the_band_just_outside_the_view(colour, tissue):
+    # A 60 x 60 view in a 100 x 120 frame: the band is 2 to 5 (0.05 x 100) pixels out. The
+    # first pixel ring is red (a bleed of the view, never counted), rings 2-6 have the colour
+    # under test, the rest of the border is red and the view green: only the band decides.
+    yy, xx = np.mgrid[0:100, 0:120]
+    out = np.maximum(np.maximum(20 - yy, yy - 79), np.maximum(20 - xx, xx - 79))
+    hull = out <= 0
+    small = np.zeros((100, 120, 3), np.uint8)
+    small[hull] = (0, 200, 0)
+    small[out == 1] = (200, 0, 0)
+    small[(out >= 2) & (out <= 6)] = colour
+    small[out >= 7] = (200, 0, 0)
+    assert bool(_tissue_coloured(small, hull, FovConfig())) == tissue
+    # A view filling the frame leaves no band: not tissue-coloured.
+    assert not _tissue_coloured(small, np.ones((100, 120), bool), FovConfig())
+
+
+def test_fit_ellipse_residual_and_outlier_tolerances():
+    # A 200 x 300 frame: tolerance 0.008 x 300 = 2.4 px on the median residual (in pixels),
+    # outliers beyond 2 x 2.4 = 4.8 px dropped before a refit.
+    shape, cfg = (200, 300), FovConfig()
+    t = np.linspace(0, 2 * np.pi, 80, endpoint=False)
+    for zigzag, accepted in ((2.0, True), (3.0, False)):
+        # A circle of radius 60 whose points alternate zigzag px in and out: every residual is
+        # about zigzag px (measured: median 2.0 and 3.0, at most 2.17 and 3.37).
+        r = 60 + zigzag * np.where(np.arange(80) % 2, 1, -1)
+        points = np.stack([150 + r * np.cos(t), 100 + r * np.sin(t)], 1)
+        assert (_fit_ellipse(points, shape, cfg) is not None) == accepted, zigzag
+    # An ellipse of 240 exact points and 4 points 6.5 px below its bottom (residuals measured
+    # 5.84-5.89 px in the first fit: beyond 4.8, within 3 x 2.4): they are dropped, so the
+    # result is the fit of the exact points alone.
+    t = np.linspace(0, 2 * np.pi, 240, endpoint=False)
+    exact = np.stack([150 + 90 * np.cos(t), 100 + 60 * np.sin(t)], 1)
+    below = np.stack([np.full(4, 150.0) + 90 * np.cos(np.pi / 2 + np.linspace(-0.1, 0.1, 4)),
+                      100 + 66.5 * np.sin(np.pi / 2 + np.linspace(-0.1, 0.1, 4))], 1)
+    clean = _fit_ellipse(exact, shape, cfg)
+    assert clean is not None and np.array_equal(_fit_ellipse(np.r_[exact, below], shape, cfg), clean)
+
+
+def test_flat_overlays_allow_the_tolerance_but_not_a_ramp():
+    # 64 x 64 tissue, minimum overlay area 20.5 pixels. A one-pixel bar along the top edge
+    # (columns 17-46, 28 pixels after the median) whose halves differ by one level: one overlay
+    # within the tolerance of 2 (each half alone, 14 pixels, would be too small).
+    small = _tissue(64, 64, 4)
+    small[0, 17:32] = (30, 100, 200)
+    small[0, 32:47] = (30, 101, 200)
+    want = np.zeros((64, 64), bool)
+    want[0, 18:46] = True
+    assert np.array_equal(_flat_overlays(small, np.zeros((64, 64), bool), FovConfig()), want)
+    # A bar whose green rises one level per pixel is not one colour: from any seed only the
+    # pixels within 2 levels of the seed's own colour (5 pixels) are filled, too few.
+    ramp = _tissue(64, 64, 5)
+    ramp[0, 7:57] = np.stack([np.full(50, 30), 100 + np.arange(50), np.full(50, 200)], 1)
+    assert not _flat_overlays(ramp, np.zeros((64, 64), bool), FovConfig()).any()
+
+
+def test_sharp_boundary_reach_is_a_disk():
+    # A bright spot 4 rows above the content's top side: its gradient of 20 (Sobel / 8) lies on
+    # its 4 side neighbours (14.1 on the diagonal ones, below the minimum of 15). A disk of
+    # radius 3 from the lower neighbour reaches the row below only straight down (the disk's
+    # bottom row is its centre pixel): one sharp pixel. A square would reach 7.
+    level = np.zeros((40, 40), np.float32)
+    level[20, 20] = 80
+    content = np.zeros((40, 40), bool)
+    content[24:38, 2:38] = True
+    boundary, sharp = _sharp_boundary(level, content, 3, 15.0)
+    assert np.array_equal(boundary, _outline(24, 37, 2, 37))
+    assert list(zip(*np.nonzero(sharp), strict=True)) == [(24, 20)]
+
+
+def test_flat_overlays_touching_the_edge_along_4_pixels_are_found():
+    # Seeds every 4 pixels along each edge: a 4 x 10 box meeting an edge along 4 pixels holds
+    # one seed wherever it is. Here each box holds exactly one (columns 41-44 of the top edge:
+    # seed 44; 21-24 of the bottom: 24; rows 21-24 of the left edge: 24; 41-44 of the right:
+    # 44). The 3 x 3 median takes each box's two inner corners (38 pixels left, >= 20.5).
+    small = _tissue(64, 64, 6)
+    boxes = [(slice(0, 10), slice(41, 45)), (slice(54, 64), slice(21, 25)),
+             (slice(21, 25), slice(0, 10)), (slice(41, 45), slice(54, 64))]
+    for i, box in enumerate(boxes):
+        small[box] = (30 + 40 * i, 110, 200)
+    got = _flat_overlays(small, np.zeros((64, 64), bool), FovConfig())
+    for box in boxes:
+        assert got[box].sum() == 38
+    assert got.sum() == 4 * 38
+
+
+def test_a_view_edge_hidden_by_dark_tissue_is_restored_by_the_ellipse():
+    # A disc view (radius 50) on a flat dark grey border at 10 (threshold 10 + 3 = 13, black
+    # level 6), whose tissue fades from 100 at column 60 by 2 levels a pixel down to 9: its
+    # right part is as dark as the border, with no edge to see (2 levels a pixel is below the
+    # sharp gradient of 3). The left arc's sharp edge is 76 % of the boundary (< 80 %: the hull
+    # is not trusted); the ellipse through it restores the view (measured IoU with the disc
+    # 0.987), where the hull alone is the lit part only (IoU about 0.78).
+    h, w = 120, 160
+    yy, xx = np.mgrid[0:h, 0:w]
+    disc = (yy - 59.5) ** 2 + (xx - 79.5) ** 2 < 50**2
+    rng = np.random.default_rng(0)
+    frame = np.full((h, w, 3), 10, np.uint8)
+    level = np.clip(100 - (xx - 60).clip(0) * 2, 9, 170).astype(float)
+    tissue = np.stack([level, level * 0.5, level * 0.45], -1) + rng.normal(0, 1, (h, w, 1))
+    frame[disc] = np.clip(tissue[disc], 0, 255).astype(np.uint8)
+    mask = detect_fov(frame)
+    assert _iou(mask, disc) > 0.95
+    lit = disc & (level > 13)
+    assert _iou(lit, disc) < 0.85  # what the hull alone would cover: the check above bites
+
+
+def test_a_dark_periphery_without_an_edge_is_tissue():
+    # Tissue that darkens smoothly (at most about 2 levels a pixel) to a flat 3 at the frame's
+    # edges: a dark "border" with no sharp step to the view is dark tissue, so the whole frame
+    # is kept; with a flat status bar over the top 10 rows, everything but the bar.
+    h, w = 120, 160
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot(yy - 59.5, xx - 79.5) / np.hypot(59.5, 79.5)
+    level = np.maximum(100 * np.clip(1 - r / 0.55, 0, 1), 3)
+    noise = np.random.default_rng(0).normal(0, 0.5, (h, w, 1)) * (level > 3)[..., None]
+    frame = np.clip(np.stack([level, level * 0.55, level * 0.5], -1) + noise, 0, 255).round().astype(np.uint8)
+    assert detect_fov(frame).all()
+    frame[:10] = (110, 110, 110)
+    mask = detect_fov(frame)
+    assert not mask[:10].any() and mask[10:].all()
