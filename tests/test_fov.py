@@ -498,3 +498,20 @@ def test_a_dark_periphery_without_an_edge_is_tissue():
     frame[:10] = (110, 110, 110)
     mask = detect_fov(frame)
     assert not mask[:10].any() and mask[10:].all()
+
+
+def test_flat_overlays_tolerance_is_both_ways_from_the_seed():
+    # Two bars two pixels high whose blue steps by one level every 2 columns, so that after
+    # the 3 x 3 median their edge rows keep the steps and the seeds (every 4th column) all sit
+    # on one level: on the top bar the higher (201, the next two columns 200), on the bottom bar
+    # the lower (200, then 201); their inner rows become 200. Both are one overlay: the
+    # tolerance of 2 reaches down from the top bar's seeds and up from the bottom bar's (a
+    # one-sided tolerance leaves pieces of 2 pixels, or a region that fills 3/4 of its box).
+    small = _tissue(64, 64, 7)
+    step = np.isin(np.arange(6, 58) % 4, (2, 3))
+    small[0:2, 6:58] = np.stack([np.full(52, 30), np.full(52, 110), np.where(step, 200, 201)], 1)
+    small[62:64, 6:58] = np.stack([np.full(52, 110), np.full(52, 30), np.where(step, 201, 200)], 1)
+    want = np.zeros((64, 64), bool)
+    want[0, 6:58] = want[63, 6:58] = True
+    want[1, 7:57] = want[62, 7:57] = True  # the inner rows' end pixels go to the median
+    assert np.array_equal(_flat_overlays(small, np.zeros((64, 64), bool), FovConfig()), want)
