@@ -32,13 +32,29 @@ from endolight.model.slicing import EPS, slice_grid
 ROUNDED = 0.5 + 0.02
 
 
+def _raw_guide(p: GuideParams, rgb: np.ndarray) -> np.ndarray:
+    """The guide map's formula (``GuideMap`` before its clamp to [0, 1]) in float64, for ``rgb``
+    (3, ...): ``sum_c mix_c sum_k slope_ck relu(ccm_c . rgb + b_c - shift_ck) + m0``."""
+    v = np.tensordot(p.ccm.astype(np.float64), rgb, 1) + p.ccm_bias.reshape(3, *[1] * (rgb.ndim - 1))
+    ramps = np.maximum(v[:, None] - p.shifts.reshape(*p.shifts.shape, *[1] * (rgb.ndim - 1)), 0)
+    return np.tensordot(p.mix, np.einsum("ck,ck...->c...", p.slopes, ramps), 1) + p.mix_bias[0]
+
+
 def _model(seed: int, **cfg) -> DeepUPE:
-    """A model whose guide is far from its identity start (every term of the guide matters)."""
+    """A model whose guide is far from its identity start (every term of the guide matters),
+    rescaled so that colours in [0, 1] give guide values from -0.25 to 1.25: the kernels' clamps
+    of the guide to [0, 1] and of the grid depth at both ends all come into play."""
     torch.manual_seed(seed)
     model = DeepUPE(ModelConfig(guide_knots=4, **cfg)).eval()
+    colours = np.random.default_rng(seed).uniform(0, 1, (3, 500))
+    colours[:, :2] = [[0, 1]] * 3  # black and white
     with torch.no_grad():
         for p in model.guide.parameters():
             p.add_(torch.randn_like(p) * 0.3)
+        raw = _raw_guide(GuideParams.from_module(model.guide), colours)
+        scale = 1.5 / (raw.max() - raw.min())
+        model.guide.mix.mul_(scale)
+        model.guide.mix_bias.mul_(scale).add_(-0.25 - scale * raw.min())
     return model
 
 
@@ -77,9 +93,7 @@ def test_guide_row_is_the_guide_map_over_its_span():
     img = rng.uniform(-1.0, 3.0, (3, 9)).astype(np.float32)
     g = np.full(9, 7.0, np.float32)
     guide_row(img, p.ccm, p.ccm_bias, p.shifts, p.slopes, p.mix, p.mix_bias, np.uint64(2), np.uint64(7), g)
-    v = p.ccm.astype(np.float64) @ img + p.ccm_bias[:, None]
-    ramps = np.maximum(v[:, None, :] - p.shifts[:, :, None], 0)  # (3, K, W)
-    want = np.einsum("c,ck,ckw->w", p.mix.astype(np.float64), p.slopes, ramps) + p.mix_bias[0]
+    want = _raw_guide(p, img)
     np.testing.assert_allclose(g[2:7], want[2:7], atol=1e-5)
     assert np.all(g[:2] == 7.0) and np.all(g[7:] == 7.0)
     assert want[2:7].min() < 0 or want[2:7].max() > 1  # unclamped values are checked too
@@ -133,24 +147,41 @@ def test_render_uint8_is_deepupe_render_rounded(illumination, denoise, strength,
     assert np.abs(out.astype(int) - frame).max() > 20  # the grid did change the frame
 
 
-def test_render_uint8_keep_mask_spans():
+@pytest.mark.parametrize("denoise", [False, True])
+def test_render_uint8_keep_mask_spans(denoise):
     rng = np.random.default_rng(2)
     frame = _frame(rng, 6, 10)
-    model = _model(2, denoise=False)
-    guide, grid = GuideParams.from_module(model.guide), torch.randn(1, 12, 8, 2, 3) * 2
+    model = _model(2, denoise=denoise, denoise_factor=2, denoise_radius=1)
+    guide, grid = GuideParams.from_module(model.guide), torch.randn(1, 12 + denoise, 8, 2, 3) * 2
+    with torch.no_grad():
+        dn = model.denoise_coeffs(torch.from_numpy(frame).permute(2, 0, 1)[None] / 255) if denoise else None
     keep = np.zeros((6, 10), bool)
     keep[0] = True  # a whole row
     keep[1, :3] = keep[2, -2:] = True  # a left span, a right span
     keep[3, :1] = keep[3, -4:] = keep[3, 5] = True  # both, and a pixel inside the computed span
-    plain = render_uint8(frame, grid, guide, EPS)
+    plain = render_uint8(frame, grid, guide, EPS, denoise=dn)
     out = np.zeros_like(frame)
-    masked = render_uint8(frame, grid, guide, EPS, keep=keep, out=out)
+    masked = render_uint8(frame, grid, guide, EPS, keep=keep, out=out, denoise=dn)
     assert masked is out
     np.testing.assert_array_equal(masked[keep], frame[keep])
     np.testing.assert_array_equal(masked[~keep], plain[~keep])
     assert (plain[keep] != frame[keep]).any(axis=-1).mean() > 0.5  # the mask did change things
     with pytest.raises(ValueError, match=r"^keep mask must be \(6, 10\), got \(5, 10\)$"):
-        render_uint8(frame, grid, guide, EPS, keep=keep[1:])
+        render_uint8(frame, grid, guide, EPS, keep=keep[1:], denoise=dn)
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_render_uint8_eps_floors_the_illumination(grey):
+    # Black pixels denoised up to D = lam b = 0.5 * 4e-5 (a = 0; strength channel 0: lam 0.5),
+    # logit -30: S = max(D + (1 - D) sigmoid(-30), eps) = eps, so R = D / eps = 0.2 (51 levels),
+    # not D / D = 1.
+    frame = np.zeros((2, 3, 3), np.uint8)
+    grid = np.zeros((13, 2, 1, 1), np.float32)
+    grid[3:12:4] = -30.0
+    dn = np.zeros((6, 1, 2), np.float32)
+    dn[3:] = 4e-5
+    out = render_uint8(frame, grid, GuideParams.from_module(_model(8).guide), EPS, grey=grey, denoise=dn)
+    assert np.abs(out - 0.5 * 4e-5 / EPS * 255).max() <= ROUNDED
 
 
 def test_render_uint8_grid_and_frame_shapes():
@@ -201,10 +232,14 @@ def test_slice_lowres_is_slice_grid_with_the_guide_map():
     rng = np.random.default_rng(5)
     model = _model(5)
     image = rng.uniform(0, 1, (3, 7, 9)).astype(np.float32)
+    image[:, 0, :2] = [0, 1]  # black and white
     for depth, gh, gw in ((4, 3, 4), (1, 1, 2), (2, 5, 1)):
         grid = rng.normal(size=(1, 5, depth, gh, gw)).astype(np.float32)
         cells = grid[0].transpose(2, 3, 1, 0)  # (Gh, Gw, D, C)
-        got = slice_lowres(image, cells, GuideParams.from_module(model.guide))
+        guide = GuideParams.from_module(model.guide)
+        raw = _raw_guide(guide, image)
+        assert raw.min() < 0 and raw.max() > 1  # the guide's clamps at both ends
+        got = slice_lowres(image, cells, guide)
         with torch.no_grad():
             t = torch.from_numpy(image)[None]
             ref = slice_grid(torch.from_numpy(grid), model.guide(t))[0].numpy()
@@ -232,6 +267,19 @@ def test_box_mean_np_of_several_channels_and_radii():
         np.testing.assert_allclose(box_mean_np(x.numpy(), radius), box_mean(x[None], radius)[0], atol=1e-5)
 
 
+def test_float64_inputs_are_taken_as_float32():
+    # The kernels compute in float32 whatever they are given: a float64 input gives the float32
+    # input's result to the bit (not a more precise one).
+    rng = np.random.default_rng(7)
+    image = rng.uniform(0, 1, (3, 5, 6))
+    cells = rng.normal(size=(2, 3, 4, 5))
+    guide = GuideParams.from_module(_model(7).guide)
+    np.testing.assert_array_equal(slice_lowres(image, cells, guide),
+                                  slice_lowres(image.astype(np.float32), cells.astype(np.float32), guide))
+    np.testing.assert_array_equal(guided_fit(image, 1, 1e-2), guided_fit(image.astype(np.float32), 1, 1e-2))
+    np.testing.assert_array_equal(box_mean_np(image, 1), box_mean_np(image.astype(np.float32), 1))
+
+
 def test_span_of_two_rows_widened_to_whole_blocks():
     keep = np.zeros((2, 10), bool)
     assert _span(keep, 0, 1, 10) == (0, 10)
@@ -244,6 +292,8 @@ def test_span_of_two_rows_widened_to_whole_blocks():
     keep[0, 5] = True
     a, b = _span(keep, 0, 1, 10)
     assert a >= b  # all kept: nothing to compute
+    keep[0, 0] = keep[1, 3] = False  # column 0 of row 0 (column 1 kept), column 3 of row 1
+    assert _span(keep, 0, 1, 10) == (0, 4)
 
 
 def _sigmoid(v):
@@ -343,6 +393,8 @@ def test_render_planes_keep_mask_and_out_planes():
     keep[2, :3] = keep[3, :2] = True  # a left span (block 0 whole, block 1 half kept)
     keep[4:6, -4:] = keep[5, -5] = True  # a right span
     keep[6, 6] = True  # a pixel inside the computed span
+    keep[6:8, 4:6] = True  # a whole block inside the span: its chroma is kept
+    keep[6, 8:10] = keep[7, 0:2] = True  # blocks with their top or bottom pair kept only
     out = tuple(np.zeros_like(p) for p in (y, u, v))
     got = _render_planes(y, u, v, luma, chroma, keep=keep, out=out)
     assert all(g is o for g, o in zip(got, out, strict=True))
@@ -358,11 +410,28 @@ def test_render_planes_keep_mask_and_out_planes():
         _render_planes(y, u, v, luma, chroma, keep=keep[:, 2:])
 
 
+def test_render_planes_eps_floors_the_illumination():
+    # A flat, nearly black view: D_Y = Q = 2e-5 (P = 0), no chroma terms (m = D_Y), logit -30:
+    # S = max(D_Y + (1 - D_Y) sigmoid(-30), eps) = eps, so Y' = 16 + 219 D_Y / eps = 59.8 (not 16
+    # + 219 D_Y / D_Y). Strength 0.5: S = eps ** 0.5, Y' = 16.4. Cb and Cr stay at 128.
+    y = np.full((2, 4), 16, np.uint8)
+    u = v = np.full((1, 2), 128, np.uint8)
+    luma = np.zeros((3, 1, 4), np.float32)
+    luma[1] = 2e-5
+    chroma = np.zeros((8, 1, 2), np.float32)
+    chroma[0], chroma[7] = 1.0, -30.0
+    taps = axis_taps(2, 1), axis_taps(1, 1)
+    for k, want in ((1.0, 60), (0.5, 16)):
+        oy, ou, ov = render_planes(y, u, v, luma, chroma, *taps, EPS, k)
+        assert np.all(oy == want) and np.all(ou == 128) and np.all(ov == 128)
+
+
 def test_render_planes_rejects_bad_shapes():
     y, u, v, luma, chroma = _planes_case(5, 4, 6, 2, 3)
     lx, cx, lt, ct = along_x(luma, 6), along_x(chroma, 3), axis_taps(4, 2), axis_taps(2, 2)
     planes = r"^need even-sized 4:2:0 planes, got Y \(\d+, \d+\), Cb \(\d+, \d+\), Cr \(\d+, \d+\)$"
-    for bad in ((y[:3], u, v), (y[:, :5], u, v), (y, u[:1], v), (y, u, v[:, :2]), (y, u[:, :2], v[:, :2])):
+    for bad in ((y[:3], u, v), (y[:, :5], u, v), (y, u[:1], v), (y, u, v[:, :2]), (y, u[:, :2], v[:, :2]),
+                (y[:3], u[:1], v[:1]), (y[:, :5], u[:, :2], v[:, :2])):  # odd, with matching chroma
         with pytest.raises(ValueError, match=planes):
             render_planes(*bad, lx, cx, lt, ct, EPS)
     with pytest.raises(ValueError, match=r"^luma maps must be \(3, h, 6\), got \(2, 2, 6\)$"):
