@@ -409,7 +409,10 @@ def test_guide_lookup_table_equals_the_curve():
     gen = torch.Generator().manual_seed(2)
     image = torch.rand(2, 3, 6, 9, generator=gen)
     image[0, :, 0, 0], image[0, :, 0, 1] = 0.0, 1.0  # black and white: both ends of the table
-    image[1, :, 2, 3] = torch.tensor([1.0, 0.0, 1.0])
+    # The eight corners of the RGB cube: each channel's M @ rgb + b reaches both ends of the
+    # table's range there.
+    corners = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], dtype=torch.float32)
+    image[1, :, 2, :8] = corners.T
     guide = GuideMap(ModelConfig(guide_knots=4))
     with torch.no_grad():
         # Identity colour matrix, knots on the table's nodes (range [0, 1], 4 cells): the
@@ -421,7 +424,11 @@ def test_guide_lookup_table_equals_the_curve():
         # Any matrix, bias and knots: within 1e-3 of the guide's range with the default table
         # (the docstring's bound; measured 1.2e-7 here), and 0.04 from it with a 4-cell table.
         _set_guide(guide, gen)
+        guide.shifts[:, 0] = -0.4  # a knot below 0: the curves also bend where M @ rgb + b < 0
+        guide.mix.copy_(torch.tensor([0.3, 0.2, 0.2]))
+        guide.mix_bias.fill_(0.0)
         ref = guide(image)
+        assert 0 < float(ref.min()) and float(ref.max()) < 1  # no clamp hides a difference
         assert float((guide.lookup(image) - ref).abs().max()) < 1e-3
         assert float((guide.lookup(image, nodes=4) - ref).abs().max()) > 1e-2
 
@@ -476,6 +483,7 @@ def test_coefficient_net_layers_and_output():
     ((1, 4, 1, 3, 5), (6, 8)),  # one depth bin
     ((2, 4, 3, 3, 1), (6, 8)),  # one grid column
     ((1, 4, 2, 1, 1), (4, 4)),  # one grid cell
+    ((1, 3, 2, 2, 2), (5, 7)),  # two of each: the upper taps are the last cell
 ])
 def test_slice_grid_gather_equals_slice_grid(grid_shape, size):
     from endolight.model.slicing import slice_grid_gather
