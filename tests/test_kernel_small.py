@@ -278,6 +278,9 @@ def test_float64_inputs_are_taken_as_float32():
                                   slice_lowres(image.astype(np.float32), cells.astype(np.float32), guide))
     np.testing.assert_array_equal(guided_fit(image, 1, 1e-2), guided_fit(image.astype(np.float32), 1, 1e-2))
     np.testing.assert_array_equal(box_mean_np(image, 1), box_mean_np(image.astype(np.float32), 1))
+    wide = along_x(image, 9)  # the maps the kernels read are float32 whatever came in
+    assert wide.dtype == np.float32
+    np.testing.assert_array_equal(wide, along_x(image.astype(np.float32), 9))
 
 
 def test_span_of_two_rows_widened_to_whole_blocks():
