@@ -395,7 +395,7 @@ def test_render_planes_keep_mask_and_out_planes():
     keep[0:2] = True  # a whole block row
     keep[2, :3] = keep[3, :2] = True  # a left span (block 0 whole, block 1 half kept)
     keep[4:6, -4:] = keep[5, -5] = True  # a right span
-    keep[6, 6] = True  # a pixel inside the computed span
+    keep[6, 7] = True  # a pixel inside the computed span
     keep[6:8, 4:6] = True  # a whole block inside the span: its chroma is kept
     keep[6, 8:10] = keep[7, 0:2] = True  # blocks with their top or bottom pair kept only
     out = tuple(np.zeros_like(p) for p in (y, u, v))
