@@ -17,7 +17,7 @@ from pathlib import Path
 
 from endolight.adapt import AdaptConfig, train_config
 from endolight.checkpoint import load_model, save_weights
-from endolight.data import list_frames
+from endolight.data import FrameRef, list_frames
 from endolight.enhancer import Enhancer
 from endolight.io.tensors import to_tensor
 from endolight.metrics import delta_e2000, psnr, ssim
@@ -25,11 +25,16 @@ from endolight.pairs import pairs_from_dir
 from endolight.train import load_config, train
 
 
+def _without(organ: str) -> tuple[list[FrameRef], list[FrameRef]]:
+    """The split's training frames of every other organ, and every 4th of their validation
+    frames (here validation only reports progress: CPU is scarce)."""
+    return ([r for r in list_frames("train") if r.organ != organ],
+            [r for r in list_frames("val") if r.organ != organ][::4])
+
+
 def train_without(organ: str, out_dir: str, config: str, epochs: int) -> None:
     cfg = load_config(config, out_dir=out_dir, epochs=epochs, device="cpu")
-    train_refs = [r for r in list_frames("train") if r.organ != organ]
-    # Every 4th validation frame: here validation only reports progress (CPU is scarce).
-    val_refs = [r for r in list_frames("val") if r.organ != organ][::4]
+    train_refs, val_refs = _without(organ)
 
     def on_step(step: int, total: int, stats: dict[str, float]) -> None:
         print(f"  step {step}/{total}: loss {stats['loss']:.4f}", flush=True)
@@ -47,12 +52,11 @@ def control(organ: str, weights: str, output: str, steps: int) -> None:
     """The base fine-tuned by adapt's recipe (lr, batch, crop, frame size) for about ``steps``
     steps on the training frames of every organ but ``organ``: what the same extra training
     gives without the new scope's frames."""
-    refs = [r for r in list_frames("train") if r.organ != organ]
+    refs, val = _without(organ)
     cfg = AdaptConfig(source="", output=output, weights=weights, device="cpu")
     per_epoch = len(refs) // cfg.batch_size  # one crop of each frame an epoch
     epochs = max(1, round(steps / per_epoch))
     tcfg = train_config(cfg, {"epochs": epochs, "repeats": 1})
-    val = [r for r in list_frames("val") if r.organ != organ][::4]
     print(f"{len(refs)} frames without {organ}: {epochs} epochs of {per_epoch} steps", flush=True)
     train(tcfg, train_refs=refs, val_refs=val)
     save_weights(load_model(Path(tcfg.out_dir) / "last.safetensors"), output, {"control_for": organ})

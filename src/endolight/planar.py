@@ -93,7 +93,6 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
     cells = grey_grid(grid)[0].permute(2, 3, 1, 0).numpy()  # (Gh, Gw, D, 4 [+ 1])
     size = lowres_size(*small.shape[1:], coarsen)
     co = slice_lowres(_shrink(small, size), cells, guide)  # (4 [+ 1], h', w')
-    ar, ag, ab, a0 = co[0], co[1], co[2], co[3]
     if model.cfg.denoise and denoise:
         lam = np.float32(min(strength, 1.0)) / (1 + np.exp(-co[4]))
         fit = guided_fit(small, model.cfg.denoise_radius, model.denoise_threshold())
@@ -101,8 +100,8 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
         a = np.einsum("ij,jhw->ihw", TO_YCC, dn[:3])  # a_Y, a_Cb, a_Cr
         b = np.einsum("ij,jhw->ihw", TO_YCC, dn[3:])
     else:
-        lam, a, b = np.zeros_like(ar), *np.zeros((2, 3, *ar.shape), np.float32)
-    luma, chroma = planar_terms(lam, a, b, (ar, ag, ab, a0))
+        lam, a, b = np.zeros_like(co[0]), *np.zeros((2, 3, *co.shape[1:]), np.float32)
+    luma, chroma = planar_terms(lam, a, b, co[:4])
     return np.stack(luma).astype(np.float32, copy=False), np.stack(chroma).astype(np.float32, copy=False)
 
 
