@@ -13,7 +13,9 @@
 # of the working tree, so a before/after comparison is reproducible. MUTATION_RERUN=1 re-tests
 # only the mutants the module's previous run did not kill (after tests were added: its killed
 # ones stand) and prints the merged summary. MUTATION_RESUME=1 continues an interrupted run in
-# its work directory (mutmut keeps each verdict as it goes).
+# its work directory (mutmut keeps each verdict as it goes). MUTATION_NAMES="PATTERN..." (mutant
+# names or fnmatch globs, e.g. '*.x_lab__mutmut_*') checks only those mutants in a fresh run: the
+# others are made but left unchecked (a restricted run).
 #
 # A module's optional `env` table is set for its mutmut run (e.g. NUMBA_DISABLE_JIT = "1"). With
 # NUMBA_DISABLE_JIT set, numba's @njit/@jit return the function unchanged, so the scratch copy's
@@ -60,6 +62,7 @@ summary=()
 for module in "${modules[@]}"; do
   work=$work_root/$module
   names=()
+  [ -n "${MUTATION_NAMES:-}" ] && read -r -a names <<<"$MUTATION_NAMES"  # read: no glob expansion
   if [ -n "${MUTATION_RERUN:-}" ]; then
     # Re-test only the mutants the previous run of this module left alive (survived, no tests,
     # timeout...), against the current tests; its killed ones stand (tests only added since),
@@ -92,10 +95,10 @@ if env.get("NUMBA_DISABLE_JIT", "0") != "0":
         for path in glob.glob(f"{work}/{pattern}"):
             text = open(path).read()
             open(path, "w").write(re.sub(r"(?m)^[ \t]*@(numba\.)?n?jit\b.*\n", "", text))
-print("\n".join(f"{k}={v}" for k, v in env.items()))
+sys.stdout.write("".join(f"{k}={v}\n" for k, v in env.items()))  # no line: no env
 EOF
 )
-  echo "== $module: mutmut in $work (log: $work/run.log)${names:+, re-testing ${#names[@]} mutants}"
+  echo "== $module: mutmut in $work (log: $work/run.log)${names:+, checking ${#names[@]} names or patterns}"
   if [ -z "${MUTATION_RERUN:-}" ] || [ ${#names[@]} -gt 0 ]; then
     (cd "$work" && env "${module_env[@]}" nice -n 15 mutmut run --max-children "$children" "${names[@]}" >>run.log 2>&1) || {
       echo "error: mutmut failed for $module; last lines of $work/run.log:" >&2

@@ -500,6 +500,29 @@ def test_a_dark_periphery_without_an_edge_is_tissue():
     assert not mask[:10].any() and mask[10:].all()
 
 
+def test_a_sharp_edged_view_in_a_tissue_coloured_band_is_not_trusted():
+    # The textured disc (radius 50) of _disc_frame with its whole edge sharp (the trusted-hull
+    # branch: at least 80 % of the boundary sharp), on a border of (10, 4, 4) plus noise in
+    # [0, 2): red leads by about 6 > max(3, 0.2 x 10.5), so the band outside is dim tissue, the
+    # hull is refused, and so are the ellipse and the plain hull after it: the whole frame is
+    # kept (measured: all of it). The same disc on a neutral border of 3 is the view (measured
+    # IoU 0.991). Pins the tissue-colour check of the trusted branch (`_detect_small` 101,
+    # the check inverted, returned the disc for the red border).
+    h, w = 120, 160
+    yy, xx = np.mgrid[0:h, 0:w]
+    disc = (yy - 59.5) ** 2 + (xx - 79.5) ** 2 < 50**2
+    rng = np.random.default_rng(0)
+    for border, tissue in [((10, 4, 4), True), ((3, 3, 3), False)]:
+        frame = (np.array(border) + rng.integers(0, 2, (h, w, 3))).astype(np.uint8)
+        lit = np.array([170, 80, 70]) + rng.normal(0, 10, (h, w, 1))
+        frame[disc] = np.clip(lit[disc], 0, 255).astype(np.uint8)
+        mask = detect_fov(frame)
+        if tissue:
+            assert mask.all()
+        else:
+            assert _iou(mask, disc) > 0.95
+
+
 def test_flat_overlays_tolerance_is_both_ways_from_the_seed():
     # Two bars two pixels high whose blue steps by one level every 2 columns, so that after
     # the 3 x 3 median their edge rows keep the steps and the seeds (every 4th column) all sit
