@@ -4,6 +4,7 @@ agree with scikit-image, trained methods are cached, and the CLI fails cleanly."
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import kornia
 import numpy as np
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 
 from endolight import compare
 from endolight.cli import app
-from endolight.compare import QUICK, figure_grid, train_all, where_not_best
+from endolight.compare import QUICK, CompareConfig, figure_grid, train_all, where_not_best
 from endolight.data import PairDataset, list_frames
 from endolight.enhancer import Enhancer
 from endolight.io.tensors import to_tensor
@@ -205,6 +206,27 @@ def test_trained_methods_are_cached_and_reloaded(tmp_path, data_root, monkeypatc
     # The registry loads a cached comparator as the same call as every other method.
     method = get_method("feqe", tmp_path / "runs" / "feqe.safetensors", device="cpu")
     assert method(np.zeros((20, 24, 3), np.uint8)).shape == (20, 24, 3)
+
+
+def test_each_protocol_has_its_own_cache_results_and_report():
+    # The default protocol keeps the plain names; the paper's run never overwrites them.
+    assert compare.for_protocol(CompareConfig(), "endoscope") == CompareConfig()
+    paper = compare.for_protocol(CompareConfig(), "paper")
+    assert (paper.protocol, paper.runs_dir, paper.out_dir) == ("paper", "runs/compare-paper", "results/paper")
+    quick = compare.for_protocol(QUICK, "paper")
+    assert (quick.runs_dir, quick.out_dir) == ("runs/compare-quick-paper", "results/quick/paper")
+    assert compare.report_path("endoscope") == Path("docs/results.md")
+    assert compare.report_path("paper") == Path("docs/results-paper.md")
+
+
+def test_loss_curves_draw_one_line_per_run_and_skip_empty_ones():
+    from endolight.figures import COLOURS, loss_curves
+
+    rows = [{"step": i + 1, "loss": 1 / (i + 1)} for i in range(40)]
+    img = loss_curves({"a": rows, "b": [{**r, "loss": 2 * r["loss"]} for r in rows], "none": []})
+    present = [bool(np.all(img == np.array(c, np.uint8), axis=-1).any()) for c in COLOURS[:3]]
+    # Two runs drawn in the first two colours; the run without rows gets no line (nor legend).
+    assert present == [True, True, False]
 
 
 def test_where_not_best_reports_margins():

@@ -255,14 +255,11 @@ def adapt(
 
 def _plot_curve(run_dir: Path) -> None:
     """RUN_DIR/curve.png: the validation curve so far (from RUN_DIR/log.csv)."""
-    import csv
-
     from endolight.figures import training_curves
+    from endolight.io.atomic import read_csv
     from endolight.io.images import write_image
 
-    with (run_dir / "log.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    write_image(run_dir / "curve.png", training_curves({run_dir.name: rows}))
+    write_image(run_dir / "curve.png", training_curves({run_dir.name: read_csv(run_dir / "log.csv")}))
 
 
 @app.command("eval")
@@ -429,10 +426,13 @@ def compare(
     batch_size: Annotated[int | None, typer.Option(help="Batch size of every learned method.")] = None,
     crop: Annotated[int | None, typer.Option(help="Training crop side of every learned method.")] = None,
     max_side: Annotated[int | None, typer.Option(help="Evaluation frames' longer side.")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Results folder.")] = None,
-    runs_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache of trained methods.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Results folder (default: results, "
+                                                                      "results/paper).")] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache of trained methods (default: "
+                                                        "runs/compare, runs/compare-paper).")] = None,
     doc: Annotated[Path | None, typer.Option(help="Also write the report here "
-                                                  "(default: docs/results.md, none with --quick).")] = None,
+                                                  "(default: docs/results.md, docs/results-paper.md under "
+                                                  "--protocol paper; none with --quick).")] = None,
     weights: Annotated[Path | None, typer.Option(help="Our model's weights (default: shipped).")] = None,
     pairs: Annotated[Path | None, typer.Option(help="Evaluate on these pairs (dim/ + target/, from "
                                                     "synth) instead of the held-out split.")] = None,
@@ -454,7 +454,7 @@ def compare(
 
     import torch
 
-    from endolight.compare import QUICK, CompareConfig, run
+    from endolight.compare import QUICK, CompareConfig, for_protocol, report_path, run
 
     if threads:
         torch.set_num_threads(threads)
@@ -462,11 +462,11 @@ def compare(
     budget = replace(cfg.budget, **{k: v for k, v in
                                     {"steps": steps, "batch_size": batch_size, "crop": crop}.items() if v})
     _protocol(protocol)  # a clear error for an unknown name
-    cfg = replace(cfg, budget=budget, device=device, protocol=protocol,
+    cfg = replace(for_protocol(cfg, protocol), budget=budget, device=device,
                   **{k: str(v) if isinstance(v, Path) else v for k, v in
                      {"eval_max_side": max_side, "out_dir": output, "runs_dir": runs_dir,
                       "ours_weights": weights, "pairs_dir": pairs, "dim_dir": dim}.items() if v is not None})
-    doc = doc or (None if quick else Path("docs/results.md"))
+    doc = doc or (None if quick else report_path(protocol))
     bars: dict[str, tqdm] = {}
 
     def on_progress(task: str, done: int, total: int) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (200, 200, 200)
 # Line colours (RGB) for the plot: distinct at a glance, cycled past eight methods.
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127)]
+           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -125,6 +125,23 @@ def training_curves(logs: dict[str, list[dict]], size: tuple[int, int] = (760, 4
     curves = {name: ([float(r["epoch"]) for r in rows], [float(r["val_psnr"]) for r in rows])
               for name, rows in logs.items()}
     return line_plot(curves, "validation PSNR (dB) per epoch", "epoch", size)
+
+
+def loss_curves(logs: dict[str, list[dict]], size: tuple[int, int] = (760, 440)) -> np.ndarray:
+    """Training loss against the step of each run (``name -> rows with "step" and "loss"``), as a
+    percentage of its mean over the first 10 % of steps, smoothed by a moving mean over 5 % of the
+    steps (each point at the last step of its window). Runs without rows are left out."""
+    curves = {}
+    for name, rows in logs.items():
+        if not rows:
+            continue
+        loss = np.array([float(r["loss"]) for r in rows])
+        start = abs(float(loss[: max(1, len(loss) // 10)].mean())) or 1.0
+        k = max(1, len(loss) // 20)
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        curves[name] = ([float(rows[i + k - 1]["step"]) for i in range(len(smooth))], 100 * smooth / start)
+    return line_plot(curves, "training loss, % of its mean over the first 10 % of steps", "step", size,
+                     markers=False)
 
 
 def line_plot(curves: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, x_label: str,

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file beside the target, renamed over it when complete."""
+"""Atomic file writes: a temporary file beside the target, renamed over it when complete (and
+the reader of the CSV files written so)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,9 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
             writer.writerows(rows)
 
     return atomic_write(path, write)
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header (as :func:`write_csv` writes), as dicts of strings."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
