@@ -421,6 +421,24 @@ def test_quantile_by_selection_is_torch_quantile(data_root):
             assert _quantile(values, q).item() == torch.quantile(values, q).item(), (len(values), q)
 
 
+def test_quantile_by_selection_on_ties_and_edge_sizes():
+    # The same check without data (in the mutation selection): 8-bit levels, so with many ties,
+    # and off-grid values, at 1, 2, 3 and 7 values, with q at both ends, at a rank exactly on a
+    # value (0.5 of 7 values: the 4th) and between two (0.37, 0.9); each against torch.quantile,
+    # to the bit.
+    g = torch.Generator().manual_seed(3)
+    levels = torch.randint(0, 256, (1000,), generator=g).float() / 255
+    cases = [levels, levels[:1], levels[:2], levels[:3], levels[:7], torch.rand(1001, generator=g) * 5 - 2,
+             torch.tensor([0.5, 0.25])]
+    for values in cases:
+        for q in (0.0, 0.25, 0.37, 0.5, 0.9, 1.0):
+            got = _quantile(values, q)
+            want = torch.quantile(values, q)
+            assert got.dtype == torch.float32 and got.item() == want.item(), (len(values), q)
+    # By hand: 3 values sorted (1, 2, 4): q = 0.75 is rank 1.5, halfway from 2 to 4.
+    assert _quantile(torch.tensor([4.0, 1.0, 2.0]), 0.75).item() == 3.0
+
+
 # --- The colour and structure ports on their own (no data: fast), against scikit-image on
 # inputs that reach every branch: grey pixels, hue wrap-around, both mean-hue cases, the blue
 # rotation term, high chroma; 8-bit and off-grid colours; shared and per-image SSIM targets.
