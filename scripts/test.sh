@@ -16,7 +16,7 @@ if [ $# -eq 0 ]; then
     --runs-dir results/quick/runs >/dev/null 2>&1 || { echo "endolight compare --quick failed" >&2; exit 1; }
 fi
 set +e
-python -m pytest -q "$@"
+python -m pytest -q --durations=15 "$@"  # the slowest tests listed: CI must stay under 10 minutes
 code=$?
 set -e
 # pytest exits 5 when it collected no test: never a pass here.
