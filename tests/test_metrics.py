@@ -553,3 +553,13 @@ def test_lightness_order_error_hand_computed():
     # Block lightness: reference [[0, .1, .2], [.3, .4, .5]], output each row reversed: the
     # pairs within a row flip (3 pairs x 2 orders x 2 rows = 12), across rows none: 12 / 6 = 2.
     assert lightness_order_error(big_out, big_ref, side=2).tolist() == pytest.approx([2.0])
+
+
+def test_lightness_order_error_default_side_is_50():
+    # Wang et al. shrink to 50 px on the shorter side. A 100 x 160 grey ramp whose columns come
+    # in equal pairs (80 levels) shrinks by area to 50 x 80 with one level per column; the
+    # output is the ramp reversed, so every pixel's order flips against every pixel outside its
+    # column: 4000 - 50 = 3950 pairs per pixel, by hand.
+    ramp = (torch.arange(80.0) / 100).repeat_interleave(2).expand(1, 3, 100, 160)
+    got = lightness_order_error(ramp.flip(-1), ramp)
+    assert got.tolist() == [3950.0]
