@@ -95,6 +95,21 @@ def test_eval_writes_pictures_and_bin_tables_on_real_pairs(data_root, tmp_path) 
     assert plot is not None and plot.shape[:2] == (440, 760)
 
 
+def test_noise_level_is_reported_only_where_the_protocol_adds_noise() -> None:
+    from endolight.degrade import protocol_config
+    from endolight.evaluate import evaluate
+
+    rng = np.random.default_rng(3)
+    target = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    rows = {}
+    for name in ("endoscope", "paper"):
+        dim, params = make_pair(target, 5, protocol_config(name))
+        rows[name] = evaluate({"identity": lambda x: x}, [Pair("f", "o", dim, target, params)], tissue=False)
+    assert rows["endoscope"][0]["peak"] > 0
+    # The paper protocol draws a peak but adds no noise: no noise-level table for it.
+    assert "peak" not in rows["paper"][0]
+
+
 @pytest.mark.parametrize("n_bins", [1, 4])
 def test_equal_brightness_makes_one_bin(n_bins: int) -> None:
     rows = _rows([0.2, 0.2, 0.2], {"m": [10.0, 11.0, 12.0]})
