@@ -563,3 +563,16 @@ def test_lightness_order_error_default_side_is_50():
     ramp = (torch.arange(80.0) / 100).repeat_interleave(2).expand(1, 3, 100, 160)
     got = lightness_order_error(ramp.flip(-1), ramp)
     assert got.tolist() == [3950.0]
+
+
+def test_lightness_order_error_shrinks_by_area_means():
+    # A 2 x 4 pair shrunk at side 1 to 1 x 2, two 2 x 2 blocks: the reference's blocks are 0.1
+    # and 0.2; the output's first block is 0.5 in its top-left pixel and 0 elsewhere (mean
+    # 0.125), its second 0.3: the block means keep the reference's order, LOE 0 (by hand). Read
+    # by nearest pixel instead, 0.5 > 0.3 flips both ordered pairs: 1; kept 2 px high, the
+    # 1 x 2 halves of the first block differ (0.25, 0) where the reference's are equal: 0.25.
+    # The same transposed (4 x 2 to 2 x 1) for the width.
+    ref = torch.tensor([[0.1, 0.1, 0.2, 0.2], [0.1, 0.1, 0.2, 0.2]]).expand(1, 3, 2, 4)
+    out = torch.tensor([[0.5, 0.0, 0.3, 0.3], [0.0, 0.0, 0.3, 0.3]]).expand(1, 3, 2, 4)
+    assert lightness_order_error(out, ref, side=1).tolist() == [0.0]
+    assert lightness_order_error(out.transpose(-1, -2), ref.transpose(-1, -2), side=1).tolist() == [0.0]
