@@ -456,6 +456,10 @@ def _lab_pairs() -> tuple[np.ndarray, np.ndarray]:
         ((70, 80, 60), (68, 90, 40)), ((30, -70, 50), (35, -60, 70)),  # high chroma
         ((50, 40, -10), (50, -10, 40)), ((50, -40, -10), (50, 10, 40)),  # big hue differences
         ((50, 2.5, 0), (73, 25, -18)), ((50, 2.5, 0), (50, 3.1736, 0.5854)),  # Sharma 17, 21
+        # Chromas of exactly 1, opposite hues: c1 c2 = 1 is not grey (scikit-image 1.971; read as
+        # grey, 0). Hues 0 and exactly pi apart: no wrap at |h2 - h1| = pi (2.9589; 2.9521 with
+        # the wrap, the mean hue then 270 instead of 90 degrees).
+        ((50, 0, 1), (50, 0, -1)), ((50, 1, 0), (50, -1, 0)),
     ]
     ref = np.array([p[0] for p in hand], float)
     cmp = np.array([p[1] for p in hand], float)
