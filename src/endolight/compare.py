@@ -118,7 +118,7 @@ def report_path(protocol: str) -> Path:
 
 QUICK = CompareConfig(
     budget=Budget(steps=6, batch_size=2, crop=96), train_max_side=320, train_frames=6,
-    eval_max_side=256, heldout_per_organ=1, dim_per_set=2, timing_size=(960, 540), timing_repeats=1,
+    eval_max_side=256, heldout_per_organ=1, dim_per_set=2, timing_size=(320, 180), timing_repeats=1,
     figure_rows=3, runs_dir="runs/compare-quick", out_dir="results/quick",
 )
 
