@@ -495,3 +495,31 @@ def test_slice_grid_gather_equals_slice_grid(grid_shape, size):
     got = slice_grid_gather(grid, guide)
     assert got.shape == (grid_shape[0], grid_shape[1], *size)
     torch.testing.assert_close(got, slice_grid(grid, guide), atol=1e-5, rtol=1e-5)
+
+
+def test_guide_lookup_table_spans_each_rows_range():
+    # The table of channel c covers [lo_c, lo_c + span_c]: lo_c the sum of row c's negative
+    # entries plus its bias, span_c the sum of its absolute values (the range M @ rgb + b takes
+    # on the RGB cube). Rows with negative entries and spans of 0.75, 1.75 and 1.25, knots on
+    # their own table's nodes (4 cells): the lookup is exactly the curve again. A range summed
+    # over the whole matrix, or a span floored at 1, moves the nodes off the knots.
+    from endolight.model.guide import GuideMap
+
+    ccm = torch.tensor([[0.5, -0.25, 0.0], [-0.5, 1.0, 0.25], [0.25, 0.25, -0.75]])
+    bias = torch.tensor([0.1, 0.0, 0.2])
+    lo = ccm.clamp(max=0).sum(1) + bias  # -0.15, -0.5, -0.55 by hand
+    span = ccm.abs().sum(1)  # 0.75, 1.75, 1.25
+    assert lo.tolist() == pytest.approx([-0.15, -0.5, -0.55]) and span.tolist() == [0.75, 1.75, 1.25]
+    guide = GuideMap(ModelConfig(guide_knots=4))
+    image = torch.rand(1, 3, 5, 8, generator=torch.Generator().manual_seed(4))
+    image[0, :, 0, :8] = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)]).T  # corners
+    with torch.no_grad():
+        guide.ccm.copy_(ccm)
+        guide.ccm_bias.copy_(bias)
+        guide.shifts.copy_(lo[:, None] + span[:, None] * torch.arange(4) / 4)
+        guide.slopes.copy_(SLOPES)
+        guide.mix.copy_(torch.tensor([0.3, 0.2, 0.2]))
+        guide.mix_bias.fill_(0.3)
+        ref = guide(image)
+        assert 0 < float(ref.min()) and float(ref.max()) < 1  # no clamp hides a difference
+        torch.testing.assert_close(guide.lookup(image, nodes=4), ref, atol=1e-6, rtol=0)
