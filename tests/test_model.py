@@ -454,6 +454,10 @@ def test_coefficient_net_layers_and_output():
     assert [(s[0].in_channels, s[0].stride) for s in net.global_conv] == [(32, (2, 2))]
     fcs = [m for m in net.global_fc if isinstance(m, torch.nn.Linear)]
     assert [(f.in_features, f.out_features) for f in fcs] == [(64 * 16, 32), (32, 16), (16, 64)]
+    # A ReLU after each global conv and between the fully connected layers, none after the last
+    # (two linear layers in a row would be one linear map).
+    assert [type(m).__name__ for m in net.global_conv[0]] == ["Conv2d", "ReLU"]
+    assert [type(m).__name__ for m in net.global_fc] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
     assert net.pred.out_channels == 13 * 4 and net.pred.kernel_size == (1, 1)
     # A grid of 16: two global convs (16 -> 4).
     assert len(CoefficientNet(ModelConfig(lowres=64, grid_size=16, fc_width=32)).global_conv) == 2
