@@ -527,3 +527,19 @@ def test_guide_lookup_table_spans_each_rows_range():
         ref = guide(image)
         assert 0 < float(ref.min()) and float(ref.max()) < 1  # no clamp hides a difference
         torch.testing.assert_close(guide.lookup(image, nodes=4), ref, atol=1e-6, rtol=0)
+
+
+def test_forward_defaults_to_the_reference_path():
+    # Training and evaluation call the model plainly: the guide's curve and the grid_sample
+    # slice, not the deployment path (the guide's lookup table and gathers, equal to within
+    # 1/255 only). With a non-identity guide the two guides differ (the table interpolates
+    # across the knots); the plain call must give exactly the reference guide and output.
+    cfg = ModelConfig(lowres=32, grid_size=4, fc_width=32, guide_knots=4)
+    model = DeepUPE(cfg).eval()
+    _set_guide(model.guide, torch.Generator().manual_seed(6))
+    x = torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        plain, grid = model(x), model.grid(x)
+        ref, dep = model.render(grid, x, deploy=False), model.render(grid, x, deploy=True)
+    assert not torch.equal(dep.guide, ref.guide)  # the check below can tell them apart
+    assert torch.equal(plain.guide, ref.guide) and torch.equal(plain.output, ref.output)
