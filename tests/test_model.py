@@ -19,7 +19,7 @@ from endolight.model.denoise import (
     shrink,
     upsample,
 )
-from endolight.model.slicing import EPS, apply_affine, grey_grid, illumination, slice_grid
+from endolight.model.slicing import EPS, apply_affine, grey_grid, illumination, slice_grid, slice_grid_gather
 
 
 def slow_slice(grid: np.ndarray, guide: np.ndarray) -> np.ndarray:
@@ -529,17 +529,32 @@ def test_guide_lookup_table_spans_each_rows_range():
         torch.testing.assert_close(guide.lookup(image, nodes=4), ref, atol=1e-6, rtol=0)
 
 
-def test_forward_defaults_to_the_reference_path():
+def test_forward_defaults_to_the_reference_path(monkeypatch):
     # Training and evaluation call the model plainly: the guide's curve and the grid_sample
-    # slice, not the deployment path (the guide's lookup table and gathers, equal to within
-    # 1/255 only). With a non-identity guide the two guides differ (the table interpolates
-    # across the knots); the plain call must give exactly the reference guide and output.
+    # slice, not the deployment path (the guide's lookup table and the gather slice, equal to
+    # within 1/255 only); `render`'s own defaults are strength 1 and that same path. With a
+    # non-identity guide the two guides differ (the table interpolates across the knots); the
+    # plain call must give exactly the reference guide and output. Which slice runs is
+    # recorded through the module's name for the gather slice (wrapped, not replaced).
+    import endolight.model.deepupe as deepupe
+
+    gathers = []
+
+    def gather(*args):
+        gathers.append(1)
+        return slice_grid_gather(*args)
+
+    monkeypatch.setattr(deepupe, "slice_grid_gather", gather)
     cfg = ModelConfig(lowres=32, grid_size=4, fc_width=32, guide_knots=4)
     model = DeepUPE(cfg).eval()
     _set_guide(model.guide, torch.Generator().manual_seed(6))
     x = torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         plain, grid = model(x), model.grid(x)
-        ref, dep = model.render(grid, x, deploy=False), model.render(grid, x, deploy=True)
-    assert not torch.equal(dep.guide, ref.guide)  # the check below can tell them apart
+        ref = model.render(grid, x)
+        assert not gathers
+        dep = model.render(grid, x, deploy=True)
+        assert len(gathers) == 1
+    assert torch.equal(dep.guide, model.guide.lookup(x))
+    assert not torch.equal(dep.guide, ref.guide)  # the checks below can tell them apart
     assert torch.equal(plain.guide, ref.guide) and torch.equal(plain.output, ref.output)
