@@ -558,3 +558,17 @@ def test_forward_defaults_to_the_reference_path(monkeypatch):
     assert torch.equal(dep.guide, model.guide.lookup(x))
     assert not torch.equal(dep.guide, ref.guide)  # the checks below can tell them apart
     assert torch.equal(plain.guide, ref.guide) and torch.equal(plain.output, ref.output)
+
+
+def test_render_clamps_the_denoised_frame_to_0_1():
+    # The guided filter overshoots at sharp edges: on a frame of black and white pixels it
+    # alone gives -0.085 to 1.089 (measured, full strength). The denoised frame render divides
+    # by S is clamped to [0, 1] at both ends.
+    torch.manual_seed(0)
+    model = DeepUPE(ModelConfig(lowres=32, grid_size=4, fc_width=32)).eval()
+    x = (torch.rand(1, 3, 24, 32) > 0.5).float()
+    with torch.no_grad():
+        raw = denoise(x, model.denoise_coeffs(x), torch.ones(1, 1, 24, 32))
+        got = model.render(model.grid(x), x).denoised
+    assert float(raw.min()) < -0.05 and float(raw.max()) > 1.05  # the clamp below binds
+    assert float(got.min()) == 0.0 and float(got.max()) == 1.0
