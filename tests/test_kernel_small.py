@@ -158,7 +158,8 @@ def test_render_uint8_keep_mask_spans(denoise):
     keep = np.zeros((6, 10), bool)
     keep[0] = True  # a whole row
     keep[1, :3] = keep[2, -2:] = True  # a left span, a right span
-    keep[3, :1] = keep[3, -4:] = keep[3, 5] = True  # both, and a pixel inside the computed span
+    # Both, and a pixel inside the computed span (columns 1-5; column 5 would join the right span).
+    keep[3, :1] = keep[3, -4:] = keep[3, 4] = True
     plain = render_uint8(frame, grid, guide, EPS, denoise=dn)
     out = np.zeros_like(frame)
     masked = render_uint8(frame, grid, guide, EPS, keep=keep, out=out, denoise=dn)
