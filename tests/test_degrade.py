@@ -15,6 +15,7 @@ from endolight.degrade import (
     DegradeParams,
     degrade,
     falloff_map,
+    noise_peak,
     protocol_config,
     quantise,
     sample_params,
@@ -265,3 +266,14 @@ def test_jpeg_is_applied_last_to_the_8_bit_frame(mode):
     without = degrade(target, replace(p, jpeg_quality=0), torch.Generator().manual_seed(4))
     assert not torch.equal(with_jpeg, without)
     assert torch.equal(with_jpeg, quantise(without, 40))
+
+
+def test_noise_peak_is_reported_only_where_the_protocol_adds_noise():
+    rng = np.random.default_rng(0)
+    for name in PROTOCOLS:
+        params = sample_params(protocol_config(name), rng).to_dict()
+        assert params["peak"] > 0  # both protocols draw one...
+        # ...but the paper protocol never adds noise, so its pairs have no noise level.
+        assert noise_peak(params) == (None if name == "paper" else params["peak"])
+    assert noise_peak({"mode": "endoscope", "peak": 120}) == 120.0
+    assert noise_peak({"mode": "endoscope"}) is None  # e.g. a manifest row without noise parameters

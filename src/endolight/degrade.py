@@ -31,6 +31,7 @@ Two protocols (``PROTOCOLS``), both through :func:`degrade`:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -142,6 +143,15 @@ def sample_params(cfg: DegradeConfig, rng: np.random.Generator) -> DegradeParams
         jpeg_quality=jpeg if use_jpeg else 0,
         mode=cfg.mode,
     )
+
+
+def noise_peak(params: Mapping[str, float | str]) -> float | None:
+    """The sensor noise's ``peak`` (photo-electrons at white) of a pair's parameters
+    (:meth:`DegradeParams.to_dict`), or None where the protocol adds no noise (``paper``: it
+    draws a ``peak`` and never uses it)."""
+    if params.get("mode") == "paper" or "peak" not in params:
+        return None
+    return float(params["peak"])
 
 
 def falloff_map(p: DegradeParams, height: int, width: int) -> torch.Tensor:

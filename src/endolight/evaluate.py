@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from endolight.data import FrameRef
+from endolight.degrade import noise_peak
 from endolight.device import torch_threads
 from endolight.figures import bin_index, brightness_bins, brightness_plot, contact_sheet
 from endolight.fov import detect_fov, fov_mask
@@ -112,8 +113,8 @@ def _score(pair: Pair, results: dict[str, np.ndarray], tissue: bool) -> list[dic
     """One row per method of one pair: :func:`endolight.metrics.reference_metrics` and extras."""
     target, dim = to_tensor(pair.target)[None], to_tensor(pair.dim)[None]
     extra: dict[str, float] = {"input_brightness": float(mean_brightness(dim)[0])}
-    if "peak" in pair.params and pair.params.get("mode") != "paper":  # the paper protocol adds no noise
-        extra["peak"] = float(pair.params["peak"])
+    if (peak := noise_peak(pair.params)) is not None:
+        extra["peak"] = peak
     fov = torch.from_numpy(detect_fov(pair.target))[None, None] if tissue else None
     vals = reference_metrics(torch.stack([to_tensor(r) for r in results.values()]), target, dim, fov)
     return [{"method": name, "organ": pair.organ, "image": pair.name,
