@@ -166,7 +166,10 @@ def _border_weights(view: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     when all its pixels are), uint8."""
     h, w = view.shape
     outside = ~view
-    blocks = outside[:h // 2 * 2, :w // 2 * 2].reshape(h // 2, 2, w // 2, 2).all(axis=(1, 3))
+    # The four pixels of each block as strided views (a reduction over a reshaped array's
+    # axes took ~10 ms at 720p).
+    blocks = outside[0:h - 1:2, 0:w - 1:2] & outside[0:h - 1:2, 1::2]
+    blocks &= outside[1::2, 0:w - 1:2] & outside[1::2, 1::2]
     return outside.astype(np.uint8) * np.uint8(ONE), blocks.astype(np.uint8) * np.uint8(ONE)
 
 
