@@ -15,10 +15,21 @@ from endolight.data import FrameRef, load_frame
 from endolight.enhancer import Enhancer
 from endolight.export import FrameModel
 from endolight.io.images import expand_sources
-from endolight.io.yuv import TO_YCC, i420_to_rgb, rgb_to_i420
+from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, TO_YCC, i420_to_rgb, rgb_to_i420
 from endolight.io.yuv import ycc_to_rgb as ycc_to_rgb_np
 from endolight.model import DeepUPE
-from endolight.model.maps import _to_ycc, ycc_to_rgb
+from endolight.model.config import ModelConfig
+from endolight.model.denoise import LUMA
+from endolight.model.maps import (
+    _to_ycc,
+    in_levels,
+    planar_terms,
+    render_i420,
+    render_maps,
+    rgb_maps,
+    ycc_to_rgb,
+)
+from endolight.model.slicing import EPS
 from test_planar import _dim, _psnr  # the planar path's darkening and PSNR on uint8 frames
 
 # Frame -> PSNR bounds (dB) of the fast graph against the exact enhancer (keep_border=False):
@@ -82,3 +93,119 @@ def test_colour_conversions_are_bt601_limited_range():
     rgb = rng.uniform(-1, 1, (1, 3, 5, 4)).astype(np.float32)
     want = np.einsum("ij,bjhw->bihw", TO_YCC, rgb)
     np.testing.assert_allclose(_to_ycc(torch.from_numpy(rgb)).numpy(), want, atol=1e-6)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+@pytest.mark.parametrize("strength", [None, 0.6])  # None: the default, full strength
+def test_render_maps_is_the_documented_formula(strength):
+    # Maps at the frame's own size (their upsampling is then the identity), every value hand
+    # computed in float64: D = A I + B_c Y + C_c clamped to [0, 1], S = max(m + (1 - m)
+    # sigmoid(L . D + L0), EPS) ** k, out = 255 D / S.
+    rng = np.random.default_rng(1)
+    h, w = 6, 9
+    planes = rng.integers(0, 256, (3, h, w)).astype(np.float64)
+    planes[:, 0, :3] = [[0, 255, 255], [0, 255, 10], [0, 255, 10]]  # black, white, a bright red
+    maps = np.concatenate([rng.uniform(0.3, 1.3, (1, h, w)), rng.normal(0, 0.5, (3, h, w)),
+                           rng.normal(0, 0.2, (3, h, w)), rng.normal(0, 2, (4, h, w))])
+    maps[4:7, 0, :3] = 0.5  # D above 1 at the white pixel: the upper clamp
+    got = render_maps(torch.from_numpy(maps)[None], [torch.from_numpy(p)[None, None] for p in planes],
+                      *([] if strength is None else [strength]))
+    x = planes / 255
+    y = LUMA[0] * x[0] + LUMA[1] * x[1] + LUMA[2] * x[2]
+    d = np.clip(maps[0] * x + maps[1:4] * y + maps[4:7], 0, 1)
+    assert (maps[0] * x + maps[1:4] * y + maps[4:7] > 1).any() and (d == 0).any()  # both clamps used
+    s = np.maximum(d.max(0) + (1 - d.max(0)) * _sigmoid((maps[7:10] * d).sum(0) + maps[10]), EPS)
+    want = 255 * d / s ** (1.0 if strength is None else strength)
+    np.testing.assert_allclose(np.stack([g[0, 0].numpy() for g in got]), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("strength", [None, 0.6])
+def test_render_i420_is_the_documented_formula(strength):
+    # Spatially constant maps (their upsampling is exact), random planes with sub-black and
+    # super-white luma: each output level against a float64 evaluation of the docstring of
+    # endolight.kernels.planar (the same formula in 8-bit levels).
+    rng = np.random.default_rng(2)
+    h, w = 8, 12
+    y = rng.integers(0, 256, (h, w)).astype(np.float64)
+    y[:2] = rng.integers(0, 6, (2, w))  # sub-black rows: negative D_Y, the output clamps at 0
+    uv = rng.integers(96, 160, (2, h // 2, w // 2)).astype(np.float64)
+    luma = np.array([1.1 / 219, -16 / 219 - 0.01, 2.5])  # P, Q, L in levels
+    chroma = np.array([1 / 224, 0.2 / 219, -128 / 224, -0.1 / 219, -128 / 224, 0.8, -0.6, -0.4])
+    y2 = y.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+    got_y, got_uv = render_i420(torch.from_numpy(luma)[None, :, None, None],
+                                torch.from_numpy(chroma)[None, :, None, None],
+                                torch.from_numpy(y)[None, None], torch.from_numpy(y2)[None, None],
+                                torch.from_numpy(uv)[None], *([] if strength is None else [strength]))
+    c = chroma
+    d_cb, d_cr = c[0] * uv[0] + c[1] * y2 + c[2], c[0] * uv[1] + c[3] * y2 + c[4]
+    bterm = c[5] * d_cb + c[6] * d_cr + c[7]
+    cmax = np.maximum(np.maximum(CR_R * d_cr, -CB_G * d_cb - CR_G * d_cr), CB_B * d_cb)
+    d_y = luma[0] * y + luma[1]
+    up = np.ones((2, 2))
+    m = np.clip(d_y + np.kron(cmax, up), 0, 1)
+    s = np.maximum(m + (1 - m) * _sigmoid(luma[2] * d_y + np.kron(bterm, up)), EPS)
+    gain = 219 / s ** (1.0 if strength is None else strength)
+    want_y = np.clip(np.floor(d_y * gain + 16.5), 0, 255)
+    g = gain.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)) * (224 / 219)
+    want_uv = np.clip(np.floor(np.stack([d_cb, d_cr]) * g + 128.5), 0, 255)
+    assert (d_y + np.kron(cmax, up) < 0).any() and (want_y == 0).sum() >= w  # the clamps are used
+    np.testing.assert_array_equal(got_y[0, 0].numpy(), want_y)
+    np.testing.assert_array_equal(got_uv[0].numpy(), want_uv)
+
+
+def test_planar_terms_are_the_rgb_affine_in_ycbcr():
+    # D = (1 - lam) I + lam (a Y + b) and the logit L . D + L0 in RGB, against the planar maps
+    # on the pixel's Y'CbCr, normalised (planar_terms) and in 8-bit levels (in_levels).
+    rng = np.random.default_rng(3)
+    n = 50
+    rgb = rng.uniform(0, 1, (3, n))
+    lam, a_rgb, b_rgb = rng.uniform(0, 1, n), rng.normal(0, 1, (3, n)), rng.normal(0, 0.3, (3, n))
+    affine = rng.normal(0, 2, (4, n))
+    luma_y = np.asarray(LUMA) @ rgb
+    d_rgb = (1 - lam) * rgb + lam * (a_rgb * luma_y + b_rgb)
+    logit = (affine[:3] * d_rgb).sum(0) + affine[3]
+    to_ycc = TO_YCC.astype(np.float64)
+    ycc, d_ycc = to_ycc @ rgb, to_ycc @ d_rgb
+    luma, chroma = planar_terms(lam, list(to_ycc @ a_rgb), list(to_ycc @ b_rgb), list(affine))
+    d_y = luma[0] * ycc[0] + luma[1]
+    d_cb = chroma[0] * ycc[1] + chroma[1] * ycc[0] + chroma[2]
+    d_cr = chroma[0] * ycc[2] + chroma[3] * ycc[0] + chroma[4]
+    np.testing.assert_allclose(np.stack([d_y, d_cb, d_cr]), d_ycc, atol=1e-5)
+    np.testing.assert_allclose(luma[2] * d_y + chroma[5] * d_cb + chroma[6] * d_cr + chroma[7], logit,
+                               atol=1e-4)
+    levels = 16 + 219 * ycc[0], 128 + 224 * ycc[1], 128 + 224 * ycc[2]
+    lv, cv = in_levels(luma, chroma)
+    np.testing.assert_allclose(lv[0] * levels[0] + lv[1], d_y, atol=1e-6)
+    np.testing.assert_allclose(lv[2], luma[2])
+    np.testing.assert_allclose(cv[0] * levels[1] + cv[1] * levels[0] + cv[2], d_cb, atol=1e-6)
+    np.testing.assert_allclose(cv[0] * levels[2] + cv[3] * levels[0] + cv[4], d_cr, atol=1e-6)
+    np.testing.assert_allclose(cv[5:], chroma[5:])
+
+
+def test_fast_graphs_of_a_model_without_the_denoiser(data_root):
+    # A grey model without the learned denoising (random weights, a strongly varying grid):
+    # its maps are the identity's (A = 1, no B or C) and the fast graphs still follow its exact
+    # render. Measured on this 480 px frame (which it moves by 20.3 dB): RGB graph 63.5 dB,
+    # I420 48.3 dB from the exact render (a random grid varies less than a trained one); the
+    # bounds sit 3 dB and more under.
+    torch.manual_seed(0)
+    net = DeepUPE(ModelConfig(denoise=False))
+    with torch.no_grad():
+        net.coeffs.pred.weight.normal_(std=0.3)
+    net.eval()
+    dim = _dim(load_frame(FrameRef(expand_sources(data_root / "bronchoscopy/edinburgh")[0], "bronchoscopy")))
+    half = torch.from_numpy(dim).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        maps = rgb_maps(net, half)
+    assert maps.shape[1] == 11
+    assert (maps[:, 0] == 1).all() and (maps[:, 1:7] == 0).all() and maps[:, 7:].abs().sum() > 0
+    ref = _exact(net, dim, 1.0)
+    assert _psnr(ref, dim) < 25
+    assert _psnr(_run(net, "nhwc", 1.0, dim), ref) > 55.0
+    planes = rgb_to_i420(dim)
+    rgb_in = i420_to_rgb(planes)
+    ref = i420_to_rgb(rgb_to_i420(_exact(net, rgb_in, 1.0)))
+    assert _psnr(i420_to_rgb(_run(net, "i420", 1.0, planes)), ref) > 45.0
