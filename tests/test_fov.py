@@ -174,6 +174,15 @@ def test_hull_fills_the_convex_polygon_of_the_mask():
     assert got.dtype == bool and np.array_equal(got, triangle)
 
 
+def test_hull_of_an_empty_mask_and_of_one_row():
+    assert not _hull(np.zeros((5, 6), bool)).any()
+    row = np.zeros((5, 6), bool)
+    row[2, 1] = row[2, 4] = True
+    want = np.zeros((5, 6), bool)
+    want[2, 1:5] = True
+    assert np.array_equal(_hull(row), want)
+
+
 def _outline(top: int, bottom: int, left: int, right: int, shape=(40, 40)) -> np.ndarray:
     out = np.zeros(shape, bool)
     out[top, left:right + 1] = out[bottom, left:right + 1] = True
@@ -278,6 +287,22 @@ def test_flat_overlays_rules():
     want[60:64, 10:60] = True
     want[60, 10] = want[60, 59] = False  # corners of the bar lost to the median
     assert np.array_equal(_flat_overlays(img, dark, FovConfig()), want)
+
+
+def test_flat_overlays_whose_boxes_overlap():
+    # 64 x 64 tissue (minimum area 20.5 pixels, fill 0.85). A bar that fills 93 % of its box
+    # (rows 0-19, columns 52-63), its top-left notch taken by a second flat region, flooded
+    # first (its seed comes first in scan order):
+    bars = _tissue(64, 64, 4)
+    bars[0:20, 52:64] = (40, 90, 160)
+    bars[0:3, 0:56] = (90, 40, 160)  # a bar along the top edge, into the first one's box
+    got = _flat_overlays(bars, np.zeros((64, 64), bool), FovConfig())
+    assert got[1, 1:55].all() and got[5:19, 53:63].all()  # both found: neither clears the other
+    patch = _tissue(64, 64, 5)
+    patch[0:20, 52:64] = (40, 90, 160)
+    patch[0:4, 52:56] = (200, 200, 40)  # a 16-pixel flat patch: too small to be an overlay
+    got = _flat_overlays(patch, np.zeros((64, 64), bool), FovConfig())
+    assert got[5:19, 53:63].all() and not got[0:3, 52:55].any()
 
 
 def _disc_frame(h: int = 120, w: int = 160, r: float = 50, seed: int = 0, border_noise: int = 4,
