@@ -346,6 +346,10 @@ def test_border_weights_at_odd_sizes():
     np.testing.assert_array_equal(full, np.where(view, 0, 128).astype(np.uint8))
     assert chroma.shape == (2, 3) and chroma.dtype == np.uint8
     np.testing.assert_array_equal(chroma, [[128, 0, 0], [128, 0, 0]])
+    # One pixel of view in any of a block's four places keeps the block's chroma.
+    view = np.zeros((2, 10), bool)
+    view[0, 2] = view[0, 5] = view[1, 6] = view[1, 9] = True
+    np.testing.assert_array_equal(_border_weights(view)[1], [[128, 0, 0, 0, 0]])
 
 
 def test_denoiser_motion_map_view_and_new_layout():
