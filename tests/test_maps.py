@@ -9,19 +9,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from endolight.checkpoint import load_model
 from endolight.data import FrameRef, load_frame
 from endolight.enhancer import Enhancer
 from endolight.export import FrameModel
 from endolight.io.images import expand_sources
-from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, TO_YCC, i420_to_rgb, rgb_to_i420
+from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, TO_YCC, i420_planes, i420_to_rgb, rgb_to_i420
 from endolight.io.yuv import ycc_to_rgb as ycc_to_rgb_np
 from endolight.model import DeepUPE
 from endolight.model.config import ModelConfig
-from endolight.model.denoise import LUMA
+from endolight.model.denoise import LUMA, lowres_size
 from endolight.model.maps import (
     _to_ycc,
+    i420_maps,
     in_levels,
     planar_terms,
     render_i420,
@@ -209,3 +211,27 @@ def test_fast_graphs_of_a_model_without_the_denoiser(data_root):
     rgb_in = i420_to_rgb(planes)
     ref = i420_to_rgb(rgb_to_i420(_exact(net, rgb_in, 1.0)))
     assert _psnr(i420_to_rgb(_run(net, "i420", 1.0, planes)), ref) > 45.0
+
+
+@pytest.mark.parametrize("where", ["bronchoscopy/edinburgh", "laparoscopy/laparoscopic-view-960x540.png"])
+def test_i420_maps_are_the_rgb_maps_in_ycbcr(model, data_root, where):
+    # The I420 graph's maps, at 1/8 of the frame, against the RGB graph's maps of the same
+    # half-size frame rewritten per the planar kernel's formulas (A = 1 - lam, B = lam a,
+    # C = lam b and the affine row, in Y'CbCr and 8-bit levels). The two differ only where
+    # converting to RGB clamps before or after a resize: measured mean relative differences
+    # per map <= 0.0003 (luma) and 0.0023 (chroma) on these frames; a wrong term or scale is O(1).
+    dim = _dim(load_frame(FrameRef(expand_sources(data_root / where)[0], where.split("/")[0])))
+    y, u, v = i420_planes(rgb_to_i420(dim))
+    y2 = F.avg_pool2d(torch.from_numpy(y).float()[None, None], 2)
+    uv = torch.from_numpy(np.stack([u, v])).float()[None]
+    with torch.no_grad():
+        luma, chroma = i420_maps(model, y2, uv)
+        rgb = rgb_maps(model, ycc_to_rgb(torch.cat([y2, uv], 1)))[0].double()
+    assert luma.shape[-2:] == chroma.shape[-2:] == lowres_size(*y.shape, 8)
+    to_ycc = torch.from_numpy(TO_YCC).double()
+    a, b, c, (lr, lg, lb, l0) = rgb[0], to_ycc @ rgb[1:4].flatten(1), to_ycc @ rgb[4:7].flatten(1), rgb[7:11]
+    b, c = b.view(3, *a.shape), c.view(3, *a.shape)
+    affine_c = [CB_B * lb - CB_G * lg, CR_R * lr - CR_G * lg, l0]
+    want_luma, want_chroma = in_levels([a + b[0], c[0], lr + lg + lb], [a, b[1], c[1], b[2], c[2], *affine_c])
+    for got, want in zip([*luma[0].double(), *chroma[0].double()], [*want_luma, *want_chroma], strict=True):
+        assert (got - want).abs().mean() < 0.01 * want.abs().mean()
