@@ -29,8 +29,12 @@ def test_short_run_lowers_validation_loss(tmp_path, data_root):
     before, _, _ = validate(DeepUPE(cfg.model), validation_pairs(cfg), cfg, torch.device("cpu"))
     logs = train(cfg)
     assert len(logs) == 3
-    # 8 frames, 24 steps: the grey-illumination model gains about 7 % here (per-channel: > 10 %).
-    assert logs[-1].val_loss < before * 0.95, (before, [log.val_loss for log in logs])
+    # 8 frames, 24 steps, the default (grey-illumination) model: measured val loss 0.3334 ->
+    # 0.1719, ratio 0.516 (seed 0; bit-identical when run twice: one seed, one run on this CPU
+    # build); seeds 1-3 give 0.514-0.528. The bound 0.65 leaves ~25 % for another build's float
+    # drift or a new seed, yet a run that learns two thirds as much (ratio ~0.68) or nothing
+    # (~1.0) fails. (The old bound 0.95 and its "gains about 7 %" were stale: it gains ~48 %.)
+    assert logs[-1].val_loss < before * 0.65, (before, [log.val_loss for log in logs])
     out = tmp_path / "run"
     assert (out / "best.safetensors").is_file() and (out / "last.state.pt").is_file()
     with (out / "log.csv").open() as fh:
