@@ -231,8 +231,13 @@ def test_temporal_smoothing_lowers_flicker_on_a_static_real_clip(data_root):
     dims, targets = static_clip(data_root, 16, width=320)
     fl_frame, psnr_frame = _flicker_and_psnr(enh, dims, targets, smooth=False)
     fl_smooth, psnr_smooth = _flicker_and_psnr(enh, dims, targets, smooth=True)
-    assert fl_smooth < 0.95 * fl_frame
-    assert psnr_smooth >= psnr_frame - 0.01
+    # The mechanism, on a stand-in (the per-channel jittery net, not the shipped model: that is
+    # the next test). Fixed net, noise seed 7, CPU: deterministic. Measured flicker 0.794 ->
+    # 0.693 (ratio 0.873; noise seeds 1-3: 0.82-0.94); bound 0.95 leaves 8 %, and a smoother
+    # that does nothing gives exactly 1. PSNR measured -0.002 dB (seeds 1-3: -0.001..+0.005);
+    # bound -0.01 dB: smoothing a still scene's grid must not cost quality.
+    assert fl_smooth < 0.95 * fl_frame, (fl_smooth, fl_frame)
+    assert psnr_smooth >= psnr_frame - 0.01, (psnr_smooth, psnr_frame)
 
 
 @pytest.mark.skipif(not default_weights_path().is_file(), reason="shipped weights not trained yet")
@@ -241,12 +246,26 @@ def test_temporal_smoothing_with_the_shipped_weights(data_root):
     dims, targets = static_clip(data_root, 16, width=320)
     fl_frame, psnr_frame = _flicker_and_psnr(enh, dims, targets, smooth=False)
     fl_smooth, psnr_smooth = _flicker_and_psnr(enh, dims, targets, smooth=True)
-    assert fl_smooth < fl_frame and psnr_smooth >= psnr_frame - 0.01
-    # A moving real clip (held-out frames 200-215): motion is not smeared, PSNR holds.
+    # The shipped (grey-illumination) weights: the grid smoother removes little of their flicker,
+    # most of which is the per-pixel grey term and the lifted sensor noise, which no grid
+    # smoothing steadies (docs/video.md: 0.936 -> 0.929 in the bench). Shipped weights, noise
+    # seed 7, CPU: deterministic (two runs agree to 4 digits). Static clip measured 0.590 ->
+    # 0.580, ratio 0.983 (noise seeds 1-3: 0.970-0.986). No few-per-cent margin exists under
+    # an effect of 1.7 %, so the bound 0.995 only states that smoothing takes off at least
+    # 0.5 %: a smoother that does nothing gives exactly 1, one with under a third of today's
+    # effect fails. PSNR measured -0.003 dB (seeds 1-3: -0.000..+0.009); bound -0.01 dB.
+    assert fl_smooth < 0.995 * fl_frame, (fl_smooth, fl_frame)
+    assert psnr_smooth >= psnr_frame - 0.01, (psnr_smooth, psnr_frame)
+    # A moving real clip (held-out frames 200-215): flow-warped flicker measured 0.607 -> 0.600,
+    # ratio 0.988 (seeds 1-3: 0.972-0.986), same bound and reason as above. PSNR measured
+    # -0.018 dB (seeds 1-3: +0.004..+0.020); bound -0.05 dB. This PSNR check does not catch
+    # smearing: on this slow 16-frame pan a smoother with alpha 0.99 and no cut resets also
+    # measured -0.018 dB (cuts are held by test_scene_cut_resets_the_smoother).
     dims, targets = moving_clip(data_root, 16, width=320)
     fl_frame, psnr_frame = _flicker_and_psnr(enh, dims, targets, smooth=False, flow=True)
     fl_smooth, psnr_smooth = _flicker_and_psnr(enh, dims, targets, smooth=True, flow=True)
-    assert fl_smooth < fl_frame and psnr_smooth >= psnr_frame - 0.05
+    assert fl_smooth < 0.995 * fl_frame, (fl_smooth, fl_frame)
+    assert psnr_smooth >= psnr_frame - 0.05, (psnr_smooth, psnr_frame)
 
 
 def test_scene_cut_resets_the_smoother(sequence, data_root):
