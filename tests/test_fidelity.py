@@ -117,23 +117,34 @@ def test_fov_area_on_real_frames(views, folder, lo, hi):
 
 
 @pytest.mark.parametrize("folder", [
-    "sinus/clip-b", "fetoscopy/other", "colonoscopy-cvc", "larynx/patient2/seq5", "capsule/normal",
+    "sinus/clip-b", "fetoscopy/other", "colonoscopy-cvc", "larynx/patient2/seq5",
+    pytest.param("capsule/normal", marks=pytest.mark.xfail(
+        strict=True, reason="known limit: dimmed, this view falls back to the full frame on 7 of "
+                            "seeds 0-9 (7 and 9 among them); its corners are 10 % of the frame")),
     pytest.param("gastroscopy-fujifilm/WLI_normal", marks=pytest.mark.xfail(
         strict=True, reason="known limit: dimmed, the dark right half of this view fades into the "
-                            "border with no visible edge, so the view is cut (docs/fidelity.md)")),
+                            "border with no visible edge: the view is cut (seed 7) or the full frame "
+                            "is kept (seeds 8, 9) (docs/fidelity.md)")),
 ])
 def test_fov_survives_dimming_and_noise(views, folder):
     # The enhancer sees dim, noisy frames: their view must match the well-lit frame's. Measured
     # with the endoscope protocol (exposure down to 0.1), IoU for seeds 7, 8, 9 (medians): sinus
     # 0.899, 0.892, 0.903 (0.899); fetoscopy 0.970, 0.964, 0.961 (0.964); colonoscopy 0.927,
-    # 0.966, 0.652 (0.927); larynx 1.0; capsule 0.90, 0.98, 0.90 (0.90); the gastroscopy view,
-    # cut on its dark side (the known limit, xfail), 0.72, 0.82, 0.82 (0.82). Seeds 0-9 go down
-    # to 0.65 on the darkest draws, hence a median of three. The bound (deterministic for these
-    # seeds) sits between the cut view and the lowest good one; a detection that falls back to
-    # the full frame scores 0.45-0.75 on these views.
+    # 0.966, 0.652 (0.927); larynx 1.0; capsule 0.90, 0.98, 0.90 (0.90); the gastroscopy view
+    # (the known limit, xfail), 0.72, 0.82, 0.82 (0.82). Seeds 0-9 go down to 0.65 on the
+    # darkest draws, hence a median of three. The bound (deterministic for these seeds) sits
+    # between the cut view and the lowest good one.
     clean = detect_fov(views[folder])
     ious = [_iou(detect_fov(_dim(views[folder], seed)), clean) for seed in (7, 8, 9)]
     assert float(np.median(ious)) >= 0.85, ious
+    # A detection that falls back to the full frame scores the view's own area: sinus 0.455,
+    # fetoscopy 0.741, colonoscopy 0.739, but capsule 0.900 and gastroscopy 0.820, which the
+    # bound above let through: capsule's 0.90 (seeds 7, 9) and gastroscopy's 0.82 (8, 9) are
+    # exactly that fallback. So where there is a border, the median must also beat the
+    # fallback by 0.02 (sinus, fetoscopy, colonoscopy clear it by 0.19 or more); larynx has no
+    # border (the full frame is its view).
+    if not clean.all():
+        assert float(np.median(ious)) >= clean.mean() + 0.02, (ious, float(clean.mean()))
 
 
 def test_fov_tracker_accumulates_a_clip(data_root):
@@ -145,6 +156,8 @@ def test_fov_tracker_accumulates_a_clip(data_root):
     for i, frame in enumerate(clean):
         mask = tracker.update(_dim(frame, 100 + i))
     assert tracker.count == 8
+    # Deterministic (fixed frames and noise seeds): measured IoU 0.991, view 0.827 of the frame;
+    # bound 0.97 is under the measured value by 2 %, and a full-frame fallback scores 0.83.
     assert _iou(mask, reference) >= 0.97
     with pytest.raises(ValueError, match="size changed"):
         tracker.add(np.zeros((64, 64, 3), np.uint8))
@@ -175,6 +188,7 @@ def test_fov_mask_is_detect_fov_of_one_frame():
     frame[disc] = np.clip(tissue[disc], 0, 255).astype(np.uint8)
     mask = fov_mask(frame)
     assert np.array_equal(mask, detect_fov(frame))
+    # Deterministic: measured area 0.411, IoU 0.991 (the full frame would score 0.41).
     assert 0.36 < mask.mean() < 0.46 and _iou(mask, disc) > 0.9
     assert fov_mask(frame, FovConfig(min_area=0.9)).all()
 
