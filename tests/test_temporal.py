@@ -55,13 +55,19 @@ def test_less_ghosting_than_a_plain_recursive_filter_on_a_moving_real_clip(data_
     dims, targets = moving_clip(data_root, 16, width=320)
     adaptive = denoise_row(enhancer, dims, targets, "moving")
     fixed = denoise_row(enhancer, dims, targets, "moving", FIXED)
-    # Measured: where the instruments moved, |filtered - per-frame| is 13.8 levels (adaptive)
-    # against 22.0 for the same filter blind to motion; where nothing moved both take out the
-    # same noise (8.4 and 8.8). The difference above the still level is the trail: 5.4 vs 13.2.
+    # Measured with the first grey model: where the instruments moved, |filtered - per-frame| is
+    # 13.8 levels (adaptive) against 22.0 for the same filter blind to motion; where nothing
+    # moved both take out the same noise (8.4 and 8.8); the trail (above the still level) 5.4 vs
+    # 13.2: ratios 0.63 and 0.41, for which the bounds 0.8 and 0.6 were set. With the shipped
+    # noise-aware weights (deterministic: seeded clip, CPU) moving 2.12 vs 14.83, still 2.01 vs
+    # 2.72, trail 0.11 vs 12.11: ratios 0.14 and 0.009. The bounds are left where the first
+    # model needed them; a filter blind to motion scores 1 on both.
     assert adaptive.ghost_moving < 0.8 * fixed.ghost_moving
     trail, fixed_trail = adaptive.ghost_moving - adaptive.ghost_still, fixed.ghost_moving - fixed.ghost_still
     assert trail < 0.6 * fixed_trail
-    assert adaptive.noise_tnr < 0.75 * adaptive.noise_frame  # still parts are still denoised
+    # Still parts are still denoised: measured sigma 3.58 -> 2.48 (0.69, shipped weights,
+    # deterministic); bound 0.75, 8 % above it.
+    assert adaptive.noise_tnr < 0.75 * adaptive.noise_frame
 
 
 LAYOUTS = {"rgb": (lambda f: f, lambda f: f), "i420": (rgb_to_i420, i420_to_rgb)}
