@@ -399,6 +399,9 @@ def recolouring():
 
 
 def test_preserve_hue_keeps_chart_hue(recolouring):
+    # A deliberate stand-in (random per-channel net plus a tint): the claim is about the option,
+    # which needs a model that recolours. Deterministic; measured 71.7 degrees without the
+    # option (bound > 20), 0.86 with it (bound HUE_BOUND = 2.0, 2.3x the measured value).
     enh, enhance = recolouring
     assert _chart_hue_shift(enhance) > 20  # the model alone recolours the chart
     enh.fidelity = FidelityConfig(preserve_hue=True)
@@ -409,6 +412,8 @@ def test_preserve_hue_keeps_chart_hue(recolouring):
 
 
 def test_preserve_hue_on_real_dim_frames(data_root, recolouring):
+    # The same stand-in, deterministic: measured at least 52.5 degrees without the option
+    # (bound > 10), at most 0.79 with it (0.67-0.79; bound 2.0, 2.5x the largest).
     enh, enhance = recolouring
     assert min(_real_dim_hue_shifts(enhance, data_root)) > 10  # the model alone recolours them
     enh.fidelity = FidelityConfig(preserve_hue=True)
