@@ -6,7 +6,9 @@ For each run: the bare PyAV loop (``endolight.bench.bare_codec``: threaded decod
 libx264 ultrafast), then ``endolight.bench.end_to_end`` (what ``endolight video`` does, model
 loaded beforehand) on the same benchmark clip (``endolight.bench.bench_clip``: the laparoscopy
 clip, upscaled for 1080p and 4K, encoded once into ``/tmp/endolight-bench``). Prints ms a frame,
-the ratio and the latency percentiles. Stop other work first: the figures are this machine's.
+the ratio, the latency percentiles and the share of CPU time the host stole meanwhile (a virtual
+machine's neighbours; runs with much of it are not comparable). Stop other work first: the figures
+are this machine's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the command line sets it
 
 from endolight.allocator import reuse_freed_memory  # noqa: E402
-from endolight.bench import bare_codec, bench_clip, end_to_end  # noqa: E402
+from endolight.bench import bare_codec, bench_clip, cpu_ticks, end_to_end, stolen_share  # noqa: E402
 from endolight.data import default_data_root  # noqa: E402
 
 
@@ -34,6 +36,7 @@ def main() -> None:
     tmp.mkdir(exist_ok=True)
     clip = bench_clip(args.size, default_data_root(), tmp, args.frames)
     for _ in range(args.runs):
+        ticks = cpu_ticks()
         _, bare_ms = bare_codec(clip, tmp / "bare.mp4", args.frames)
         t0 = time.process_time()
         r = end_to_end(clip, tmp / "out.mp4", args.frames, True, None)
@@ -41,7 +44,8 @@ def main() -> None:
         ms = r["seconds"] * 1e3 / r["frames"]
         print(f"{args.size}: bare {bare_ms:.1f} ms/frame, endolight {ms:.1f} ms/frame "
               f"({cpu:.1f} CPU-ms/frame incl. load), ratio {bare_ms / ms:.2f}, "
-              f"latency p50 {r['p50']:.0f} p99 {r['p99']:.0f} ms", flush=True)
+              f"latency p50 {r['p50']:.0f} p99 {r['p99']:.0f} ms, "
+              f"CPU stolen by the host {100 * stolen_share(ticks, cpu_ticks()):.0f} %", flush=True)
 
 
 if __name__ == "__main__":

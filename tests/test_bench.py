@@ -70,6 +70,40 @@ def test_bench_tables_are_consistent_with_their_timings(output):
         assert abs(float(ratios[column].rstrip("x")) - want) <= slack, (column, ratios, ms)
 
 
+def test_bench_ratio_to_the_bare_codec_is_its_own_rates(output):
+    printed, md = output
+    (row,) = _table(md, "| clip | frames | bare ms/frame |")
+    speed = _table(md, "| size | path | mode |")
+    (fused,) = [r for r in speed if (r["path"], r["mode"]) == ("fused", "end-to-end")]
+    assert row["clip"] == "720p" and int(row["frames"]) >= 2
+    bare_ms, bare_fps, ours = float(row["bare ms/frame"]), float(row["bare fps"]), float(row["endolight fps"])
+    assert bare_fps == pytest.approx(1e3 / bare_ms, rel=0.01, abs=0.06), row
+    # endolight's rate is the fused path's file -> file rate of the speed table (the same run).
+    assert row["endolight fps"] == fused["fps"], (row, fused)
+    # The ratio, printed to 0.01, from rates printed to 0.1 fps: allow both roundings.
+    want = ours / bare_fps
+    slack = 0.005 + want * 0.05 * (1 / ours + 1 / bare_fps) + 1e-9
+    assert abs(float(row["endolight / bare"]) - want) <= slack, row
+    stolen = float(row["CPU stolen by the host"].rstrip(" %"))
+    assert 0 <= stolen <= 100, row  # Linux (CI): measured, not NaN
+    line = re.search(r"720p bare decode\+encode\s+([\d.]+) ms/frame .* endolight / bare ([\d.]+) "
+                     r"\(CPU stolen by the host (\d+) %\)", printed)
+    assert line, printed
+    assert float(line.group(1)) == bare_ms and float(line.group(3)) == stolen
+    assert line.group(2) == row["endolight / bare"]
+
+
+def test_stolen_share_of_cpu_ticks():
+    assert bench.stolen_share((10, 100), (30, 300)) == pytest.approx(0.1)
+    assert math.isnan(bench.stolen_share(None, (30, 300))) and math.isnan(bench.stolen_share((10, 100), None))
+    assert math.isnan(bench.stolen_share((10, 100), (10, 100)))  # no time passed: unknown, not 0
+    first = bench.cpu_ticks()
+    assert first is not None and 0 <= first[0] <= first[1]  # Linux (CI) has /proc/stat
+    sum(i * i for i in range(200_000))  # some CPU time passes
+    later = bench.cpu_ticks()
+    assert later[0] >= first[0] and later[1] >= first[1]
+
+
 def test_bench_planar_stage_row(output):
     _, md = output
     (row,) = _table(md, "| size | low-res half")
