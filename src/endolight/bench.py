@@ -174,8 +174,8 @@ def write_clip(frames: list[np.ndarray], path: Path, size: tuple[int, int], n: i
 
 def cpu_ticks() -> tuple[int, int] | None:
     """``(stolen, all)`` CPU ticks of the whole machine so far (Linux ``/proc/stat``), or ``None``
-    elsewhere. On a virtual machine the host may run other guests on our cores ("steal"): a
-    timing taken while it does is slower by that share, which a benchmark should say."""
+    elsewhere. On a virtual machine the host may run other guests on our cores ("steal"): timings
+    taken meanwhile are slowed, not all by the same amount, which a benchmark should say."""
     try:
         with open("/proc/stat") as fh:
             ticks = [int(v) for v in fh.readline().split()[1:9]]
