@@ -5,6 +5,7 @@ strength, and the video pipeline using it end to end."""
 from __future__ import annotations
 
 import av
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -14,7 +15,7 @@ from endolight.enhancer import Enhancer
 from endolight.fov import fov_mask
 from endolight.io.images import expand_sources
 from endolight.io.sources import open_source
-from endolight.io.yuv import i420_planes, i420_to_rgb, rgb_to_i420
+from endolight.io.yuv import i420_planes, i420_to_rgb, rgb_to_i420, shrunk_plane
 from endolight.kernels.common import axis_taps, sigmoid
 from endolight.kernels.planar import guided_fit, render_planes
 from endolight.metrics import psnr
@@ -133,3 +134,22 @@ def test_video_runs_on_the_decoders_planes(tmp_path, data_root):
         # x264 at CRF 18 is the only difference (measured 44.1-46.7 dB); an unenhanced frame is
         # 16 dB away.
         assert _psnr(i420_to_rgb(got), i420_to_rgb(want)) > 38
+
+
+@pytest.mark.parametrize("k", [2, 4, 8, 16])
+def test_shrunk_plane_is_the_area_average_of_whole_blocks(k):
+    rng = np.random.default_rng(k)
+    h, w = 3, 5
+    plane = rng.integers(0, 256, (h * k, w * k), dtype=np.uint8)
+    plane[:k, :k] = 255  # a block of 255s: its sum still fits (16 x 16 x 255 < 2^16)
+    got = shrunk_plane(plane, (w, h))
+    assert got.dtype == np.float32 and got[0, 0] == 255.0
+    want = plane.reshape(h, k, w, k).astype(np.float64).mean((1, 3))
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+    # Exactly OpenCV's area resize of the plane as float; and any other ratio goes to OpenCV.
+    def area(a: np.ndarray) -> np.ndarray:
+        return cv2.resize(a.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+
+    np.testing.assert_array_equal(got, area(plane))
+    odd = plane[:, : w * k - 1]
+    np.testing.assert_allclose(shrunk_plane(odd, (w, h)), area(odd), atol=1e-4)

@@ -14,10 +14,14 @@ from endolight.enhancer import Enhancer
 from endolight.fov import fov_mask
 from endolight.io.images import expand_sources
 from endolight.io.yuv import i420_planes, i420_to_rgb, rgb_to_i420
+from endolight.kernels.common import axis_taps
 from endolight.temporal import (
+    _NONE,
     GridSmoother,
     TemporalConfig,
     TemporalDenoiser,
+    _across,
+    _blend,
     _border_weights,
     _median,
     colour_histogram,
@@ -391,3 +395,30 @@ def test_denoiser_motion_map_view_and_new_layout():
     denoiser(still, still)
     planes = np.full((h * 3 // 2, w), 100, np.uint8)
     assert denoiser(planes, planes) is planes
+
+
+@pytest.mark.parametrize("layout", ["rgb", "i420"])
+def test_blend_weights_are_the_motion_map_upsampled_bilinearly(layout):
+    # With the past at 0 and the present at ONE (128) levels, each output sample is its weight
+    # of the present: the quarter-size map interpolated bilinearly (half-pixel centres, edges
+    # clamped, as OpenCV's resize) and rounded, per luma and per chroma sample alike, the same
+    # for the three values of an RGB pixel, and ONE wherever the border says so.
+    rng = np.random.default_rng(1)
+    weight = rng.integers(32, 129, (9, 13), dtype=np.uint8)
+    planes = [(36, 52)] if layout == "rgb" else [(36, 52), (18, 26)]
+    per_pixel = 3 if layout == "rgb" else 1
+    for h, w in planes:
+        shape = (h, w * per_pixel)
+        got = np.empty(shape, np.uint8)
+        border = np.zeros(shape, np.uint8)
+        border[:, -5:] = 128  # e.g. the view's right edge
+        for edge in (_NONE, border):
+            _blend(np.full(shape, 128, np.uint8), np.zeros(shape, np.uint8), _across(weight, w, per_pixel),
+                   *axis_taps(h, weight.shape[0]), edge, got)
+            want = cv2.resize(weight.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+            want = np.repeat(np.floor(want + 0.5), per_pixel, axis=1)
+            if edge is border:
+                want = np.maximum(want, border)
+            # float32 rounding may move a sample at an exact half by one step, nothing more
+            assert np.abs(got.astype(int) - want).max() <= 1 and (got == want).mean() > 0.99
+            assert got.min() >= 32 and (got[:, -5:] == 128).all() == (edge is border)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 # BT.601 R'G'B' from normalised Y'CbCr (Yn = (Y' - 16) / 219, Cn = (C - 128) / 224; Kr = 0.299,
 # Kb = 0.114): R = Yn + CR_R Crn, G = Yn - CB_G Cbn - CR_G Crn, B = Yn + CB_B Cbn.
@@ -76,7 +76,47 @@ def _ycc_to_rgb(y, cb, cr, out):  # pragma: no cover - compiled
 def shrunk_rgb(buf: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """An I420 frame shrunk to ``size = (w, h)`` (area averages of each full plane) as
     ``(3, h, w)`` float32 RGB in [0, 1], without the full-resolution RGB frame."""
-    return ycc_to_rgb(*(cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in i420_planes(buf)))
+    y, u, v = i420_planes(buf)
+    return ycc_to_rgb(shrunk_plane(y, size), shrunk_plane(u, size), shrunk_plane(v, size))
+
+
+def shrunk_plane(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A ``(H, W)`` uint8 plane area-averaged to ``size = (w, h)``: ``(h, w)`` float32 levels,
+    not rounded (as ``cv2.resize(..., INTER_AREA)`` of the plane as float32).
+
+    Blocks of ``k x k`` pixels, ``k`` = 2, 4, 8 or 16 (``H = k h``, ``W = k w``), are summed
+    exactly by repeated 2x2 sums in numba: OpenCV's uint8 area resize is fast only for ``k = 2``
+    and rounds (a 1080p luma shrunk by 4: 3 ms there, 0.4 ms here). Other ratios go to OpenCV.
+    """
+    w, h = size
+    k = plane.shape[1] // w if w > 0 else 0
+    if plane.dtype != np.uint8 or k not in (2, 4, 8, 16) or plane.shape != (h * k, w * k):
+        return cv2.resize(plane.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    sums = plane
+    while sums.shape[1] > w:  # 16 x 16 x 255 still fits in uint16
+        halved = np.empty((sums.shape[0] // 2, sums.shape[1] // 2), np.uint16)
+        _pair_sums(sums, halved)
+        sums = halved
+    out = np.empty((h, w), np.float32)
+    _scaled(sums, np.float32(1.0 / (k * k)), out)
+    return out
+
+
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def _pair_sums(src, out):  # pragma: no cover - compiled
+    """``out[j, i]`` = the sum of ``src``'s 2x2 block ``(j, i)``, uint16."""
+    for j in prange(out.shape[0]):
+        a, b, o = src[2 * j], src[2 * j + 1], out[j]
+        for i in range(out.shape[1]):
+            o[i] = ((np.uint16(a[2 * i]) + np.uint16(a[2 * i + 1]))
+                    + (np.uint16(b[2 * i]) + np.uint16(b[2 * i + 1])))
+
+
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def _scaled(src, scale, out):  # pragma: no cover - compiled
+    for j in prange(out.shape[0]):
+        for i in range(out.shape[1]):
+            out[j, i] = np.float32(src[j, i]) * scale
 
 
 def thumbnail(buf: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -3,6 +3,8 @@ numba's settings. Plain numeric code (numpy and numba only)."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import cv2
 import numpy as np
 from numba import njit
@@ -11,8 +13,10 @@ ROW_CHUNK = 16  # rows per parallel work item
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601: the denoiser's guide (endolight.model.denoise.LUMA)
 
 
+@lru_cache(maxsize=32)
 def axis_taps(n: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lower grid index and weight of each of ``n`` pixels along one axis of ``cells`` cells.
+    """Lower grid index and weight of each of ``n`` pixels along one axis of ``cells`` cells
+    (cached: a stream asks for the same few each frame; do not modify them).
 
     HDRNet half-pixel convention with border clamping, as ``grid_sample(align_corners=False,
     padding_mode='border')``: pixel ``i`` reads coordinate ``(i + 0.5) / n * cells - 0.5``.
