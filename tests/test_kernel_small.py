@@ -16,10 +16,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R
+from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, TO_YCC
 from endolight.kernels.common import along_x, axis_taps, guide_row, sigmoid
 from endolight.kernels.fused import GuideParams, render_uint8
-from endolight.kernels.planar import _span, box_mean_np, guided_fit, render_planes, slice_lowres
+from endolight.kernels.planar import (
+    _span,
+    box_mean_np,
+    guided_fit,
+    map_terms,
+    planar_terms,
+    render_planes,
+    slice_lowres,
+)
 from endolight.model import DeepUPE, ModelConfig
 from endolight.model.denoise import box_mean, guided_coefficients
 from endolight.model.maps import in_levels, render_i420
@@ -260,6 +268,33 @@ def test_guided_fit_is_guided_coefficients(eps):
         np.testing.assert_allclose(got, ref, atol=2e-5)
     if eps == float("inf"):  # a = 0 and b the box blur of the box blur
         np.testing.assert_array_equal(got[:3], 0)
+
+
+@pytest.mark.parametrize("twice", [False, True])
+def test_map_terms_are_planar_terms_of_the_fit_in_ycbcr(twice):
+    # The one-pass map kernel against the same formulas on whole arrays: the strength is
+    # scale * sigmoid(co[4]); the fit's R, G, B coefficients (averaged over each 2x2 block when
+    # the fit is twice the maps' size) are turned to Y'CbCr; a missing fit means no denoising.
+    rng = np.random.default_rng(8)
+    h, w = 5, 7
+    co = rng.normal(0, 2, (5, h, w)).astype(np.float32)
+    fit = rng.normal(0, 1, (6, 2 * h, 2 * w) if twice else (6, h, w)).astype(np.float32)
+    per_map = fit.reshape(6, h, 2, w, 2).mean((2, 4)) if twice else fit
+    lam = 0.7 / (1 + np.exp(-co[4].astype(np.float64)))
+    a, b = np.einsum("ij,jhw->ihw", TO_YCC, per_map[:3]), np.einsum("ij,jhw->ihw", TO_YCC, per_map[3:])
+    luma, chroma = map_terms(co, fit, 0.7)
+    want_luma, want_chroma = planar_terms(lam, a, b, co[:4])
+    assert luma.shape == (3, h, w) and chroma.shape == (8, h, w) and luma.dtype == chroma.dtype == np.float32
+    np.testing.assert_allclose(luma, np.stack(want_luma), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(chroma, np.stack(want_chroma), rtol=1e-5, atol=1e-5)
+    plain_luma, plain_chroma = map_terms(co[:4], None, 0.7)  # no denoising: D = I
+    zero = np.zeros((3, h, w))
+    want_luma, want_chroma = planar_terms(0.0, zero, zero, co[:4])
+    np.testing.assert_allclose(plain_luma, np.stack(np.broadcast_arrays(*want_luma)), atol=1e-6)
+    np.testing.assert_allclose(plain_chroma, np.stack(np.broadcast_arrays(*want_chroma)), atol=1e-6)
+    assert np.all(plain_luma[0] == 1) and np.all(plain_chroma[0] == 1)
+    with pytest.raises(ValueError, match="fit"):
+        map_terms(co, fit[:, :-1], 0.7)
 
 
 def test_box_mean_np_of_several_channels_and_radii():

@@ -27,13 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from endolight.io.yuv import TO_YCC, i420_planes, shrunk_rgb, ycc_to_rgb
+from endolight.io.yuv import i420_planes, shrunk_rgb, ycc_to_rgb
 from endolight.kernels.common import along_x, axis_taps
 from endolight.kernels.fused import GuideParams
-from endolight.kernels.planar import guided_fit, render_planes, slice_lowres
+from endolight.kernels.planar import guided_fit, map_terms, render_planes, slice_lowres
 from endolight.model import DeepUPE
 from endolight.model.denoise import lowres_size
-from endolight.model.maps import planar_terms
 from endolight.model.slicing import EPS, grey_grid
 
 # (grid (1, C, D, Gh, Gw), low-res frame (1, 3, h, w)) -> grid, e.g. temporal.GridSmoother
@@ -93,16 +92,12 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
     cells = grey_grid(grid)[0].permute(2, 3, 1, 0).numpy()  # (Gh, Gw, D, 4 [+ 1])
     size = lowres_size(*small.shape[1:], coarsen)
     co = slice_lowres(_shrink(small, size), cells, guide)  # (4 [+ 1], h', w')
+    fit = None
     if model.cfg.denoise and denoise:
-        lam = np.float32(min(strength, 1.0)) / (1 + np.exp(-co[4]))
-        fit = guided_fit(small, model.cfg.denoise_radius, model.denoise_threshold())
-        dn = _shrink(fit, size)  # a_rgb, b_rgb: (6, h', w')
-        a = np.einsum("ij,jhw->ihw", TO_YCC, dn[:3])  # a_Y, a_Cb, a_Cr
-        b = np.einsum("ij,jhw->ihw", TO_YCC, dn[3:])
-    else:
-        lam, a, b = np.zeros_like(co[0]), *np.zeros((2, 3, *co.shape[1:]), np.float32)
-    luma, chroma = planar_terms(lam, a, b, co[:4])
-    return np.stack(luma).astype(np.float32, copy=False), np.stack(chroma).astype(np.float32, copy=False)
+        fit = guided_fit(small, model.cfg.denoise_radius, model.denoise_threshold())  # a_rgb, b_rgb
+        if fit.shape[1:] != (2 * size[0], 2 * size[1]):  # odd sizes: OpenCV's area weights
+            fit = _shrink(fit, size)
+    return map_terms(co, fit, min(strength, 1.0))
 
 
 def _shrink(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -21,6 +21,7 @@ Plain numeric code: numpy arrays in and out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -29,11 +30,105 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R  # numeric constants only
+from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, TO_YCC  # numeric constants only
 from endolight.kernels.common import JIT_OPTIONS, LUMA, ROW_CHUNK, axis_taps, guide_row, sigmoid
 
 N_LUMA_MAPS = 3  # P, Q, L
 N_CHROMA_MAPS = 8  # 1 - lam, lam*a_cb, lam*b_cb, lam*a_cr, lam*b_cr, L_cb, L_cr, L_0
+
+
+def planar_terms(lam: Any, a: Sequence[Any], b: Sequence[Any], affine: Sequence[Any]
+                 ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The planar kernel's three luma and eight chroma maps, for the normalised planes
+    ``Yn = (Y - 16) / 219``, ``Cn = (C - 128) / 224``:
+
+        D_Y = P Yn + Q,   logit = L D_Y + (L_cb D_cb + L_cr D_cr + L_0),
+        D_C = (1 - lam) Cn + lam a_C Ybar + lam b_C   (Ybar: the 2x2 block's mean Yn)
+
+    Arithmetic only, so the same formulas serve one pixel's numbers (compiled,
+    :func:`map_terms`), NumPy arrays and PyTorch tensors (the I420 graph,
+    ``endolight.model.maps``).
+
+    Args:
+        lam: the denoising strength.
+        a, b: the guided filter's coefficients on Yn, Cbn, Crn (three each).
+        affine: the grey affine row's R, G, B weights and offset (four).
+    """
+    ar, ag, ab, a0 = affine
+    luma = (1 - lam + lam * a[0], lam * b[0], ar + ag + ab)
+    chroma = (1 - lam, lam * a[1], lam * b[1], lam * a[2], lam * b[2],
+              CB_B * ab - CB_G * ag, CR_R * ar - CR_G * ag, a0)
+    return luma, chroma
+
+
+# The same formulas compiled for the map kernel (defined in this file, so that numba's cache of
+# the kernel is rebuilt when they change).
+_planar_terms = njit(**JIT_OPTIONS)(planar_terms)
+
+
+def map_terms(co: np.ndarray, fit: np.ndarray | None, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The planar kernel's maps from the sliced grid and the denoiser's fit, in one pass.
+
+    Args:
+        co: ``(4 [+ 1], h, w)`` float32: the grey affine row, and the denoising strength's logit.
+        fit: ``(6, h, w)`` or ``(6, 2h, 2w)`` float32 guided-filter coefficients on R, G, B
+            (``a_rgb, b_rgb``; averaged over each 2x2 block in the second case); ``None``: no
+            denoising (``lam = 0``).
+        scale: the denoising strength is ``scale * sigmoid(co[4])``.
+
+    Returns:
+        ``(3, h, w)`` luma and ``(8, h, w)`` chroma maps (:func:`planar_terms`), float32.
+    """
+    h, w = co.shape[1:]
+    sizes = ((h, w), (2 * h, 2 * w))
+    if fit is not None and (co.shape[0] < 5 or fit.shape[0] != 6 or fit.shape[1:] not in sizes):
+        raise ValueError(f"need a (5, h, w) slice and a (6, h, w) or (6, 2h, 2w) fit, got {co.shape}, "
+                         f"{fit.shape}")
+    luma = np.empty((N_LUMA_MAPS, h, w), np.float32)
+    chroma = np.empty((N_CHROMA_MAPS, h, w), np.float32)
+    _map_kernel(np.ascontiguousarray(co, dtype=np.float32),
+                _NO_FIT if fit is None else np.ascontiguousarray(fit, dtype=np.float32),
+                TO_YCC, np.float32(scale), luma, chroma)
+    return luma, chroma
+
+
+_NO_FIT = np.zeros((6, 0, 0), np.float32)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _map_kernel(co, fit, to_ycc, scale, luma, chroma):  # pragma: no cover - compiled
+    """Per map pixel: the fit's coefficients (their 2x2 block's mean when the fit is twice the
+    maps' size) in Y'CbCr, the strength ``scale * sigmoid``, and :func:`planar_terms` (NumPy
+    did this in ~20 passes over small arrays: ~4 ms of a 1080p frame inside a stream)."""
+    h, w = co.shape[1:]
+    denoise = fit.shape[1] > 0
+    two = denoise and fit.shape[1] == 2 * h
+    one, quarter = np.float32(1.0), np.float32(0.25)
+    for y in prange(h):
+        rgb = np.zeros(6, np.float32)  # a_rgb, b_rgb
+        ycc = np.zeros(6, np.float64)  # a_ycc, b_ycc
+        for x in range(w):
+            lam = 0.0
+            if denoise:
+                lam = np.float64(scale / (one + np.exp(-co[4, y, x])))
+                for c in range(6):
+                    if two:
+                        top, bottom = fit[c, 2 * y], fit[c, 2 * y + 1]
+                        rgb[c] = (top[2 * x] + top[2 * x + 1] + bottom[2 * x] + bottom[2 * x + 1]) * quarter
+                    else:
+                        rgb[c] = fit[c, y, x]
+                for r in range(3):
+                    for c in range(2):
+                        ycc[3 * c + r] = (to_ycc[r, 0] * rgb[3 * c] + to_ycc[r, 1] * rgb[3 * c + 1]
+                                          + to_ycc[r, 2] * rgb[3 * c + 2])
+            # In float64 throughout: the terms are then one tuple type, indexable in the loops.
+            v = np.float64
+            lm, ch = _planar_terms(lam, (ycc[0], ycc[1], ycc[2]), (ycc[3], ycc[4], ycc[5]),
+                                   (v(co[0, y, x]), v(co[1, y, x]), v(co[2, y, x]), v(co[3, y, x])))
+            for c in range(N_LUMA_MAPS):
+                luma[c, y, x] = lm[c]
+            for c in range(N_CHROMA_MAPS):
+                chroma[c, y, x] = ch[c]
 
 
 @njit(**JIT_OPTIONS)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, TO_YCC  # numeric constants only
+from endolight.kernels.planar import planar_terms
 from endolight.model.denoise import LUMA, shrink, upsample
 from endolight.model.slicing import EPS, grey_grid, slice_grid_gather
 
@@ -140,30 +141,7 @@ def i420_maps(model: torch.nn.Module, y2: torch.Tensor, uv: torch.Tensor,
     return torch.cat(luma, dim=1), torch.cat(chroma, dim=1)
 
 
-def planar_terms(lam: Any, a: Sequence[Any], b: Sequence[Any], affine: Sequence[Any]
-                 ) -> tuple[list[Any], list[Any]]:
-    """The planar kernel's three luma and eight chroma maps (:mod:`endolight.kernels.planar`),
-    for the normalised planes ``Yn = (Y - 16) / 219``, ``Cn = (C - 128) / 224``:
-
-        D_Y = P Yn + Q,   logit = L D_Y + (L_cb D_cb + L_cr D_cr + L_0),
-        D_C = (1 - lam) Cn + lam a_C Ybar + lam b_C   (Ybar: the 2x2 block's mean Yn)
-
-    Arithmetic only, so the same formulas serve NumPy arrays (the video path,
-    :func:`endolight.planar.planar_maps`) and PyTorch tensors (the I420 graph).
-
-    Args:
-        lam: the denoising strength.
-        a, b: the guided filter's coefficients on Yn, Cbn, Crn (three arrays each).
-        affine: the grey affine row's R, G, B weights and offset (four arrays).
-    """
-    ar, ag, ab, a0 = affine
-    luma = [1 - lam + lam * a[0], lam * b[0], ar + ag + ab]
-    chroma = [1 - lam, lam * a[1], lam * b[1], lam * a[2], lam * b[2],
-              CB_B * ab - CB_G * ag, CR_R * ar - CR_G * ag, a0]
-    return luma, chroma
-
-
-def in_levels(luma: list[Any], chroma: list[Any]) -> tuple[list[Any], list[Any]]:
+def in_levels(luma: Sequence[Any], chroma: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     """:func:`planar_terms`' maps for planes in 8-bit levels: the ``(Y - 16) / 219`` and
     ``(C - 128) / 224`` normalisations folded into them (no full-resolution pass left for it)."""
     p, q, lc = luma
