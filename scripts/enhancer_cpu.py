@@ -2,7 +2,7 @@
 
     python scripts/enhancer_cpu.py [720p|1080p|4K] [FRAMES] [--passes N]
 
-Decodes FRAMES frames of the benchmark clip (``endolight.bench.bench_clip``) to I420 planes
+Decodes FRAMES frames of the benchmark clip (``endolight.bench.cached_clip``) to I420 planes
 first, then runs what ``endolight video`` does to each, one stage after the other on one thread
 (numba, OpenCV and PyTorch set to one thread): the low-resolution half (``plan_planes``, with
 grid smoothing), the planar kernel (``render_plan``) and the temporal noise reduction. Prints
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 os.environ["NUMBA_NUM_THREADS"] = "1"  # before numba is imported
 
@@ -26,8 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from endolight.allocator import reuse_freed_memory  # noqa: E402
-from endolight.bench import bench_clip  # noqa: E402
-from endolight.data import default_data_root  # noqa: E402
+from endolight.bench import cached_clip  # noqa: E402
 from endolight.enhancer import Enhancer  # noqa: E402
 from endolight.fov import fov_mask  # noqa: E402
 from endolight.io.sources import open_source  # noqa: E402
@@ -59,9 +57,7 @@ def main() -> None:
     reuse_freed_memory()  # as the command line does
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
-    tmp = Path("/tmp/endolight-bench")
-    tmp.mkdir(exist_ok=True)
-    source = open_source(bench_clip(args.size, default_data_root(), tmp, args.frames))
+    source = open_source(cached_clip(args.size, args.frames))
     try:
         frames = [frame.planes for frame, _ in zip(source, range(args.frames), strict=False)]
     finally:

@@ -3,7 +3,7 @@
     python scripts/stage_cpu.py [720p|1080p|4K] [FRAMES]
 
 Runs ``endolight.bench.end_to_end`` (what ``endolight video`` does) on the benchmark clip
-(``endolight.bench.bench_clip``) once to warm up, then FRAMES frames while it records
+(``endolight.bench.cached_clip``) once to warm up, then FRAMES frames while it records
 - each thread's CPU time from ``/proc`` (Python's threads by name; the decoder's threads are
   ``av:h264:*``; x264's and numba's threads show as ``python-TID``), sampled every 0.2 s so
   threads that end with the stream are counted;
@@ -29,8 +29,7 @@ import endolight.planar as planar  # noqa: E402
 import endolight.temporal as temporal  # noqa: E402
 import endolight.video as video  # noqa: E402
 from endolight.allocator import reuse_freed_memory  # noqa: E402
-from endolight.bench import bench_clip, end_to_end  # noqa: E402
-from endolight.data import default_data_root  # noqa: E402
+from endolight.bench import CLIP_CACHE, cached_clip, end_to_end  # noqa: E402
 from endolight.enhancer import Enhancer  # noqa: E402
 from endolight.model.net import CoefficientNet  # noqa: E402
 
@@ -77,10 +76,8 @@ def main() -> None:
     size = sys.argv[1] if len(sys.argv) > 1 else "1080p"
     frames = int(sys.argv[2]) if len(sys.argv) > 2 else 200
     reuse_freed_memory()  # as the command line does
-    tmp = Path("/tmp/endolight-bench")
-    tmp.mkdir(exist_ok=True)
-    clip = bench_clip(size, default_data_root(), tmp, frames)
-    end_to_end(clip, tmp / "out.mp4", 30, True, None)  # compiled kernels loaded, caches warm
+    clip = cached_clip(size, frames)
+    end_to_end(clip, CLIP_CACHE / "out.mp4", 30, True, None)  # compiled kernels loaded, caches warm
     acc: dict[str, float] = defaultdict(float)
     for owner, name, label in STAGES:
         setattr(owner, name, _timed(getattr(owner, name), label, acc))
@@ -98,7 +95,7 @@ def main() -> None:
     sampler = threading.Thread(target=sample, name="sampler", daemon=True)
     sampler.start()
     start = time.perf_counter()
-    end_to_end(clip, tmp / "out.mp4", frames, True, None)
+    end_to_end(clip, CLIP_CACHE / "out.mp4", frames, True, None)
     wall = time.perf_counter() - start
     done.set()
     sampler.join()

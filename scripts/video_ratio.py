@@ -4,7 +4,7 @@
 
 For each run: the bare PyAV loop (``endolight.bench.bare_codec``: threaded decode, rgb24,
 libx264 ultrafast), then ``endolight.bench.end_to_end`` (what ``endolight video`` does, model
-loaded beforehand) on the same benchmark clip (``endolight.bench.bench_clip``: the laparoscopy
+loaded beforehand) on the same benchmark clip (``endolight.bench.cached_clip``: the laparoscopy
 clip, upscaled for 1080p and 4K, encoded once into ``/tmp/endolight-bench``). Prints ms a frame,
 the ratio, the latency percentiles and the share of CPU time the host stole meanwhile (a virtual
 machine's neighbours; runs with much of it are not comparable). Stop other work first: the figures
@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the command line sets it
 
 from endolight.allocator import reuse_freed_memory  # noqa: E402
-from endolight.bench import bare_codec, bench_clip, cpu_ticks, end_to_end, stolen_share  # noqa: E402
-from endolight.data import default_data_root  # noqa: E402
+from endolight.bench import CLIP_CACHE, bare_codec, cached_clip, cpu_ticks, end_to_end, stolen_share  # noqa: E402
 
 
 def main() -> None:
@@ -32,14 +30,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
     reuse_freed_memory()  # as the command line does
-    tmp = Path("/tmp/endolight-bench")
-    tmp.mkdir(exist_ok=True)
-    clip = bench_clip(args.size, default_data_root(), tmp, args.frames)
+    clip = cached_clip(args.size, args.frames)
     for _ in range(args.runs):
         ticks = cpu_ticks()
-        _, bare_ms = bare_codec(clip, tmp / "bare.mp4", args.frames)
+        _, bare_ms = bare_codec(clip, CLIP_CACHE / "bare.mp4", args.frames)
         t0 = time.process_time()
-        r = end_to_end(clip, tmp / "out.mp4", args.frames, True, None)
+        r = end_to_end(clip, CLIP_CACHE / "out.mp4", args.frames, True, None)
         cpu = (time.process_time() - t0) * 1e3 / args.frames
         ms = r["seconds"] * 1e3 / r["frames"]
         print(f"{args.size}: bare {bare_ms:.1f} ms/frame, endolight {ms:.1f} ms/frame "

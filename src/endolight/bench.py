@@ -226,6 +226,16 @@ def bench_clip(size: str, root: Path, tmp: Path, n: int) -> Path:
     return path
 
 
+# Where the scripts in scripts/ keep the encoded benchmark clips between runs (they compare runs).
+CLIP_CACHE = Path(tempfile.gettempdir()) / "endolight-bench"
+
+
+def cached_clip(size: str, n: int) -> Path:
+    """:func:`bench_clip` of the default data, encoded once into ``CLIP_CACHE``."""
+    CLIP_CACHE.mkdir(exist_ok=True)
+    return bench_clip(size, default_data_root(), CLIP_CACHE, n)
+
+
 def _decoded(path: Path, n: int) -> list[Frame]:
     src = open_source(path)
     try:
