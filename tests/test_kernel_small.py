@@ -293,8 +293,15 @@ def test_map_terms_are_planar_terms_of_the_fit_in_ycbcr(twice):
     np.testing.assert_allclose(plain_luma, np.stack(np.broadcast_arrays(*want_luma)), atol=1e-6)
     np.testing.assert_allclose(plain_chroma, np.stack(np.broadcast_arrays(*want_chroma)), atol=1e-6)
     assert np.all(plain_luma[0] == 1) and np.all(plain_chroma[0] == 1)
-    with pytest.raises(ValueError, match="fit"):
-        map_terms(co, fit[:, :-1], 0.7)
+    # float64 inputs are taken as float32 (the same bits), and maps one row high still denoise.
+    f64_luma, f64_chroma = map_terms(co.astype(np.float64), fit.astype(np.float64), 0.7)
+    np.testing.assert_array_equal(f64_luma, luma)
+    np.testing.assert_array_equal(f64_chroma, chroma)
+    row = map_terms(co[:, :1], fit[:, : 2 if twice else 1], 0.7)[0]
+    np.testing.assert_allclose(row, luma[:, :1], rtol=1e-6, atol=1e-6)
+    for bad_co, bad_fit in ((co, fit[:, :-1]), (co[:4], fit), (co, fit[:5])):
+        with pytest.raises(ValueError, match="fit"):
+            map_terms(bad_co, bad_fit, 0.7)
 
 
 def test_box_mean_np_of_several_channels_and_radii():
