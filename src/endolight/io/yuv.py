@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # BT.601 R'G'B' from normalised Y'CbCr (Yn = (Y' - 16) / 219, Cn = (C - 128) / 224; Kr = 0.299,
 # Kb = 0.114): R = Yn + CR_R Crn, G = Yn - CB_G Cbn - CR_G Crn, B = Yn + CB_B Cbn.
@@ -102,19 +102,21 @@ def shrunk_plane(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+# The shrinking kernels run on the calling thread: a few hundred microseconds of work, where
+# waking numba's other thread while the decoder and encoder hold the cores costs more.
+@njit(cache=True, nogil=True, error_model="numpy")
 def _pair_sums(src, out):  # pragma: no cover - compiled
     """``out[j, i]`` = the sum of ``src``'s 2x2 block ``(j, i)``, uint16."""
-    for j in prange(out.shape[0]):
+    for j in range(out.shape[0]):
         a, b, o = src[2 * j], src[2 * j + 1], out[j]
         for i in range(out.shape[1]):
             o[i] = ((np.uint16(a[2 * i]) + np.uint16(a[2 * i + 1]))
                     + (np.uint16(b[2 * i]) + np.uint16(b[2 * i + 1])))
 
 
-@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _scaled(src, scale, out):  # pragma: no cover - compiled
-    for j in prange(out.shape[0]):
+    for j in range(out.shape[0]):
         for i in range(out.shape[1]):
             out[j, i] = np.float32(src[j, i]) * scale
 

@@ -95,7 +95,7 @@ def map_terms(co: np.ndarray, fit: np.ndarray | None, scale: float) -> tuple[np.
 _NO_FIT = np.zeros((6, 0, 0), np.float32)
 
 
-@njit(parallel=True, **JIT_OPTIONS)
+@njit(**JIT_OPTIONS)  # small maps: on the calling thread (waking another costs more than it saves)
 def _map_kernel(co, fit, to_ycc, scale, luma, chroma):  # pragma: no cover - compiled
     """Per map pixel: the fit's coefficients (their 2x2 block's mean when the fit is twice the
     maps' size) in Y'CbCr, the strength ``scale * sigmoid``, and :func:`planar_terms` (NumPy
@@ -104,7 +104,7 @@ def _map_kernel(co, fit, to_ycc, scale, luma, chroma):  # pragma: no cover - com
     denoise = fit.shape[1] > 0
     two = denoise and fit.shape[1] == 2 * h
     one, quarter = np.float32(1.0), np.float32(0.25)
-    for y in prange(h):
+    for y in range(h):
         rgb = np.zeros(6, np.float32)  # a_rgb, b_rgb
         ycc = np.zeros(6, np.float64)  # a_ycc, b_ycc
         for x in range(w):
