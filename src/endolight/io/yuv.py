@@ -97,13 +97,11 @@ def shrunk_plane(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         halved = np.empty((sums.shape[0] // 2, sums.shape[1] // 2), np.uint16)
         _pair_sums(sums, halved)
         sums = halved
-    out = np.empty((h, w), np.float32)
-    _scaled(sums, np.float32(1.0 / (k * k)), out)
-    return out
+    return np.multiply(sums, np.float32(1.0 / (k * k)), dtype=np.float32)  # exact: a power of 2
 
 
-# The shrinking kernels run on the calling thread: a few hundred microseconds of work, where
-# waking numba's other thread while the decoder and encoder hold the cores costs more.
+# On the calling thread: a few hundred microseconds of work, where waking numba's other thread
+# while the decoder and encoder hold the cores costs more.
 @njit(cache=True, nogil=True, error_model="numpy")
 def _pair_sums(src, out):  # pragma: no cover - compiled
     """``out[j, i]`` = the sum of ``src``'s 2x2 block ``(j, i)``, uint16."""
@@ -112,13 +110,6 @@ def _pair_sums(src, out):  # pragma: no cover - compiled
         for i in range(out.shape[1]):
             o[i] = ((np.uint16(a[2 * i]) + np.uint16(a[2 * i + 1]))
                     + (np.uint16(b[2 * i]) + np.uint16(b[2 * i + 1])))
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _scaled(src, scale, out):  # pragma: no cover - compiled
-    for j in range(out.shape[0]):
-        for i in range(out.shape[1]):
-            out[j, i] = np.float32(src[j, i]) * scale
 
 
 def thumbnail(buf: np.ndarray, size: tuple[int, int]) -> np.ndarray:
