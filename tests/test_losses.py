@@ -7,7 +7,14 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from endolight.losses import LossWeights, reconstruction_loss, smoothness_loss, ssim_mae_loss, total_loss
+from endolight.losses import (
+    LossWeights,
+    reconstruction_loss,
+    smoothness_loss,
+    ssim_mae_loss,
+    ssim_map,
+    total_loss,
+)
 
 
 def test_reconstruction_zero_for_exact_illumination():
@@ -148,3 +155,23 @@ def test_total_loss_uses_every_smoothness_weight():
     torch.testing.assert_close(ls, smoothness_loss(illum, image, 1.0, 2.0, 1e-2))
     for other in ((1.2, 2.0, 1e-2), (1.0, 1.5, 1e-2), (1.0, 2.0, 1e-4)):
         assert abs(float(smoothness_loss(illum, image, *other)) - float(ls)) > 1e-3 * float(ls), other
+
+
+def test_ssim_map_equals_kornia_in_values_and_gradients():
+    """The loss's one-convolution SSIM is kornia's 'valid' SSIM, per channel, and trains the same."""
+    import kornia
+
+    image, illum, target, _ = _frames(2)
+    output = (image / illum).clamp(0, 1)
+    output[:, 1, :, :20] = 1 - output[:, 1, :, :20]  # an error in one channel only
+    mine = output.clone().requires_grad_()
+    theirs = output.clone().requires_grad_()
+    ours = ssim_map(mine, target)
+    ref = kornia.metrics.ssim(theirs, target, 11, max_val=1.0, padding="valid")
+    assert ours.shape == ref.shape == (2, 3, target.shape[2] - 10, target.shape[3] - 10)
+    assert float((ours - ref).abs().max()) < 1e-5
+    assert float(ref[:, 1].mean()) < float(ref[:, 0].mean()) - 0.1  # the channels are kept apart
+    (ours * torch.linspace(0, 1, ours.shape[-1])).sum().backward()
+    (ref * torch.linspace(0, 1, ref.shape[-1])).sum().backward()
+    assert float(mine.grad.abs().max()) > 1e-3
+    torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-6)

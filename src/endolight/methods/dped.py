@@ -9,7 +9,7 @@ Generator loss = content + colour + texture (adversarial) + total variation, as 
 * colour: MSE between Gaussian-blurred output and target (texture removed, colour kept);
 * texture: the adversarial term from the grayscale discriminator;
 * content: the paper compares ImageNet VGG-19 features; no pretrained VGG exists offline, so
-  this uses ``1 - SSIM`` (kornia). The content loss is there to keep the image's structure
+  this uses ``1 - SSIM`` (``losses.ssim_map``). The content loss is there to keep the image's structure
   (edges, local contrast) while the colour loss handles colour; SSIM measures exactly local
   structure and contrast, needs no trained weights, and, unlike a random-conv feature loss, is
   not at the mercy of an arbitrary initialisation;
@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from endolight.losses import ssim_map
 from endolight.methods.learned import JsonConfig, ResBlock, cosine_lr
 
 
@@ -116,7 +117,7 @@ class Trainer:
         fooled = self.disc(_gray(out))
         texture = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
         colour = F.mse_loss(self._blur(out), self._blur(target))
-        content = 1 - kornia.metrics.ssim(out, target, 11, max_val=1.0, padding="valid").mean()
+        content = 1 - ssim_map(out, target).mean()
         tv = torch.mean((out[..., 1:, :] - out[..., :-1, :]) ** 2) + torch.mean(
             (out[..., :, 1:] - out[..., :, :-1]) ** 2)
         fidelity = cfg.w_content * content + cfg.w_colour * colour + cfg.w_tv * tv

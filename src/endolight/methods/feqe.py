@@ -5,18 +5,18 @@ Desubpixel down-sampling (space-to-depth, twice x2, each followed by a conv) so 
 1/4 resolution; residual blocks with instance normalisation; sub-pixel up-sampling (conv +
 depth-to-space, twice x2); a global skip adds the input. Loss: MSE plus a structure term; the
 paper's perceptual term uses ImageNet VGG-19 features, which are not available offline, so it is
-replaced by ``1 - SSIM`` (kornia), the same substitute as the DPED content loss (see ``dped``).
+replaced by ``1 - SSIM`` (``losses.ssim_map``), the same substitute as the DPED content loss (see ``dped``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import kornia
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from endolight.losses import ssim_map
 from endolight.methods.learned import JsonConfig, ResBlock, cosine_lr
 
 
@@ -63,7 +63,7 @@ class Trainer:
     def step(self, dim: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         out = dim + self.net.residual(dim)  # unclamped, so the loss keeps a gradient past [0, 1]
         mse = F.mse_loss(out, target)
-        ssim = kornia.metrics.ssim(out.clamp(0, 1), target, 11, max_val=1.0, padding="valid").mean()
+        ssim = ssim_map(out.clamp(0, 1), target).mean()
         loss = mse + self.net.cfg.ssim_weight * (1 - ssim)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
