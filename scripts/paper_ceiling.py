@@ -3,14 +3,15 @@
 The ``paper`` protocol darkens a frame by ``T ** gamma`` on each channel and rounds to 8 bits.
 Inverting it with the true ``gamma`` of each frame (which no method is told) is the best any
 global curve can do; what it still misses is what the 8-bit rounding of the dark frame destroyed.
-It is also where every ``R = I / S`` model (DeepUPE's form, the paper preset) stops: wherever a
-channel of ``I`` rounded to 0, its output is 0 whatever ``S`` (the best per-pixel ``S`` for the
-other levels scored the same SSIM to 0.001 at 640 px). A second oracle, ``dequantised``, maps each
-level to the middle of the targets that round to it, level 0 included (but not in the black
-border): what a model with an additive term could reach. Prints PSNR / SSIM of both over the
-held-out pairs, as ``endolight eval --protocol paper`` scores them (same pairs, same metrics),
-overall and per organ, and the share of tissue pixels (``endolight.fov.detect_fov`` on the
-target) with a channel at level 0.
+Two more columns: ``I / S bound``, the target itself except where a channel of the dim frame
+rounded to 0, which is 0 there: a model of DeepUPE's form ``R = I / S`` (the paper preset) outputs
+0 there whatever ``S``, so this bounds its PSNR (and, short of errors elsewhere that happen to
+raise a window's structure term, its SSIM); and ``dequantised``, each level mapped to
+the middle of the targets that round to it, level 0 included (but not in the black border):
+what a model with an additive term could reach. Prints PSNR / SSIM of each over the held-out
+pairs, as ``endolight eval --protocol paper`` scores them (same pairs, same metrics), overall
+and per organ, and the share of tissue pixels (``endolight.fov.detect_fov`` on the target) with
+a channel at level 0.
 
     python scripts/paper_ceiling.py [--max-side 640]
 """
@@ -56,13 +57,20 @@ def main() -> None:
             out[(pair.dim == 0) & ~fov[..., None]] = 0  # the black border stays black
             out = to_tensor(out)[None]
             score += [float(psnr(out, target)[0]), float(ssim(out, target)[0])]
+        bound = pair.target.copy()
+        bound[pair.dim == 0] = 0
+        out = to_tensor(bound)[None]
+        score += [float(psnr(out, target)[0]), float(ssim(out, target)[0])]
         scores["all"].append(score)
         scores[pair.organ].append(score)
         zeros.append(float(((pair.dim == 0).any(axis=2) & fov).sum() / fov.sum()))
-    print("| pairs | oracle inverse gamma: PSNR | SSIM | dequantised: PSNR | SSIM |\n|---|---|---|---|---|")
+    print("| pairs | oracle inverse gamma: PSNR | SSIM | dequantised: PSNR | SSIM "
+          "| I / S bound: PSNR | SSIM |")
+    print("|---|---|---|---|---|---|---|")
     for group in ["all", *sorted(k for k in scores if k != "all")]:
-        p, s, dp, ds = torch.tensor(scores[group]).mean(0).tolist()
-        print(f"| {group} ({len(scores[group])}) | {p:.2f} | {s:.4f} | {dp:.2f} | {ds:.4f} |")
+        cells = " | ".join(f"{v:.2f}" if i % 2 == 0 else f"{v:.4f}"
+                           for i, v in enumerate(torch.tensor(scores[group]).mean(0).tolist()))
+        print(f"| {group} ({len(scores[group])}) | {cells} |")
     print(f"\ntissue pixels with a channel at level 0: {100 * np.mean(zeros):.1f} %")
 
 
