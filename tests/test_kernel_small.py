@@ -123,23 +123,27 @@ def test_along_x_is_a_half_pixel_bilinear_resize_of_rows():
 
 # ----------------------------------------------------------------------------- fused.py
 
-# illumination, learned denoising, strength, frame (h, w), grid (depth, Gh, Gw)
+# illumination, learned denoising (None: off; else the guide's blur), strength, frame (h, w),
+# grid (depth, Gh, Gw)
 RENDER_CASES = [
-    ("rgb", False, 1.0, (7, 11), (4, 3, 4)),
-    ("grey", False, 0.5, (9, 6), (2, 4, 3)),
-    ("rgb", False, 2.0, (5, 8), (1, 1, 2)),  # one depth bin, one grid row
-    ("grey", True, 1.0, (8, 12), (4, 2, 3)),
-    ("rgb", True, 0.5, (6, 9), (2, 3, 1)),  # one grid column
-    ("grey", True, 2.0, (3, 10), (3, 2, 5)),
-    ("rgb", True, 1.0, (1, 7), (2, 2, 2)),  # a one-row frame
+    ("rgb", None, 1.0, (7, 11), (4, 3, 4)),
+    ("grey", None, 0.5, (9, 6), (2, 4, 3)),
+    ("rgb", None, 2.0, (5, 8), (1, 1, 2)),  # one depth bin, one grid row
+    ("grey", 0.0, 1.0, (8, 12), (4, 2, 3)),
+    ("grey", 0.7, 1.0, (8, 12), (4, 2, 3)),
+    ("rgb", 0.0, 0.5, (6, 9), (2, 3, 1)),  # one grid column
+    ("grey", 1.0, 2.0, (3, 10), (3, 2, 5)),
+    ("rgb", 0.7, 1.0, (1, 7), (2, 2, 2)),  # a one-row frame
+    ("grey", 0.5, 1.0, (9, 1), (2, 2, 2)),  # a one-column frame
 ]
 
 
-@pytest.mark.parametrize(("illumination", "denoise", "strength", "size", "cells"), RENDER_CASES)
-def test_render_uint8_is_deepupe_render_rounded(illumination, denoise, strength, size, cells):
+@pytest.mark.parametrize(("illumination", "blur", "strength", "size", "cells"), RENDER_CASES)
+def test_render_uint8_is_deepupe_render_rounded(illumination, blur, strength, size, cells):
     depth, gh, gw = cells
+    denoise = blur is not None
     model = _model(len(size) + depth, grid_depth=depth, illumination=illumination, denoise=denoise,
-                   denoise_factor=2, denoise_radius=1)
+                   denoise_factor=2, denoise_radius=1, denoise_blur=blur or 0.0)
     rng = np.random.default_rng(depth * 100 + gh * 10 + gw)
     frame = _frame(rng, *size)
     grid = rng.normal(0.0, 2.0, (1, 13 if denoise else 12, depth, gh, gw)).astype(np.float32)
@@ -149,7 +153,7 @@ def test_render_uint8_is_deepupe_render_rounded(illumination, denoise, strength,
         ref = model.render(grid, x, strength).output[0].permute(1, 2, 0).numpy() * 255
         dn = model.denoise_coeffs(x) if denoise else None
     out = render_uint8(frame, grid, GuideParams.from_module(model.guide), EPS, strength,
-                       grey=illumination == "grey", denoise=dn)
+                       grey=illumination == "grey", denoise=dn, blur=blur or 0.0)
     assert out.shape == frame.shape and out.dtype == np.uint8
     assert np.abs(out - ref).max() <= ROUNDED
     assert np.abs(out.astype(int) - frame).max() > 20  # the grid did change the frame
@@ -430,6 +434,28 @@ def test_render_planes_is_the_i420_graph(seed, strength, size, low):
     for want, g in zip(ref, graph, strict=True):
         rounded = np.clip(np.floor(want + 0.5), 0, 255)
         assert np.abs(rounded - g).max() <= 1 and (rounded == g).mean() > 0.95
+
+
+@pytest.mark.parametrize(("seed", "blur", "size", "low"), [
+    (5, 0.7, (8, 12), (3, 4)), (6, 1.0, (6, 10), (2, 3)), (7, 0.5, (2, 14), (2, 5))])
+def test_render_planes_blurred_guide_is_the_i420_graph(seed, blur, size, low):
+    # The denoiser's blurred guide (ModelConfig.denoise_blur): the kernel against the I420 graph's
+    # float64 evaluation (model.maps.render_i420), and the blur must change the output.
+    y, u, v, luma, chroma = _planes_case(seed, *size, *low)
+    chroma[1:5] *= 5  # a strong guided filter: the guide's blur shows in the chroma too
+    got = _render_planes(y, u, v, luma, chroma, blur=blur)
+    lum, chrom = in_levels(list(torch.from_numpy(luma.astype(np.float64))[None].split(1, dim=1)),
+                           list(torch.from_numpy(chroma.astype(np.float64))[None].split(1, dim=1)))
+    yt = torch.from_numpy(y).double()[None, None]
+    uv = torch.from_numpy(np.stack([u, v])).double()[None]
+    h, w = size
+    ry, ruv = render_i420(torch.cat(lum, 1), torch.cat(chrom, 1), yt, F.avg_pool2d(yt, 2), uv, blur=blur)
+    graph = (ry[0, 0].numpy(), ruv[0, 0].numpy(), ruv[0, 1].numpy())
+    for plane, g in zip(got, graph, strict=True):
+        assert np.abs(plane.astype(float) - g).max() <= 1 and (plane == g).mean() > 0.95
+    plain = _render_planes(y, u, v, luma, chroma)
+    for plane, p0 in zip(got, plain, strict=True):
+        assert np.abs(plane.astype(int) - p0).max() >= 2
 
 
 def test_render_planes_keep_mask_and_out_planes():

@@ -135,7 +135,8 @@ class Enhancer:
         if self.guide_params is not None:
             dn = self.denoise_coeffs(frame) if self.model.cfg.denoise else None
             return render_uint8(frame, grid, self.guide_params, EPS, k, keep=keep,
-                                grey=self.model.cfg.illumination == "grey", denoise=dn)
+                                grey=self.model.cfg.illumination == "grey", denoise=dn,
+                                blur=self.model.cfg.denoise_blur)
         x = to_tensor(frame)[None].to(self.device)
         out = to_uint8(self.model.render(grid, x, k).output[0])
         if keep is not None:

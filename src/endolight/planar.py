@@ -118,6 +118,7 @@ class PlanarPlan:
     chroma: np.ndarray  # (8, h, W/2)
     strength: float
     keep: np.ndarray | None
+    blur: float = 0.0  # the denoiser's guide blur (ModelConfig.denoise_blur)
 
 
 @torch.no_grad()
@@ -146,7 +147,7 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
     if grid_filter is not None:
         grid = grid_filter(grid, lowres)
     luma, chroma = planar_maps(model, guide, grid, small, strength, COARSEN, denoise)
-    return PlanarPlan(buf, along_x(luma, w), along_x(chroma, w // 2), strength, keep)
+    return PlanarPlan(buf, along_x(luma, w), along_x(chroma, w // 2), strength, keep, model.cfg.denoise_blur)
 
 
 def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:
@@ -156,5 +157,5 @@ def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:
     h, hl = y.shape[0], plan.luma.shape[1]
     out = np.empty_like(plan.buf) if out is None else out
     render_planes(y, u, v, plan.luma, plan.chroma, axis_taps(h, hl), axis_taps(h // 2, hl), EPS,
-                  plan.strength, plan.keep, out=i420_planes(out))
+                  plan.strength, plan.keep, out=i420_planes(out), blur=plan.blur)
     return out

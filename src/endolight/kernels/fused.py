@@ -19,7 +19,16 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from endolight.kernels.common import JIT_OPTIONS, LUMA, ROW_CHUNK, along_x, axis_taps, guide_row, sigmoid
+from endolight.kernels.common import (
+    JIT_OPTIONS,
+    LUMA,
+    ROW_CHUNK,
+    along_x,
+    axis_taps,
+    guide_luma_row,
+    guide_row,
+    sigmoid,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +52,7 @@ class GuideParams:
 
 @njit(parallel=True, **JIT_OPTIONS)
 def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_lo, y_w, x_lo, x_w,
-                   strength, grey, keep, eps, dn, dy_lo, dy_w, out):  # pragma: no cover
+                   strength, grey, keep, eps, dn, dy_lo, dy_w, blur, out):  # pragma: no cover
     h, w = frame.shape[0], frame.shape[1]
     gh, gw, depth, nc = grid.shape[0], grid.shape[1], grid.shape[2], grid.shape[3]
     one = np.float32(1.0)
@@ -121,7 +130,13 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
             wt[2, x] = wx * (one - wz)
             wt[3, x] = wx * wz
         if use_dn:
-            _denoise_row(img, row, p, q, wt, dn, dy_lo[y], dy_w[y], dz, lam_off, ua, ub, l0, l1, l2, dh,
+            gl = np.empty(w, dtype=np.float32)
+            if blur == zero:
+                for x in range(ua, ub):
+                    gl[x] = l0 * img[0, x] + l1 * img[1, x] + l2 * img[2, x]
+            else:
+                guide_luma_row(frame, y, xa, xb, l0, l1, l2, blur, gl)
+            _denoise_row(img, row, p, q, wt, dn, dy_lo[y], dy_w[y], dz, lam_off, ua, ub, gl, dh,
                          min(strength, one))
         logit = np.empty((3, w), dtype=np.float32)
         for c in range(n_logit):
@@ -168,24 +183,23 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
 
 
 @njit(**JIT_OPTIONS)
-def _denoise_row(img, row, p, q, wt, dn, r0, wy, dz, lam_off, ua, ub, l0, l1, l2, dh,
+def _denoise_row(img, row, p, q, wt, dn, r0, wy, dz, lam_off, ua, ub, luma, dh,
                  scale):  # pragma: no cover - compiled
-    """``D = clamp(I + lam * (a * Y + b - I), 0, 1)`` in place on one row's planar ``img``:
+    """``D = clamp(I + lam * (a * G + b - I), 0, 1)`` in place on one row's planar ``img``:
     ``lam`` the sigmoid of the grid's channel ``lam_off`` (same taps as the affine) times
-    ``scale`` (the strength, at most 1), ``a, b`` the guided filter's low-res coefficients
-    ``dn`` (6, h, W), already interpolated along x, here between two of its rows (unit-stride
-    loads: gathers from the low-res maps cost ~4x more)."""
+    ``scale`` (the strength, at most 1), ``G`` the row's guide ``luma`` (:func:`guide_luma_row`),
+    ``a, b`` the guided filter's low-res coefficients ``dn`` (6, h, W), already interpolated
+    along x, here between two of its rows (unit-stride loads: gathers from the low-res maps
+    cost ~4x more)."""
     one, zero = np.float32(1.0), np.float32(0.0)
     w = img.shape[1]
     r1 = min(r0 + 1, dh - 1)
     lam = np.empty(w, dtype=np.float32)
-    luma = np.empty(w, dtype=np.float32)
     for x in range(ua, ub):
         a = p[x] + lam_off
         b = q[x] + lam_off
         v = wt[0, x] * row[a] + wt[1, x] * row[a + dz] + wt[2, x] * row[b] + wt[3, x] * row[b + dz]
         lam[x] = sigmoid(v) * scale
-        luma[x] = l0 * img[0, x] + l1 * img[1, x] + l2 * img[2, x]
     for c in range(3):
         a0, a1, b0, b1 = dn[c, r0], dn[c, r1], dn[c + 3, r0], dn[c + 3, r1]
         for x in range(ua, ub):
@@ -209,6 +223,7 @@ def render_uint8(
     out: np.ndarray | None = None,
     grey: bool = False,
     denoise: Any = None,
+    blur: float = 0.0,
 ) -> np.ndarray:
     """The full-res stage of ``DeepUPE.render`` in one pass, uint8 in and out.
 
@@ -225,6 +240,7 @@ def render_uint8(
         grey: one illumination for all channels (``ModelConfig.illumination == "grey"``).
         denoise: the guided filter's low-res coefficients ``(6, h, w)`` (or ``(1, 6, h, w)``,
             ``DeepUPE.denoise_coeffs``), array-like; needs a 13-channel grid.
+        blur: the filter's guide is ``Y + blur * (binomial3x3(Y) - Y)`` (``ModelConfig.denoise_blur``).
 
     Returns:
         ``(H, W, 3)`` uint8 RGB output ``R = D / S``, rounded like ``endolight.io.tensors.to_uint8``.
@@ -267,6 +283,6 @@ def render_uint8(
         _render_kernel(np.ascontiguousarray(frame), cells, guide.ccm, guide.ccm_bias, guide.shifts,
                        guide.slopes, guide.mix, guide.mix_bias, y_lo, y_w, x_lo, x_w,
                        np.float32(strength), grey, np.ascontiguousarray(keep, dtype=np.bool_),
-                       np.float32(eps), dn, dy_lo, dy_w, out)
+                       np.float32(eps), dn, dy_lo, dy_w, np.float32(blur), out)
     return out
 

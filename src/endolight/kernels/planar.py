@@ -149,7 +149,7 @@ def _span(keep, y0, y1, w):  # pragma: no cover - compiled
 
 @njit(parallel=True, **JIT_OPTIONS)
 def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo, lc_w, keep, eps,
-                   strength, y_out, u_out, v_out):  # pragma: no cover - compiled
+                   strength, blur, y_out, u_out, v_out):  # pragma: no cover - compiled
     h, w = y_in.shape
     hl = luma_maps.shape[1]
     one, zero, half = np.float32(1.0), np.float32(0.0), np.float32(0.5)
@@ -159,6 +159,7 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
     eps = np.float32(eps)
     use_pow = strength != one
     use_keep = keep.shape[0] == h
+    use_blur = blur != zero
     for j in prange(h // 2):
         y0, y1 = 2 * j, 2 * j + 1
         xa, xb = 0, w
@@ -190,12 +191,19 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
         dcr = np.empty(cb, dtype=np.float32)
         bterm = np.empty(w, dtype=np.float32)  # per luma column (each block's value twice)
         cmax = np.empty(w, dtype=np.float32)
+        keepc = np.empty(w, dtype=np.float32)
+        # The blurred guide's departure from the luma, blur * (B - Y) normalised, both rows.
+        dev = np.zeros((2, w), dtype=np.float32)
+        if use_blur:
+            for t in range(2):
+                _guide_departure(y_in, y0 + t, xa, xb, blur * y_scale, dev[t])
         ya, yb, ur, vr = y_in[y0], y_in[y1], u_in[j], v_in[j]
+        da, db = dev[0], dev[1]
         for i in range(uc, ud):
             e = i + i
             ybar = (np.float32(ya[e]) + np.float32(ya[e + 1])
                     + np.float32(yb[e]) + np.float32(yb[e + 1])) * quarter
-            ybar = (ybar - np.float32(16.0)) * y_scale
+            ybar = (ybar - np.float32(16.0)) * y_scale + (da[e] + da[e + 1] + db[e] + db[e + 1]) * quarter
             cbn = (np.float32(ur[i]) - np.float32(128.0)) * c_scale
             crn = (np.float32(vr[i]) - np.float32(128.0)) * c_scale
             d_cb = maps[0, i] * cbn + maps[1, i] * ybar + maps[2, i]
@@ -205,6 +213,7 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
             cm = max(cr_r * d_cr, max(-cb_g * d_cb - cr_g * d_cr, cb_b * d_cb))
             bterm[e], bterm[e + 1] = bt, bt
             cmax[e], cmax[e + 1] = cm, cm
+            keepc[e], keepc[e + 1] = maps[0, i], maps[0, i]
         # Luma resolution, both rows of the block row: three maps interpolated per row.
         inv = np.zeros((2, w), dtype=np.float32)
         p = np.empty(w, dtype=np.float32)
@@ -221,11 +230,14 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
             p0, p1 = luma_maps[0, s0], luma_maps[0, s1]
             q0, q1 = luma_maps[1, s0], luma_maps[1, s1]
             l0, l1 = luma_maps[2, s0], luma_maps[2, s1]
-            row_in, row_out, row_inv = y_in[y], y_out[y], inv[t]
+            row_in, row_out, row_inv, row_dev = y_in[y], y_out[y], inv[t], dev[t]
             for x in range(ua, ub):
                 p[x] = (one - sw) * p0[x] + sw * p1[x]
                 q[x] = (one - sw) * q0[x] + sw * q1[x]
                 lc[x] = (one - sw) * l0[x] + sw * l1[x]
+            if use_blur:  # D_Y = P Yn + Q + (P - (1 - lam)) * blur (Bn - Yn): the guide's part
+                for x in range(ua, ub):
+                    q[x] += (p[x] - keepc[x]) * row_dev[x]
             # Short loops, each over few arrays: LLVM vectorises them (one long loop over all
             # of them stays scalar, measured 3x slower).
             for x in range(ua, ub):
@@ -260,6 +272,24 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
             cv = np.float32(128.0) + np.float32(224.0) * dcr[i] * g + half
             u_out[j, i] = np.uint8(min(max(cu, zero), np.float32(255.0)))
             v_out[j, i] = np.uint8(min(max(cv, zero), np.float32(255.0)))
+
+
+@njit(**JIT_OPTIONS)
+def _guide_departure(y_in, y, xa, xb, scale, out):  # pragma: no cover - compiled
+    """``out[x] = scale * (B - Y)`` on columns ``[xa, xb)`` of row ``y`` of the uint8 plane
+    ``y_in``, ``B`` the 3x3 binomial blur of ``Y`` (edges replicated)."""
+    h, w = y_in.shape
+    quarter, halfw = np.float32(0.25), np.float32(0.5)
+    above, here, below = y_in[max(y - 1, 0)], y_in[y], y_in[min(y + 1, h - 1)]
+    lo, hi = max(xa - 1, 0), min(xb + 1, w)
+    col = np.empty(w + 2, dtype=np.float32)  # the column blur, one replicated column each side
+    for x in range(np.uint64(lo), np.uint64(hi)):
+        col[x + 1] = (quarter * np.float32(above[x]) + halfw * np.float32(here[x])
+                      + quarter * np.float32(below[x]))
+    col[0], col[w + 1] = col[1], col[w]
+    for x in range(np.uint64(xa), np.uint64(xb)):
+        b = quarter * col[x] + halfw * col[x + 1] + quarter * col[x + 2]
+        out[x] = scale * (b - np.float32(here[x]))
 
 
 @njit(parallel=True, **JIT_OPTIONS)
@@ -420,6 +450,7 @@ def render_planes(
     strength: float = 1.0,
     keep: np.ndarray | None = None,
     out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    blur: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The full-res stage on 4:2:0 planes, uint8 in and out.
 
@@ -435,6 +466,8 @@ def render_planes(
         keep: optional ``(H, W)`` bool mask of pixels left as they are (the black border); a
             2x2 block keeps its chroma when all four of its pixels are kept.
         out: optional output planes to write into.
+        blur: the denoiser's guide is ``Y + blur * (binomial3x3(Y) - Y)``
+            (``ModelConfig.denoise_blur``; the luma and the 2x2 means the chroma is guided by).
 
     Returns:
         the enhanced ``(Y′, Cb, Cr)`` planes.
@@ -457,5 +490,5 @@ def render_planes(
         _planar_kernel(y, u, v, np.ascontiguousarray(luma_maps, dtype=np.float32),
                        np.ascontiguousarray(chroma_maps, dtype=np.float32), luma_taps[0], luma_taps[1],
                        chroma_taps[0], chroma_taps[1], np.ascontiguousarray(keep, dtype=np.bool_),
-                       np.float32(eps), np.float32(strength), *out)
+                       np.float32(eps), np.float32(strength), np.float32(blur), *out)
     return out

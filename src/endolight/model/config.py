@@ -33,6 +33,9 @@ class ModelConfig:
             per-pixel strength from a 13th grid channel (``endolight.model.denoise``).
             ``denoise_filter = "box"`` blends towards the plain local mean instead (the
             filter with an infinite edge threshold): the ablation's baseline.
+            ``denoise_blur`` (beta) guides the filter at full resolution by
+            ``Y + beta * (binomial3x3(Y) - Y)`` instead of the noisy luma ``Y`` itself: where the
+            filter keeps the guide (edges, texture), less of the pixel noise passes.
     """
 
     lowres: int = 256
@@ -47,10 +50,13 @@ class ModelConfig:
     denoise_radius: int = 2
     denoise_eps: float = 1e-3
     denoise_filter: str = "guided"
+    denoise_blur: float = 0.0
 
     def __post_init__(self) -> None:
         if self.denoise_filter not in DENOISE_FILTERS:
             raise ValueError(f"denoise_filter must be one of {DENOISE_FILTERS}, got {self.denoise_filter!r}")
+        if not 0.0 <= self.denoise_blur <= 1.0:
+            raise ValueError(f"denoise_blur must be in [0, 1], got {self.denoise_blur}")
         if self.illumination not in ILLUMINATIONS:
             raise ValueError(f"illumination must be one of {ILLUMINATIONS}, got {self.illumination!r}")
         ratio = self.lowres // self.grid_size

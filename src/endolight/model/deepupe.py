@@ -88,7 +88,7 @@ class DeepUPE(nn.Module):
         x = image
         if self.cfg.denoise:
             lam = torch.sigmoid(coeffs[:, n_affine:n_affine + 1]) * min(strength, 1.0)
-            x = denoise(image, self.denoise_coeffs(image), lam).clamp(0.0, 1.0)
+            x = denoise(image, self.denoise_coeffs(image), lam, self.cfg.denoise_blur).clamp(0.0, 1.0)
         logits = apply_affine(coeffs[:, :n_affine], x)
         s = illumination(logits, x, grey=grey)
         if strength != 1.0:

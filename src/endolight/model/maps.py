@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, TO_YCC  # numeric constants only
 from endolight.kernels.planar import planar_terms
-from endolight.model.denoise import LUMA, shrink, upsample
+from endolight.model.denoise import LUMA, binomial3, filter_guide, shrink, upsample
 from endolight.model.slicing import EPS, grey_grid, slice_grid_gather
 
 # The maps are made at 1 / (COARSEN * cfg.denoise_factor) of each side. Measured at 1080p in
@@ -67,13 +67,14 @@ def rgb_maps(model: torch.nn.Module, half: torch.Tensor, strength: float = 1.0) 
     return torch.cat([1 - lam, lam * fit[:, :3], lam * fit[:, 3:], affine], dim=1)
 
 
-def render_maps(maps: torch.Tensor, planes: Sequence[torch.Tensor],
-                strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def render_maps(maps: torch.Tensor, planes: Sequence[torch.Tensor], strength: float = 1.0,
+                blur: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``255 R = 255 D / S`` from a frame's :func:`rgb_maps`, one plane per colour.
 
     Args:
         maps: ``(B, 11, h', w')``.
         planes: R, G, B, each ``(B, 1, H, W)`` float in 8-bit levels (0-255).
+        blur: the denoiser's guide blur (``ModelConfig.denoise_blur``).
 
     Returns:
         R, G, B of ``255 R`` in [0, 255] (``D <= max_c D_c <= S``), not rounded.
@@ -86,7 +87,7 @@ def render_maps(maps: torch.Tensor, planes: Sequence[torch.Tensor],
     h, w = planes[0].shape[-2:]
     scale = torch.tensor([1 / 255] * 4 + [1.0] * 7, dtype=maps.dtype, device=maps.device)
     up = [upsample(m, h, w) for m in (maps * scale[:, None, None]).split(1, dim=1)]
-    y = LUMA[0] * planes[0] + LUMA[1] * planes[1] + LUMA[2] * planes[2]
+    y = filter_guide(LUMA[0] * planes[0] + LUMA[1] * planes[1] + LUMA[2] * planes[2], blur)
     d = [(up[0] * x + up[1 + k] * y + up[4 + k]).clamp(0.0, 1.0) for k, x in enumerate(planes)]
     logit = up[7] * d[0] + up[8] * d[1] + up[9] * d[2] + up[10]
     m = torch.maximum(torch.maximum(d[0], d[1]), d[2])
@@ -152,12 +153,20 @@ def in_levels(luma: Sequence[Any], chroma: Sequence[Any]) -> tuple[list[Any], li
 
 
 def render_i420(luma: torch.Tensor, chroma: torch.Tensor, y: torch.Tensor, y2: torch.Tensor,
-                uv: torch.Tensor, strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                uv: torch.Tensor, strength: float = 1.0, blur: float = 0.0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """The enhanced planes from :func:`i420_maps`: ``(B, 1, H, W)`` luma and ``(B, 2, H/2, W/2)``
-    chroma, rounded 8-bit levels (float; cast them)."""
+    chroma, rounded 8-bit levels (float; cast them). ``blur``: the denoiser's guide blur
+    (``ModelConfig.denoise_blur``), as the planar kernel applies it."""
     h, w = y.shape[-2:]
     p, q, lc = (upsample(m, h, w) for m in luma.split(1, dim=1))
     c = [upsample(m, h // 2, w // 2) for m in chroma.split(1, dim=1)]
+    if blur != 0.0:
+        # The guide's departure from the luma; in D_Y weighted by lam * a_Y = P - (1 - lam).
+        dev = blur * (binomial3(y) - y)
+        keep = F.interpolate(c[0], scale_factor=2.0, mode="nearest") * (224 / 219)
+        q = q + (p - keep) * dev
+        y2 = y2 + F.avg_pool2d(dev, 2)
     d_cb = c[0] * uv[:, 0:1] + c[1] * y2 + c[2]
     d_cr = c[0] * uv[:, 1:2] + c[3] * y2 + c[4]
     # Per 2x2 block: the affine row's chroma part and the largest of R, G, B minus luma.
