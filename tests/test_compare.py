@@ -16,6 +16,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from typer.testing import CliRunner
 
 from endolight import compare
+from endolight.checkpoint import default_weights_path, read_metadata
 from endolight.cli import app
 from endolight.compare import QUICK, CompareConfig, figure_grid, train_all, where_not_best
 from endolight.data import PairDataset, list_frames
@@ -35,7 +36,7 @@ from endolight.metrics import (
     psnr,
     ssim,
 )
-from endolight.model import DeepUPE
+from endolight.model import DeepUPE, ModelConfig
 from endolight.pairs import heldout_pairs
 from endolight.train import seed_everything
 
@@ -217,6 +218,18 @@ def test_each_protocol_has_its_own_cache_results_and_report():
     assert (quick.runs_dir, quick.out_dir) == ("runs/compare-quick-paper", "results/quick/paper")
     assert compare.report_path("endoscope") == Path("docs/results.md")
     assert compare.report_path("paper") == Path("docs/results-paper.md")
+
+
+def test_our_same_budget_model_is_the_shipped_config_and_old_caches_still_match():
+    shipped = ModelConfig.from_json(read_metadata(default_weights_path())["model_config"])
+    assert CompareConfig().ours_config == shipped
+    assert compare.for_protocol(CompareConfig(), "paper").ours_config.denoise is False
+    # A checkpoint saved before an option existed reads as the old behaviour: still a cache hit.
+    legacy = ModelConfig(illumination="rgb", denoise=False).to_json().replace(', "denoise_blur": 0.0', "")
+    assert "denoise_blur" not in legacy
+    assert compare._same_config(legacy, ModelConfig(illumination="rgb", denoise=False))
+    assert not compare._same_config(legacy, ModelConfig(illumination="rgb", denoise=False, denoise_blur=0.5))
+    assert not compare._same_config(None, shipped) and not compare._same_config("{", shipped)
 
 
 def test_loss_curves_draw_one_line_per_run_and_skip_empty_ones():

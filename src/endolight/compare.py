@@ -98,7 +98,7 @@ class CompareConfig:
         """Our same-budget model: the shipped default's, or the paper's own under its protocol."""
         if self.protocol == "paper":
             return ModelConfig(illumination="rgb", denoise=False)
-        return ModelConfig()
+        return ModelConfig.from_json(read_metadata(default_weights_path())["model_config"])
 
 
 def for_protocol(cfg: CompareConfig, protocol: str) -> CompareConfig:
@@ -149,11 +149,20 @@ def _ours_key(variant: str) -> str:
     return "ours-" + "".join(c if c.isalnum() else "-" for c in variant.lower()).strip("-")
 
 
+def _same_config(cached: str | None, config: Any) -> bool:
+    """Whether a checkpoint's saved config is ``config``, read as a config (a checkpoint from
+    before a new option was added carries no value for it, and reads as the old behaviour)."""
+    try:
+        return cached is not None and type(config).from_json(cached) == config
+    except (TypeError, ValueError):
+        return False
+
+
 def _checkpoint_matches(path: Path, config: Any, extra: dict[str, Any], cfg: CompareConfig) -> bool:
     if not path.is_file():
         return False
     meta = read_metadata(path)
-    return (meta.get("budget") == asdict(cfg.budget) and meta.get("model_config") == config.to_json()
+    return (meta.get("budget") == asdict(cfg.budget) and _same_config(meta.get("model_config"), config)
             and meta.get("trainer") == _jsonable(extra) and meta.get("train_max_side") == cfg.train_max_side
             and meta.get("train_frames") == cfg.train_frames and meta.get("pairs") == _pairs_key(cfg))
 
