@@ -2,14 +2,18 @@
 split: no denoising, a blend towards the local mean (box), the guided filter (shipped).
 
     python scripts/denoise_ablation.py [--steps 400] [-o docs/denoise-ablation.md]
+    python scripts/denoise_ablation.py --blur-sweep WEIGHTS [-o docs/guide-blur.md]
 
 Prints the table (validation PSNR / SSIM, noise in flat dark patches) and writes it as Markdown.
-Every variant sees the same batches (seed 0) of the `endoscope` protocol's pairs.
+Every variant sees the same batches (seed 0) of the `endoscope` protocol's pairs. With
+``--blur-sweep``, no training: the given weights on the same validation pairs with each blur of
+the guided filter's guide (``ModelConfig.denoise_blur``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from endolight.checkpoint import load_model
 from endolight.data import PairDataset, list_frames
 from endolight.io.atomic import write_text
 from endolight.losses import LossWeights
@@ -46,12 +51,39 @@ def measure(model: DeepUPE, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> d
     return {"PSNR": psnr_, "SSIM": ssim_, "noise": noise, "noise_in": noise_in}
 
 
+BLURS = (0.0, 0.3, 0.5, 0.7, 0.85, 1.0)
+
+
+def blur_sweep(weights: Path, output: Path) -> None:
+    """The validation table of one model with each blur of its filter's guide."""
+    trained = load_model(weights)
+    pairs = validation_pairs(TrainConfig())
+    lines = ["| guide blur | val PSNR | val SSIM | flat-dark noise (input) |", "|---|---|---|---|"]
+    for blur in tqdm(BLURS, desc="guide blur"):
+        net = DeepUPE(dataclasses.replace(trained.cfg, denoise_blur=blur))
+        net.load_state_dict(trained.state_dict())
+        m = measure(net, pairs)
+        noise = f"{m['noise']:.2f} ({m['noise_in']:.2f})"
+        lines.append(f"| {blur:g} | {m['PSNR']:.2f} | {m['SSIM']:.4f} | {noise} |")
+    table = "\n".join(lines)
+    note = (f"The weights {weights} (trained with blur {trained.cfg.denoise_blur:g}) on the {len(pairs)} "
+            "fixed validation pairs (384 px); the guide is `Y + blur * (binomial3x3(Y) - Y)`.\n")
+    command = f"python scripts/denoise_ablation.py --blur-sweep {weights} -o {output}"
+    write_text(output, f"# The guided filter's guide, blurred\n\n`{command}`\n\n{table}\n\n{note}")
+    print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--crop", type=int, default=128)
-    parser.add_argument("-o", "--output", type=Path, default=Path("docs/denoise-ablation.md"))
+    parser.add_argument("--blur-sweep", type=Path, metavar="WEIGHTS", help="sweep the guide's blur instead")
+    parser.add_argument("-o", "--output", type=Path, default=None)
     args = parser.parse_args()
+    if args.blur_sweep:
+        blur_sweep(args.blur_sweep, args.output or Path("docs/guide-blur.md"))
+        return
+    args.output = args.output or Path("docs/denoise-ablation.md")
     budget = Budget(steps=args.steps, batch_size=8, crop=args.crop)
     cfg = TrainConfig()  # the endoscope protocol and the validation split of endolight.train
     dataset = PairDataset(list_frames("train"), budget.crop, cfg.max_side, cfg.degrade, budget.seed)
