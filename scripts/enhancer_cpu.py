@@ -1,6 +1,6 @@
 """The enhancer's own CPU per video frame, without the codec or the threads of a stream.
 
-    python scripts/enhancer_cpu.py [720p|1080p|4K] [FRAMES] [--passes N]
+    python scripts/enhancer_cpu.py [720p|1080p|4K] [FRAMES] [--passes N] [--weights W]
 
 Decodes FRAMES frames of the benchmark clip (``endolight.bench.cached_clip``) to I420 planes
 first, then runs what ``endolight video`` does to each, one stage after the other on one thread
@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("size", nargs="?", default="1080p")
     parser.add_argument("frames", nargs="?", type=int, default=40)
     parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--weights", default=None, help="weights file or shipped name (default: shipped)")
     args = parser.parse_args()
     reuse_freed_memory()  # as the command line does
     cv2.setNumThreads(1)
@@ -64,7 +65,7 @@ def main() -> None:
         source.close()
     if not frames or frames[0] is None:
         raise SystemExit("error: the benchmark clip did not decode to 4:2:0 planes")
-    enhancer = Enhancer()
+    enhancer = Enhancer(weights=args.weights)
     fov = fov_mask(i420_to_rgb(frames[0]))
     one_pass(enhancer, frames[:2], fov)  # compiled kernels loaded
     best = min((one_pass(enhancer, frames, fov) for _ in range(args.passes)), key=lambda ms: ms.sum())
