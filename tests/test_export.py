@@ -99,11 +99,11 @@ def test_fast_graph_stays_close_to_the_enhancer(onnx_file: Path, model: DeepUPE,
 
     # (The exact graph's 1/255 check: test_model_v2.py::test_every_entry_point_gives_the_same_output.)
     # The fast graph (guide, slice, denoiser on a 1/8 copy) against the enhancer, which slices
-    # every pixel. Measured with the shipped (30-epoch) weights: 47.6 dB on this real 1080p sinus
-    # frame, 33.4 dB on this 480 px bronchoscopy frame (coarse maps where the view meets its
-    # black border). The bounds sit ~5.5 dB below; on the 1080p frame a fast graph without the
-    # denoising measured 37.2 dB, one with strength 0.9 baked in instead of 1, 38.3 dB (both
-    # with the earlier 14-epoch weights).
+    # every pixel. Measured with the shipped weights (blurred filter guide): 48.5 dB on this real
+    # 1080p sinus frame, 36.3 dB on this 480 px bronchoscopy frame (coarse maps where the view
+    # meets its black border). The bounds sit 6.5-8.3 dB below; on the 1080p frame a fast graph
+    # without the denoising measured 37.2 dB, one with strength 0.9 baked in instead of 1,
+    # 38.3 dB (both with the earlier 14-epoch weights).
     ref = Enhancer(model=model, device="cpu", keep_border=False, fused=False)
     hd = read_image(sorted((data_root / "sinus" / "clip-b").glob("*.jpg"))[0])
     assert _psnr(run_onnx(onnx_file, hd[None])[0], ref.enhance_array(hd)) >= 42.0
@@ -112,9 +112,9 @@ def test_fast_graph_stays_close_to_the_enhancer(onnx_file: Path, model: DeepUPE,
 
 # Real frames darkened as tests/test_planar.py does, and the PSNR bound (dB) of the I420 graph
 # against the exact enhancer, both as written to a 4:2:0 video. Measured with the shipped
-# (30-epoch) weights: sinus 1920x1080 48.9, laparoscopy 960x540 42.4, bronchoscopy 480x480 40.4
-# (the 1/8 maps are coarser on small frames); the bounds sit 2-4 dB under (a lost chroma term
-# or a map read at the wrong place costs 10+ dB).
+# weights (blurred filter guide): sinus 1920x1080 49.3, laparoscopy 960x540 42.6, bronchoscopy
+# 480x480 41.1 (the 1/8 maps are coarser on small frames); the bounds sit 2.6-4.3 dB under (a
+# lost chroma term or a map read at the wrong place costs 10+ dB).
 I420_FRAMES = {"sinus/clip-a": 45.0, "laparoscopy/laparoscopic-view-960x540.png": 39.0,
                "bronchoscopy/edinburgh": 38.5}
 

@@ -40,11 +40,11 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # Frame, PSNR bound (dB) of the planar path against the RGB path. Measured (3 Dec, the small
-# copy as exact area means, the 30-epoch default weights): sinus 1920x1080 50.6, gastroscopy
-# 1280x1024 43.4, laparoscopy 960x540 45.3, larynx 512x512 38.3 (40.2 with the 14-epoch
-# weights). The maps are made at 1/8 of the frame, so the smaller the frame the coarser they
-# are; the bounds sit 1.3-4.6 dB under the measurements (a broken map, tap or chroma term
-# costs 10+ dB).
+# copy as exact area means, the shipped weights with the blurred filter guide): sinus 1920x1080
+# 50.7, gastroscopy 1280x1024 43.8, laparoscopy 960x540 45.5, larynx 512x512 38.8 (38.3 before
+# the blur, 40.2 with the 14-epoch weights). The maps are made at 1/8 of the frame, so the
+# smaller the frame the coarser they are; the bounds sit 1.8-4.7 dB under the measurements (a
+# broken map, tap or chroma term costs 10+ dB).
 FRAMES = {"sinus/clip-a": 46.0, "gastroscopy-fujifilm/LCI_GA": 41.0,
           "laparoscopy/laparoscopic-view-960x540.png": 41.0, "larynx/patient1/seq1": 37.0}
 
