@@ -40,9 +40,10 @@ def main() -> None:
     parser.add_argument("--graph", choices=[*RUNS, "all"], default="all")
     parser.add_argument("--frames", type=int, default=20, help="timed runs per graph (after 2 warm-up runs)")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ONNX Runtime's default)")
+    parser.add_argument("--weights", default=None, help="weights file or shipped name (default: shipped)")
     args = parser.parse_args()
     frames = [read_image(p) for p in sorted((default_data_root() / "sinus" / "clip-b").glob("*.jpg"))[:3]]
-    model = load_model()
+    model = load_model(args.weights)
     exact = Enhancer(model=model, device="cpu", keep_border=False, fused=False)
     references = [exact.enhance_array(f) for f in frames]
     options = ort.SessionOptions()

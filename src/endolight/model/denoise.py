@@ -93,11 +93,11 @@ def upsample(coeffs: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def binomial3(t: torch.Tensor) -> torch.Tensor:
     """``(B, C, H, W)`` blurred by the 3x3 binomial kernel ``[1, 2, 1]^T [1, 2, 1] / 16``, edges
-    replicated (separable: two 1-D passes, as the CPU kernels compute it)."""
-    k = torch.tensor([0.25, 0.5, 0.25], dtype=t.dtype, device=t.device)
-    c = t.shape[1]
-    t = F.conv2d(F.pad(t, (0, 0, 1, 1), mode="replicate"), k.view(1, 1, 3, 1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(F.pad(t, (1, 1, 0, 0), mode="replicate"), k.view(1, 1, 1, 3).repeat(c, 1, 1, 1), groups=c)
+    replicated: two 2x2 means (stride 1) of the padded frame, which compose to exactly that
+    kernel. (In ONNX Runtime two pools cost a fraction of two padded 1-D convolutions: measured
+    on the 1080p I420 graph.)"""
+    t = F.pad(t, (1, 1, 1, 1), mode="replicate")
+    return F.avg_pool2d(F.avg_pool2d(t, 2, stride=1), 2, stride=1)
 
 
 def filter_guide(y: torch.Tensor, blur: float) -> torch.Tensor:
