@@ -286,9 +286,10 @@ def test_map_terms_are_planar_terms_of_the_fit_in_ycbcr(twice):
     per_map = fit.reshape(6, h, 2, w, 2).mean((2, 4)) if twice else fit
     lam = 0.7 / (1 + np.exp(-co[4].astype(np.float64)))
     a, b = np.einsum("ij,jhw->ihw", TO_YCC, per_map[:3]), np.einsum("ij,jhw->ihw", TO_YCC, per_map[3:])
-    luma, chroma = map_terms(co, fit, 0.7)
-    want_luma, want_chroma = planar_terms(lam, a, b, co[:4])
-    assert luma.shape == (3, h, w) and chroma.shape == (8, h, w) and luma.dtype == chroma.dtype == np.float32
+    luma, chroma = map_terms(co, fit, 0.7, 0.6)  # a blurred guide: the fourth map
+    want_luma, want_chroma = planar_terms(lam, a, b, co[:4], 0.6)
+    assert np.abs(luma[3]).max() > 0.1
+    assert luma.shape == (4, h, w) and chroma.shape == (8, h, w) and luma.dtype == chroma.dtype == np.float32
     np.testing.assert_allclose(luma, np.stack(want_luma), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(chroma, np.stack(want_chroma), rtol=1e-5, atol=1e-5)
     plain_luma, plain_chroma = map_terms(co[:4], None, 0.7)  # no denoising: D = I
@@ -298,10 +299,10 @@ def test_map_terms_are_planar_terms_of_the_fit_in_ycbcr(twice):
     np.testing.assert_allclose(plain_chroma, np.stack(np.broadcast_arrays(*want_chroma)), atol=1e-6)
     assert np.all(plain_luma[0] == 1) and np.all(plain_chroma[0] == 1)
     # float64 inputs are taken as float32 (the same bits), and maps one row high still denoise.
-    f64_luma, f64_chroma = map_terms(co.astype(np.float64), fit.astype(np.float64), 0.7)
+    f64_luma, f64_chroma = map_terms(co.astype(np.float64), fit.astype(np.float64), 0.7, 0.6)
     np.testing.assert_array_equal(f64_luma, luma)
     np.testing.assert_array_equal(f64_chroma, chroma)
-    row = map_terms(co[:, :1], fit[:, : 2 if twice else 1], 0.7)[0]
+    row = map_terms(co[:, :1], fit[:, : 2 if twice else 1], 0.7, 0.6)[0]
     np.testing.assert_allclose(row, luma[:, :1], rtol=1e-6, atol=1e-6)
     for bad_co, bad_fit in ((co, fit[:, :-1]), (co[:4], fit), (co, fit[:5])):
         with pytest.raises(ValueError, match="fit"):
@@ -352,7 +353,7 @@ def _sigmoid(v):
 
 def _planes_reference(y, u, v, luma, chroma, strength, keep=None):
     """The planar kernel's documented formulas in float64 (kernels/planar.py's docstring), on
-    maps already interpolated along x: ``luma`` (3, hl, W), ``chroma`` (8, hl, W / 2). Returns
+    maps already interpolated along x: ``luma`` (4, hl, W), ``chroma`` (8, hl, W / 2). Returns
     the unrounded Y', Cb', Cr' (before rounding and clamping)."""
     h, w = y.shape
     hl = luma.shape[1]
@@ -362,7 +363,7 @@ def _planes_reference(y, u, v, luma, chroma, strength, keep=None):
         hi = np.minimum(lo + 1, hl - 1)
         return (1 - wt[:, None]) * maps[:, lo] + wt[:, None] * maps[:, hi]
 
-    p, q, lc = rows(luma.astype(np.float64), h)
+    p, q, lc = rows(luma.astype(np.float64), h)[:3]  # R (the blurred guide) not used without blur
     c = rows(chroma.astype(np.float64), h // 2)
     yn = (y - 16.0) / 219
     cbn, crn = (u - 128.0) / 224, (v - 128.0) / 224
@@ -398,7 +399,7 @@ def _planes_case(seed, h, w, hl, wl):
     u, v = (rng.integers(60, 200, (h // 2, w // 2), dtype=np.uint8) for _ in range(2))
     y.flat[0], y.flat[1] = 0, 255  # out of the limited range: the clamps
     luma = np.stack([rng.uniform(0.6, 1.3, (hl, wl)), rng.uniform(-0.1, 0.1, (hl, wl)),
-                     rng.normal(0, 3, (hl, wl))]).astype(np.float32)
+                     rng.normal(0, 3, (hl, wl)), np.zeros((hl, wl))]).astype(np.float32)  # R: no blur
     chroma = np.stack([rng.uniform(0.5, 1, (hl, wl)), *rng.normal(0, 0.1, (4, hl, wl)),
                        *rng.normal(0, 2, (3, hl, wl))]).astype(np.float32)
     return y, u, v, luma, chroma
@@ -443,6 +444,7 @@ def test_render_planes_blurred_guide_is_the_i420_graph(seed, blur, size, low):
     # float64 evaluation (model.maps.render_i420), and the blur must change the output.
     y, u, v, luma, chroma = _planes_case(seed, *size, *low)
     chroma[1:5] *= 5  # a strong guided filter: the guide's blur shows in the chroma too
+    luma[3] = np.random.default_rng(seed).normal(0, 0.5, luma.shape[1:])  # R: the blurred guide's part
     got = _render_planes(y, u, v, luma, chroma, blur=blur)
     lum, chrom = in_levels(list(torch.from_numpy(luma.astype(np.float64))[None].split(1, dim=1)),
                            list(torch.from_numpy(chroma.astype(np.float64))[None].split(1, dim=1)))
@@ -488,7 +490,7 @@ def test_render_planes_eps_floors_the_illumination():
     # + 219 D_Y / D_Y). Strength 0.5: S = eps ** 0.5, Y' = 16.4. Cb and Cr stay at 128.
     y = np.full((2, 4), 16, np.uint8)
     u = v = np.full((1, 2), 128, np.uint8)
-    luma = np.zeros((3, 1, 4), np.float32)
+    luma = np.zeros((4, 1, 4), np.float32)
     luma[1] = 2e-5
     chroma = np.zeros((8, 1, 2), np.float32)
     chroma[0], chroma[7] = 1.0, -30.0
@@ -506,9 +508,9 @@ def test_render_planes_rejects_bad_shapes():
                 (y[:3], u[:1], v[:1]), (y[:, :5], u[:, :2], v[:, :2])):  # odd, with matching chroma
         with pytest.raises(ValueError, match=planes):
             render_planes(*bad, lx, cx, lt, ct, EPS)
-    with pytest.raises(ValueError, match=r"^luma maps must be \(3, h, 6\), got \(2, 2, 6\)$"):
+    with pytest.raises(ValueError, match=r"^luma maps must be \(4, h, 6\), got \(2, 2, 6\)$"):
         render_planes(y, u, v, lx[:2], cx, lt, ct, EPS)
-    with pytest.raises(ValueError, match=r"^luma maps must be \(3, h, 6\), got \(3, 2, 5\)$"):
+    with pytest.raises(ValueError, match=r"^luma maps must be \(4, h, 6\), got \(4, 2, 5\)$"):
         render_planes(y, u, v, lx[:, :, :5], cx, lt, ct, EPS)
     with pytest.raises(ValueError, match=r"^chroma maps must be \(8, 2, 3\), got \(8, 1, 3\)$"):
         render_planes(y, u, v, lx, cx[:, :1], lt, ct, EPS)

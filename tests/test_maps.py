@@ -135,7 +135,7 @@ def test_render_i420_is_the_documented_formula(strength):
     y = rng.integers(0, 256, (h, w)).astype(np.float64)
     y[:2] = rng.integers(0, 6, (2, w))  # sub-black rows: negative D_Y, the output clamps at 0
     uv = rng.integers(96, 160, (2, h // 2, w // 2)).astype(np.float64)
-    luma = np.array([1.1 / 219, -16 / 219 - 0.01, 2.5])  # P, Q, L in levels
+    luma = np.array([1.1 / 219, -16 / 219 - 0.01, 2.5, 0.0])  # P, Q, L, R in levels (R: no blur)
     chroma = np.array([1 / 224, 0.2 / 219, -128 / 224, -0.1 / 219, -128 / 224, 0.8, -0.6, -0.4])
     y2 = y.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
     got_y, got_uv = render_i420(torch.from_numpy(luma)[None, :, None, None],
@@ -186,6 +186,15 @@ def test_planar_terms_are_the_rgb_affine_in_ycbcr():
     np.testing.assert_allclose(cv[0] * levels[1] + cv[1] * levels[0] + cv[2], d_cb, atol=1e-6)
     np.testing.assert_allclose(cv[0] * levels[2] + cv[3] * levels[0] + cv[4], d_cr, atol=1e-6)
     np.testing.assert_allclose(cv[5:], chroma[5:])
+    # With a blurred guide G = Yn + blur (Bn - Yn) (any Bn): D_Y = P Yn + Q + R Bn, in levels too.
+    bn, blur = ycc[0] + rng.normal(0, 0.05, n), 0.7
+    luma_b, _ = planar_terms(lam, list(to_ycc @ a_rgb), list(to_ycc @ b_rgb), list(affine), blur)
+    a_y, b_y = (to_ycc @ a_rgb)[0], (to_ycc @ b_rgb)[0]
+    want = (1 - lam) * ycc[0] + lam * (a_y * (ycc[0] + blur * (bn - ycc[0])) + b_y)
+    np.testing.assert_allclose(luma_b[0] * ycc[0] + luma_b[1] + luma_b[3] * bn, want, atol=1e-6)
+    assert np.abs(luma_b[3]).max() > 0.1  # the blurred part is there
+    lvb, _ = in_levels(luma_b, chroma)
+    np.testing.assert_allclose(lvb[0] * levels[0] + lvb[1] + lvb[3] * (16 + 219 * bn), want, atol=1e-6)
 
 
 def test_fast_graphs_of_a_model_without_the_denoiser(data_root):
@@ -233,6 +242,8 @@ def test_i420_maps_are_the_rgb_maps_in_ycbcr(model, data_root, where):
     a, b, c, (lr, lg, lb, l0) = rgb[0], to_ycc @ rgb[1:4].flatten(1), to_ycc @ rgb[4:7].flatten(1), rgb[7:11]
     b, c = b.view(3, *a.shape), c.view(3, *a.shape)
     affine_c = [CB_B * lb - CB_G * lg, CR_R * lr - CR_G * lg, l0]
-    want_luma, want_chroma = in_levels([a + b[0], c[0], lr + lg + lb], [a, b[1], c[1], b[2], c[2], *affine_c])
+    r = model.cfg.denoise_blur * b[0]  # the blurred guide's part: blur lam a_Y
+    want_luma, want_chroma = in_levels([a + b[0] - r, c[0], lr + lg + lb, r],
+                                       [a, b[1], c[1], b[2], c[2], *affine_c])
     for got, want in zip([*luma[0].double(), *chroma[0].double()], [*want_luma, *want_chroma], strict=True):
         assert (got - want).abs().mean() < 0.01 * want.abs().mean()

@@ -97,7 +97,7 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
         fit = guided_fit(small, model.cfg.denoise_radius, model.denoise_threshold())  # a_rgb, b_rgb
         if fit.shape[1:] != (2 * size[0], 2 * size[1]):  # odd sizes: OpenCV's area weights
             fit = _shrink(fit, size)
-    return map_terms(co, fit, min(strength, 1.0))
+    return map_terms(co, fit, min(strength, 1.0), model.cfg.denoise_blur if fit is not None else 0.0)
 
 
 def _shrink(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -114,7 +114,7 @@ class PlanarPlan:
     two threads, one frame apart (video)."""
 
     buf: np.ndarray  # the (3H/2, W) I420 input
-    luma: np.ndarray  # (3, h, W) maps, interpolated along x
+    luma: np.ndarray  # (4, h, W) maps, interpolated along x
     chroma: np.ndarray  # (8, h, W/2)
     strength: float
     keep: np.ndarray | None

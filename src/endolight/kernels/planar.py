@@ -8,7 +8,8 @@ is one scalar ``S`` per pixel and Y′CbCr is linear in R′G′B′, so ``R = D
 (the sliced affine rows, the denoiser's coefficients and strength) arrives as low-resolution
 maps; per pixel this kernel only interpolates three maps and evaluates
 
-    D_Y = P * Yn + Q                         (the learned guided-filter denoising)
+    D_Y = P * Yn + Q + R * Bn                (the learned guided-filter denoising; Bn: the 3x3
+                                              binomial blur of Yn, R = 0 without the blurred guide)
     S   = max(m + (1 - m) * sigmoid(L * D_Y + B), eps) ** k,  m = clamp(D_Y + cmax, 0, 1)
     Y'  = 16 + 219 * D_Y / S
 
@@ -33,17 +34,21 @@ from numba import njit, prange
 from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, TO_YCC  # numeric constants only
 from endolight.kernels.common import JIT_OPTIONS, LUMA, ROW_CHUNK, axis_taps, guide_row, sigmoid
 
-N_LUMA_MAPS = 3  # P, Q, L
+N_LUMA_MAPS = 4  # P, Q, L, R
 N_CHROMA_MAPS = 8  # 1 - lam, lam*a_cb, lam*b_cb, lam*a_cr, lam*b_cr, L_cb, L_cr, L_0
 
 
-def planar_terms(lam: Any, a: Sequence[Any], b: Sequence[Any], affine: Sequence[Any]
+def planar_terms(lam: Any, a: Sequence[Any], b: Sequence[Any], affine: Sequence[Any], blur: Any = 0.0
                  ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    """The planar kernel's three luma and eight chroma maps, for the normalised planes
+    """The planar kernel's four luma and eight chroma maps, for the normalised planes
     ``Yn = (Y - 16) / 219``, ``Cn = (C - 128) / 224``:
 
-        D_Y = P Yn + Q,   logit = L D_Y + (L_cb D_cb + L_cr D_cr + L_0),
-        D_C = (1 - lam) Cn + lam a_C Ybar + lam b_C   (Ybar: the 2x2 block's mean Yn)
+        D_Y = P Yn + Q + R Bn,   logit = L D_Y + (L_cb D_cb + L_cr D_cr + L_0),
+        D_C = (1 - lam) Cn + lam a_C Gbar + lam b_C   (Gbar: the 2x2 block's mean guide)
+
+    with the filter's guide ``G = Yn + blur (Bn - Yn)``, ``Bn`` the 3x3 binomial blur of ``Yn``:
+    its blurred part weighs ``R = blur lam a_Y`` (made here, at low resolution, so that per pixel
+    it is one more map).
 
     Arithmetic only, so the same formulas serve one pixel's numbers (compiled,
     :func:`map_terms`), NumPy arrays and PyTorch tensors (the I420 graph,
@@ -53,9 +58,11 @@ def planar_terms(lam: Any, a: Sequence[Any], b: Sequence[Any], affine: Sequence[
         lam: the denoising strength.
         a, b: the guided filter's coefficients on Yn, Cbn, Crn (three each).
         affine: the grey affine row's R, G, B weights and offset (four).
+        blur: the guide's blur (``ModelConfig.denoise_blur``).
     """
     ar, ag, ab, a0 = affine
-    luma = (1 - lam + lam * a[0], lam * b[0], ar + ag + ab)
+    r = blur * lam * a[0]
+    luma = (1 - lam + lam * a[0] - r, lam * b[0], ar + ag + ab, r)
     chroma = (1 - lam, lam * a[1], lam * b[1], lam * a[2], lam * b[2],
               CB_B * ab - CB_G * ag, CR_R * ar - CR_G * ag, a0)
     return luma, chroma
@@ -66,7 +73,8 @@ def planar_terms(lam: Any, a: Sequence[Any], b: Sequence[Any], affine: Sequence[
 _planar_terms = njit(**JIT_OPTIONS)(planar_terms)
 
 
-def map_terms(co: np.ndarray, fit: np.ndarray | None, scale: float) -> tuple[np.ndarray, np.ndarray]:
+def map_terms(co: np.ndarray, fit: np.ndarray | None, scale: float, blur: float = 0.0
+              ) -> tuple[np.ndarray, np.ndarray]:
     """The planar kernel's maps from the sliced grid and the denoiser's fit, in one pass.
 
     Args:
@@ -75,9 +83,10 @@ def map_terms(co: np.ndarray, fit: np.ndarray | None, scale: float) -> tuple[np.
             (``a_rgb, b_rgb``; averaged over each 2x2 block in the second case); ``None``: no
             denoising (``lam = 0``).
         scale: the denoising strength is ``scale * sigmoid(co[4])``.
+        blur: the guide's blur (``ModelConfig.denoise_blur``).
 
     Returns:
-        ``(3, h, w)`` luma and ``(8, h, w)`` chroma maps (:func:`planar_terms`), float32.
+        ``(4, h, w)`` luma and ``(8, h, w)`` chroma maps (:func:`planar_terms`), float32.
     """
     h, w = co.shape[1:]
     sizes = ((h, w), (2 * h, 2 * w))
@@ -88,7 +97,7 @@ def map_terms(co: np.ndarray, fit: np.ndarray | None, scale: float) -> tuple[np.
     chroma = np.empty((N_CHROMA_MAPS, h, w), np.float32)
     _map_kernel(np.ascontiguousarray(co, dtype=np.float32),
                 _NO_FIT if fit is None else np.ascontiguousarray(fit, dtype=np.float32),
-                TO_YCC, np.float32(scale), luma, chroma)
+                TO_YCC, np.float32(scale), np.float64(blur), luma, chroma)
     return luma, chroma
 
 
@@ -96,7 +105,7 @@ _NO_FIT = np.zeros((6, 0, 0), np.float32)
 
 
 @njit(**JIT_OPTIONS)  # small maps: on the calling thread (waking another costs more than it saves)
-def _map_kernel(co, fit, to_ycc, scale, luma, chroma):  # pragma: no cover - compiled
+def _map_kernel(co, fit, to_ycc, scale, blur, luma, chroma):  # pragma: no cover - compiled
     """Per map pixel: the fit's coefficients (their 2x2 block's mean when the fit is twice the
     maps' size) in Y'CbCr, the strength ``scale * sigmoid``, and :func:`planar_terms` (NumPy
     did this in ~20 passes over small arrays: ~4 ms of a 1080p frame inside a stream)."""
@@ -124,7 +133,7 @@ def _map_kernel(co, fit, to_ycc, scale, luma, chroma):  # pragma: no cover - com
             # In float64 throughout: the terms are then one tuple type, indexable in the loops.
             v = np.float64
             lm, ch = _planar_terms(lam, (ycc[0], ycc[1], ycc[2]), (ycc[3], ycc[4], ycc[5]),
-                                   (v(co[0, y, x]), v(co[1, y, x]), v(co[2, y, x]), v(co[3, y, x])))
+                                   (v(co[0, y, x]), v(co[1, y, x]), v(co[2, y, x]), v(co[3, y, x])), blur)
             for c in range(N_LUMA_MAPS):
                 luma[c, y, x] = lm[c]
             for c in range(N_CHROMA_MAPS):
@@ -191,19 +200,20 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
         dcr = np.empty(cb, dtype=np.float32)
         bterm = np.empty(w, dtype=np.float32)  # per luma column (each block's value twice)
         cmax = np.empty(w, dtype=np.float32)
-        keepc = np.empty(w, dtype=np.float32)
-        # The blurred guide's departure from the luma, blur * (B - Y) normalised, both rows.
-        dev = np.zeros((2, w), dtype=np.float32)
+        # The 3x3 binomial blur of Y' on both rows, in levels (the filter's blurred guide).
+        blurred = np.zeros((2, w), dtype=np.float32)
         if use_blur:
             for t in range(2):
-                _guide_departure(y_in, y0 + t, xa, xb, blur * y_scale, dev[t])
+                _blurred_row(y_in, y0 + t, xa, xb, blurred[t])
         ya, yb, ur, vr = y_in[y0], y_in[y1], u_in[j], v_in[j]
-        da, db = dev[0], dev[1]
+        ba, bb = blurred[0], blurred[1]
         for i in range(uc, ud):
             e = i + i
             ybar = (np.float32(ya[e]) + np.float32(ya[e + 1])
                     + np.float32(yb[e]) + np.float32(yb[e + 1])) * quarter
-            ybar = (ybar - np.float32(16.0)) * y_scale + (da[e] + da[e + 1] + db[e] + db[e + 1]) * quarter
+            if use_blur:  # the block's mean guide: Ybar + blur (Bbar - Ybar)
+                ybar += blur * ((ba[e] + ba[e + 1] + bb[e] + bb[e + 1]) * quarter - ybar)
+            ybar = (ybar - np.float32(16.0)) * y_scale
             cbn = (np.float32(ur[i]) - np.float32(128.0)) * c_scale
             crn = (np.float32(vr[i]) - np.float32(128.0)) * c_scale
             d_cb = maps[0, i] * cbn + maps[1, i] * ybar + maps[2, i]
@@ -213,12 +223,12 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
             cm = max(cr_r * d_cr, max(-cb_g * d_cb - cr_g * d_cr, cb_b * d_cb))
             bterm[e], bterm[e + 1] = bt, bt
             cmax[e], cmax[e + 1] = cm, cm
-            keepc[e], keepc[e + 1] = maps[0, i], maps[0, i]
         # Luma resolution, both rows of the block row: three maps interpolated per row.
         inv = np.zeros((2, w), dtype=np.float32)
         p = np.empty(w, dtype=np.float32)
         q = np.empty(w, dtype=np.float32)
         lc = np.empty(w, dtype=np.float32)
+        r = np.empty(w, dtype=np.float32)
         s = np.empty(w, dtype=np.float32)
         # Unsigned bounds and 1-D row views: numba then drops its negative-index checks, whose
         # branches would stop these loops from vectorising.
@@ -230,14 +240,17 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
             p0, p1 = luma_maps[0, s0], luma_maps[0, s1]
             q0, q1 = luma_maps[1, s0], luma_maps[1, s1]
             l0, l1 = luma_maps[2, s0], luma_maps[2, s1]
-            row_in, row_out, row_inv, row_dev = y_in[y], y_out[y], inv[t], dev[t]
+            row_in, row_out, row_inv, row_b = y_in[y], y_out[y], inv[t], blurred[t]
             for x in range(ua, ub):
                 p[x] = (one - sw) * p0[x] + sw * p1[x]
                 q[x] = (one - sw) * q0[x] + sw * q1[x]
                 lc[x] = (one - sw) * l0[x] + sw * l1[x]
-            if use_blur:  # D_Y = P Yn + Q + (P - (1 - lam)) * blur (Bn - Yn): the guide's part
+            if use_blur:  # the guide's blurred part: Q + R Bn
+                r0, r1 = luma_maps[3, s0], luma_maps[3, s1]
                 for x in range(ua, ub):
-                    q[x] += (p[x] - keepc[x]) * row_dev[x]
+                    r[x] = (one - sw) * r0[x] + sw * r1[x]
+                for x in range(ua, ub):
+                    q[x] += r[x] * ((row_b[x] - np.float32(16.0)) * y_scale)
             # Short loops, each over few arrays: LLVM vectorises them (one long loop over all
             # of them stays scalar, measured 3x slower).
             for x in range(ua, ub):
@@ -275,9 +288,9 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
 
 
 @njit(**JIT_OPTIONS)
-def _guide_departure(y_in, y, xa, xb, scale, out):  # pragma: no cover - compiled
-    """``out[x] = scale * (B - Y)`` on columns ``[xa, xb)`` of row ``y`` of the uint8 plane
-    ``y_in``, ``B`` the 3x3 binomial blur of ``Y`` (edges replicated)."""
+def _blurred_row(y_in, y, xa, xb, out):  # pragma: no cover - compiled
+    """``out[x]``: the 3x3 binomial blur of the uint8 plane ``y_in`` (edges replicated) on
+    columns ``[xa, xb)`` of row ``y``, in levels."""
     h, w = y_in.shape
     quarter, halfw = np.float32(0.25), np.float32(0.5)
     above, here, below = y_in[max(y - 1, 0)], y_in[y], y_in[min(y + 1, h - 1)]
@@ -288,8 +301,7 @@ def _guide_departure(y_in, y, xa, xb, scale, out):  # pragma: no cover - compile
                       + quarter * np.float32(below[x]))
     col[0], col[w + 1] = col[1], col[w]
     for x in range(np.uint64(xa), np.uint64(xb)):
-        b = quarter * col[x] + halfw * col[x + 1] + quarter * col[x + 2]
-        out[x] = scale * (b - np.float32(here[x]))
+        out[x] = quarter * col[x] + halfw * col[x + 1] + quarter * col[x + 2]
 
 
 @njit(parallel=True, **JIT_OPTIONS)
@@ -457,7 +469,7 @@ def render_planes(
     Args:
         y: ``(H, W)`` uint8 Y′ (limited range), ``H`` and ``W`` even.
         u, v: ``(H / 2, W / 2)`` uint8 Cb, Cr.
-        luma_maps: ``(3, h, W)`` float32: ``P, Q, L`` at low height, full width (interpolated
+        luma_maps: ``(4, h, W)`` float32: ``P, Q, L, R`` at low height, full width (interpolated
             along x beforehand).
         chroma_maps: ``(8, h, W / 2)`` float32 (see ``N_CHROMA_MAPS``), at chroma width.
         luma_taps, chroma_taps: per luma row / chroma row, the lower map row and its weight

@@ -119,7 +119,7 @@ def _to_ycc(rgb: torch.Tensor) -> torch.Tensor:
 
 def i420_maps(model: torch.nn.Module, y2: torch.Tensor, uv: torch.Tensor,
               strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Luma maps ``(B, 3, h', w')`` and chroma maps ``(B, 8, h', w')`` of an I420 frame, in
+    """Luma maps ``(B, 4, h', w')`` and chroma maps ``(B, 8, h', w')`` of an I420 frame, in
     8-bit levels of the planes they multiply (the ``(Y - 16) / 219``, ``(C - 128) / 224``
     normalisations folded in).
 
@@ -138,16 +138,18 @@ def i420_maps(model: torch.nn.Module, y2: torch.Tensor, uv: torch.Tensor,
         a = b = torch.zeros_like(affine[:, :3])
     else:
         a, b = _to_ycc(fit[:, :3]), _to_ycc(fit[:, 3:])
-    luma, chroma = in_levels(*planar_terms(lam, a.split(1, dim=1), b.split(1, dim=1), affine.split(1, dim=1)))
+    blur = model.cfg.denoise_blur if model.cfg.denoise else 0.0
+    terms = planar_terms(lam, a.split(1, dim=1), b.split(1, dim=1), affine.split(1, dim=1), blur)
+    luma, chroma = in_levels(*terms)
     return torch.cat(luma, dim=1), torch.cat(chroma, dim=1)
 
 
 def in_levels(luma: Sequence[Any], chroma: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     """:func:`planar_terms`' maps for planes in 8-bit levels: the ``(Y - 16) / 219`` and
     ``(C - 128) / 224`` normalisations folded into them (no full-resolution pass left for it)."""
-    p, q, lc = luma
+    p, q, lc, r = luma
     keep, a_cb, b_cb, a_cr, b_cr = chroma[:5]
-    return ([p / 219, q - p * (16 / 219), lc],
+    return ([p / 219, q - (p + r) * (16 / 219), lc, r / 219],
             [keep / 224, a_cb / 219, b_cb - a_cb * (16 / 219) - keep * (128 / 224),
              a_cr / 219, b_cr - a_cr * (16 / 219) - keep * (128 / 224), *chroma[5:]])
 
@@ -159,20 +161,18 @@ def render_i420(luma: torch.Tensor, chroma: torch.Tensor, y: torch.Tensor, y2: t
     chroma, rounded 8-bit levels (float; cast them). ``blur``: the denoiser's guide blur
     (``ModelConfig.denoise_blur``), as the planar kernel applies it."""
     h, w = y.shape[-2:]
-    p, q, lc = (upsample(m, h, w) for m in luma.split(1, dim=1))
+    p, q, lc = (upsample(m, h, w) for m in luma[:, :3].split(1, dim=1))
     c = [upsample(m, h // 2, w // 2) for m in chroma.split(1, dim=1)]
-    if blur != 0.0:
-        # The guide's departure from the luma; in D_Y weighted by lam * a_Y = P - (1 - lam).
-        dev = blur * (binomial3(y) - y)
-        keep = F.interpolate(c[0], scale_factor=2.0, mode="nearest") * (224 / 219)
-        q = q + (p - keep) * dev
-        y2 = y2 + F.avg_pool2d(dev, 2)
+    d_y = p * y + q
+    if blur != 0.0:  # the guide's blurred part (the fourth map), and the chroma's mean guide
+        b = binomial3(y)
+        d_y = d_y + upsample(luma[:, 3:4], h, w) * b
+        y2 = y2 + blur * (F.avg_pool2d(b, 2) - y2)
     d_cb = c[0] * uv[:, 0:1] + c[1] * y2 + c[2]
     d_cr = c[0] * uv[:, 1:2] + c[3] * y2 + c[4]
     # Per 2x2 block: the affine row's chroma part and the largest of R, G, B minus luma.
     bterm = c[5] * d_cb + c[6] * d_cr + c[7]
     cmax = torch.maximum(torch.maximum(CR_R * d_cr, -CB_G * d_cb - CR_G * d_cr), CB_B * d_cb)
-    d_y = p * y + q
     logit = lc * d_y + F.interpolate(bterm, scale_factor=2.0, mode="nearest")
     m = (d_y + F.interpolate(cmax, scale_factor=2.0, mode="nearest")).clamp(0.0, 1.0)
     s = torch.clamp(m + (1 - m) * torch.sigmoid(logit), min=EPS)
