@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -193,8 +192,9 @@ def test_missing_empty_and_zero_frame_sources(tmp_path, sequence, enhancer):
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(InputError, match="empty file"):
         enhance_video(tmp_path / "empty.mp4", tmp_path / "o.mp4", enhancer)
-    (tmp_path / "noise.mp4").write_bytes(os.urandom(4000))
-    with pytest.raises(InputError, match="not a video"):
+    # Seeded garbage (random bytes now and then probed as an audio-only stream: a flaky test).
+    (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
+    with pytest.raises(InputError, match="not a video|no video stream"):
         enhance_video(tmp_path / "noise.mp4", tmp_path / "o.mp4", enhancer)
     for name in ("zero.mp4", "zero.mkv"):  # containers with a video track and no frame
         with av.open(str(tmp_path / name), "w") as out:
