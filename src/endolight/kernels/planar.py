@@ -6,7 +6,7 @@ is one scalar ``S`` per pixel and Y′CbCr is linear in R′G′B′, so ``R = D
 ``Yn' = D_Y / S`` and ``Cn' = D_C / S`` on the normalised planes ``Yn = (Y - 16) / 219``,
 ``Cn = (C - 128) / 224`` (BT.601 limited range; the same holds for any matrix). Everything smooth
 (the sliced affine rows, the denoiser's coefficients and strength) arrives as low-resolution
-maps; per pixel this kernel only interpolates three maps and evaluates
+maps; per pixel this kernel only interpolates three maps (four with the blurred guide) and evaluates
 
     D_Y = P * Yn + Q + R * Bn                (the learned guided-filter denoising; Bn: the 3x3
                                               binomial blur of Yn, R = 0 without the blurred guide)
@@ -201,7 +201,7 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
         bterm = np.empty(w, dtype=np.float32)  # per luma column (each block's value twice)
         cmax = np.empty(w, dtype=np.float32)
         # The 3x3 binomial blur of Y' on both rows, in levels (the filter's blurred guide).
-        blurred = np.zeros((2, w), dtype=np.float32)
+        blurred = np.empty((2, w), dtype=np.float32)  # read only where written (use_blur)
         if use_blur:
             for t in range(2):
                 _blurred_row(y_in, y0 + t, xa, xb, blurred[t])
