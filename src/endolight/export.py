@@ -88,7 +88,6 @@ class FrameModel(nn.Module):
         self.model = model.eval()
         self.layout = layout
         self.strength = strength
-        self.blur = model.cfg.denoise_blur if model.cfg.denoise else 0.0  # the denoiser's guide
         self.graph = graph
         self.deploy = deploy
 
@@ -111,7 +110,7 @@ class FrameModel(nn.Module):
         # Each plane halved on its own (no full-resolution concatenation): one full-resolution read.
         half = torch.cat([shrink(p, 2) for p in planes], dim=1) / 255  # 8-bit levels until here
         maps = rgb_maps(self.model, half, self.strength)
-        rendered = render_maps(maps, planes, self.strength, self.blur)
+        rendered = render_maps(maps, planes, self.strength, self.model.cfg.guide_blur)
         out = [torch.floor(p + 0.5).to(torch.uint8) for p in rendered]
         return torch.stack([p[:, 0] for p in out], dim=-1) if nhwc else torch.cat(out, dim=1)
 
@@ -122,7 +121,8 @@ class FrameModel(nn.Module):
         uv = frame[:, h:].reshape(n, 2, h // 2, w // 2).float()  # the Cb plane, then Cr
         y2 = F.avg_pool2d(y, 2)
         luma, chroma = i420_maps(self.model, y2, uv, self.strength)
-        y_out, uv_out = render_i420(luma, chroma, y, y2, uv, self.strength, self.blur)
+        y_out, uv_out = render_i420(luma, chroma, y, y2, uv, self.strength,
+                                     self.model.cfg.guide_blur)
         return torch.cat([y_out.to(torch.uint8).reshape(n, h, w),
                           uv_out.to(torch.uint8).reshape(n, h // 2, w)], dim=1)
 

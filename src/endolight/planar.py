@@ -97,7 +97,7 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
         fit = guided_fit(small, model.cfg.denoise_radius, model.denoise_threshold())  # a_rgb, b_rgb
         if fit.shape[1:] != (2 * size[0], 2 * size[1]):  # odd sizes: OpenCV's area weights
             fit = _shrink(fit, size)
-    return map_terms(co, fit, min(strength, 1.0), model.cfg.denoise_blur if fit is not None else 0.0)
+    return map_terms(co, fit, min(strength, 1.0), model.cfg.guide_blur if fit is not None else 0.0)
 
 
 def _shrink(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -147,7 +147,8 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
     if grid_filter is not None:
         grid = grid_filter(grid, lowres)
     luma, chroma = planar_maps(model, guide, grid, small, strength, COARSEN, denoise)
-    return PlanarPlan(buf, along_x(luma, w), along_x(chroma, w // 2), strength, keep, model.cfg.denoise_blur)
+    blur = model.cfg.guide_blur if denoise else 0.0  # without the denoiser the kernel skips the blur
+    return PlanarPlan(buf, along_x(luma, w), along_x(chroma, w // 2), strength, keep, blur)
 
 
 def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:

@@ -99,27 +99,37 @@ def guide_row(img, ccm, ccm_bias, shifts, slopes, mix, mix_bias, ua, ub, g):  # 
 
 
 @njit(**JIT_OPTIONS)
+def binomial3_row(above, here, below, xa, xb, out):  # pragma: no cover - compiled
+    """``out[x]`` for ``x`` in ``[xa, xb)``: the 3x3 binomial blur (``[1, 2, 1]^T [1, 2, 1] / 16``)
+    at row ``here`` given the rows above and below it (any numeric dtype, 1-D), columns beyond
+    the row's ends replicated. Reads columns ``xa - 1`` to ``xb`` of the three rows."""
+    w = here.shape[0]
+    quarter, halfw = np.float32(0.25), np.float32(0.5)
+    lo, hi = max(xa - 1, 0), min(xb + 1, w)
+    col = np.empty(w + 2, dtype=np.float32)  # the column blur, one replicated column each side
+    for x in range(np.uint64(lo), np.uint64(hi)):
+        col[x + 1] = (quarter * np.float32(above[x]) + halfw * np.float32(here[x])
+                      + quarter * np.float32(below[x]))
+    col[0], col[w + 1] = col[1], col[w]
+    for x in range(np.uint64(xa), np.uint64(xb)):
+        out[x] = quarter * col[x] + halfw * col[x + 1] + quarter * col[x + 2]
+
+
+@njit(**JIT_OPTIONS)
 def guide_luma_row(frame, y, xa, xb, l0, l1, l2, blur, out):  # pragma: no cover - compiled
     """The guided filter's blurred guide on columns ``[xa, xb)`` of row ``y`` of an ``(H, W, 3)``
     uint8 frame: ``Y + blur * (B - Y)``, ``Y`` the luma in [0, 1] and ``B`` its 3x3 binomial blur
-    (edges replicated; ``endolight.model.denoise.filter_guide``)."""
+    (:func:`binomial3_row`; ``endolight.model.denoise.filter_guide``)."""
     h, w = frame.shape[0], frame.shape[1]
-    one, f255 = np.float32(1.0), np.float32(255.0)
+    f255 = np.float32(255.0)
     c0, c1, c2 = l0 / f255, l1 / f255, l2 / f255
-    ua, ub = np.uint64(xa), np.uint64(xb)
-    quarter, halfw = np.float32(0.25), np.float32(0.5)
-    above, here, below = frame[max(y - 1, 0)], frame[y], frame[min(y + 1, h - 1)]
-    # Column-blurred luma with one replicated column each side: v[x + 1] for x in [lo, hi).
-    lo, hi = max(xa - 1, 0), min(xb + 1, w)
-    v = np.empty(w + 2, dtype=np.float32)
-    yc = np.empty(w, dtype=np.float32)
-    for x in range(np.uint64(lo), np.uint64(hi)):
-        ya = c0 * np.float32(above[x, 0]) + c1 * np.float32(above[x, 1]) + c2 * np.float32(above[x, 2])
-        yh = c0 * np.float32(here[x, 0]) + c1 * np.float32(here[x, 1]) + c2 * np.float32(here[x, 2])
-        yb = c0 * np.float32(below[x, 0]) + c1 * np.float32(below[x, 1]) + c2 * np.float32(below[x, 2])
-        yc[x] = yh
-        v[x + 1] = quarter * ya + halfw * yh + quarter * yb
-    v[0], v[w + 1] = v[1], v[w]
-    keep = one - blur
-    for x in range(ua, ub):
-        out[x] = keep * yc[x] + blur * (quarter * v[x] + halfw * v[x + 1] + quarter * v[x + 2])
+    rows = np.empty((3, w), dtype=np.float32)  # the luma of rows y - 1, y, y + 1 (edges replicated)
+    for k in range(3):
+        src = frame[min(max(y - 1 + k, 0), h - 1)]
+        luma = rows[k]
+        for x in range(np.uint64(max(xa - 1, 0)), np.uint64(min(xb + 1, w))):
+            luma[x] = c0 * np.float32(src[x, 0]) + c1 * np.float32(src[x, 1]) + c2 * np.float32(src[x, 2])
+    binomial3_row(rows[0], rows[1], rows[2], xa, xb, out)
+    here = rows[1]
+    for x in range(np.uint64(xa), np.uint64(xb)):
+        out[x] = here[x] + blur * (out[x] - here[x])

@@ -32,7 +32,15 @@ import numpy as np
 from numba import njit, prange
 
 from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, TO_YCC  # numeric constants only
-from endolight.kernels.common import JIT_OPTIONS, LUMA, ROW_CHUNK, axis_taps, guide_row, sigmoid
+from endolight.kernels.common import (
+    JIT_OPTIONS,
+    LUMA,
+    ROW_CHUNK,
+    axis_taps,
+    binomial3_row,
+    guide_row,
+    sigmoid,
+)
 
 N_LUMA_MAPS = 4  # P, Q, L, R
 N_CHROMA_MAPS = 8  # 1 - lam, lam*a_cb, lam*b_cb, lam*a_cr, lam*b_cr, L_cb, L_cr, L_0
@@ -204,7 +212,8 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
         blurred = np.empty((2, w), dtype=np.float32)  # read only where written (use_blur)
         if use_blur:
             for t in range(2):
-                _blurred_row(y_in, y0 + t, xa, xb, blurred[t])
+                y = y0 + t
+                binomial3_row(y_in[max(y - 1, 0)], y_in[y], y_in[min(y + 1, h - 1)], xa, xb, blurred[t])
         ya, yb, ur, vr = y_in[y0], y_in[y1], u_in[j], v_in[j]
         ba, bb = blurred[0], blurred[1]
         for i in range(uc, ud):
@@ -285,23 +294,6 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
             cv = np.float32(128.0) + np.float32(224.0) * dcr[i] * g + half
             u_out[j, i] = np.uint8(min(max(cu, zero), np.float32(255.0)))
             v_out[j, i] = np.uint8(min(max(cv, zero), np.float32(255.0)))
-
-
-@njit(**JIT_OPTIONS)
-def _blurred_row(y_in, y, xa, xb, out):  # pragma: no cover - compiled
-    """``out[x]``: the 3x3 binomial blur of the uint8 plane ``y_in`` (edges replicated) on
-    columns ``[xa, xb)`` of row ``y``, in levels."""
-    h, w = y_in.shape
-    quarter, halfw = np.float32(0.25), np.float32(0.5)
-    above, here, below = y_in[max(y - 1, 0)], y_in[y], y_in[min(y + 1, h - 1)]
-    lo, hi = max(xa - 1, 0), min(xb + 1, w)
-    col = np.empty(w + 2, dtype=np.float32)  # the column blur, one replicated column each side
-    for x in range(np.uint64(lo), np.uint64(hi)):
-        col[x + 1] = (quarter * np.float32(above[x]) + halfw * np.float32(here[x])
-                      + quarter * np.float32(below[x]))
-    col[0], col[w + 1] = col[1], col[w]
-    for x in range(np.uint64(xa), np.uint64(xb)):
-        out[x] = quarter * col[x] + halfw * col[x + 1] + quarter * col[x + 2]
 
 
 @njit(parallel=True, **JIT_OPTIONS)

@@ -71,6 +71,11 @@ class ModelConfig:
         return 13 if self.denoise else 12
 
     @property
+    def guide_blur(self) -> float:
+        """The denoiser's guide blur in effect: ``denoise_blur``, 0 without the denoiser."""
+        return self.denoise_blur if self.denoise else 0.0
+
+    @property
     def n_splat(self) -> int:
         """Number ``ns`` of stride-2 convolutions from ``lowres`` down to ``grid_size``."""
         return (self.lowres // self.grid_size).bit_length() - 1

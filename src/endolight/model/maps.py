@@ -138,9 +138,8 @@ def i420_maps(model: torch.nn.Module, y2: torch.Tensor, uv: torch.Tensor,
         a = b = torch.zeros_like(affine[:, :3])
     else:
         a, b = _to_ycc(fit[:, :3]), _to_ycc(fit[:, 3:])
-    blur = model.cfg.denoise_blur if model.cfg.denoise else 0.0
-    terms = planar_terms(lam, a.split(1, dim=1), b.split(1, dim=1), affine.split(1, dim=1), blur)
-    luma, chroma = in_levels(*terms)
+    split = (t.split(1, dim=1) for t in (a, b, affine))
+    luma, chroma = in_levels(*planar_terms(lam, *split, model.cfg.guide_blur))
     return torch.cat(luma, dim=1), torch.cat(chroma, dim=1)
 
 
