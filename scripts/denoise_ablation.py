@@ -26,7 +26,7 @@ from endolight.data import PairDataset, list_frames
 from endolight.io.atomic import write_text
 from endolight.losses import LossWeights
 from endolight.methods import ours
-from endolight.methods.learned import Budget, batches, fit
+from endolight.methods.learned import Budget, fit
 from endolight.metrics import flat_dark_mask, noise_sigma, psnr, ssim
 from endolight.model import DeepUPE, ModelConfig
 from endolight.train import TrainConfig, seed_everything, validation_pairs
@@ -96,7 +96,7 @@ def main() -> None:
         trainer = ours.Trainer(net, budget.steps, weights=LossWeights())
         bar = tqdm(total=budget.steps, desc=name)
         t0 = time.perf_counter()
-        fit(trainer, batches(dataset, budget), torch.device("cpu"), lambda i, _t, b=bar: b.update())
+        fit(trainer, dataset, budget, torch.device("cpu"), lambda i, _t, b=bar: b.update())
         bar.close()
         m = measure(net, pairs)
         lines.append(f"| {name} | {m['PSNR']:.2f} | {m['SSIM']:.4f} | {m['noise']:.2f} ({m['noise_in']:.2f}) "

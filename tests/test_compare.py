@@ -24,7 +24,7 @@ from endolight.enhancer import Enhancer
 from endolight.io.tensors import to_tensor
 from endolight.methods import LEARNED, METHODS, get_method
 from endolight.methods import ours as ours_module
-from endolight.methods.learned import Budget, NetMethod, batches
+from endolight.methods.learned import Budget, NetMethod, batches, fit
 from endolight.metrics import (
     brightness_uniformity,
     colourfulness,
@@ -207,6 +207,40 @@ def test_trained_methods_are_cached_and_reloaded(tmp_path, data_root, monkeypatc
     # The registry loads a cached comparator as the same call as every other method.
     method = get_method("feqe", tmp_path / "runs" / "feqe.safetensors", device="cpu")
     assert method(np.zeros((20, 24, 3), np.uint8)).shape == (20, 24, 3)
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", [*LEARNED, "ours"])
+def test_a_stopped_training_run_resumes_to_the_uninterrupted_result(name, data_root, tmp_path):
+    dataset = PairDataset(list_frames("train", data_root)[::60][:4], crop=48, max_side=128)
+    budget = Budget(steps=4, batch_size=2, crop=48)  # RetinexNet switches phase at step 2
+
+    def run(on_step=None, tag="a"):
+        seed_everything(0)
+        net = LEARNED[name].build() if name in LEARNED else ours_module.Net()
+        trainer = (LEARNED[name].module if name in LEARNED else ours_module).Trainer(net, budget.steps)
+        fitted = fit(trainer, dataset, budget, torch.device("cpu"), on_step, tmp_path / "s.pt", tag, every=2)
+        return net.state_dict(), fitted
+
+    whole, whole_fit = run()
+    (tmp_path / "s.pt").unlink()
+
+    def stop_at_3(i, _terms):
+        if i == 3:
+            raise Stop
+    with pytest.raises(Stop):
+        run(stop_at_3)
+    steps = []
+    resumed, resumed_fit = run(lambda i, _t: steps.append(i))
+    assert steps == [3, 4]  # went on from the snapshot at step 2
+    assert [t["loss"] for t in resumed_fit.log] == pytest.approx([t["loss"] for t in whole_fit.log], abs=1e-6)
+    assert all(torch.allclose(whole[k].float(), resumed[k].float(), atol=1e-6) for k in whole), name
+    steps.clear()
+    run(lambda i, _t: steps.append(i), tag="another run")  # not this run's snapshot: starts over
+    assert steps == [1, 2, 3, 4]
 
 
 def test_each_protocol_has_its_own_cache_results_and_report():

@@ -50,7 +50,7 @@ from endolight.io.atomic import read_csv, write_csv, write_text
 from endolight.io.images import expand_sources, write_image
 from endolight.methods import LEARNED, METHODS, Method
 from endolight.methods import ours as ours_module
-from endolight.methods.learned import Budget, NetMethod, batches, count_parameters, fit, save_net
+from endolight.methods.learned import Budget, NetMethod, count_parameters, fit, save_net
 from endolight.model import ModelConfig
 from endolight.pairs import EVAL_SEED, Pair, heldout_pairs, pairs_from_dir
 from endolight.train import seed_everything
@@ -205,23 +205,25 @@ def train_all(cfg: CompareConfig, on_progress: Progress | None = None) -> dict[s
         seed_everything(cfg.budget.seed)
         net = module.Net(config).to(device)
         trainer = module.Trainer(net, cfg.budget.steps, **extra)
-        t0 = time.perf_counter()
         step_cb = None
         if on_progress:
             def step_cb(i: int, _terms: dict[str, float], k: str = key) -> None:
                 on_progress(f"train {k}", i, cfg.budget.steps)
-        log = fit(trainer, batches(dataset, cfg.budget), device, step_cb)
-        seconds = time.perf_counter() - t0
-        losses = [t["loss"] for t in log]
+        meta = {"budget": asdict(cfg.budget), "trainer": _jsonable(extra),
+                "train_max_side": cfg.train_max_side,
+                "train_frames": cfg.train_frames, "pairs": _pairs_key(cfg)}
+        # A long budget is resumable: a stopped run goes on from its last snapshot.
+        snapshot = runs / f"{key}.snapshot.pt"
+        fitted = fit(trainer, dataset, cfg.budget, device, step_cb, snapshot,
+                     json.dumps({**meta, "model_config": config.to_json()}, sort_keys=True))
+        losses = [t["loss"] for t in fitted.log]
         tenth = max(1, len(losses) // 10)
-        trained = Trained(net.cpu().eval(), seconds, float(np.mean(losses[:tenth])),
+        trained = Trained(net.cpu().eval(), fitted.seconds, float(np.mean(losses[:tenth])),
                           float(np.mean(losses[-tenth:])), False)
-        write_csv(runs / f"{key}.log.csv", [{"step": i + 1, **t} for i, t in enumerate(log)])
-        save_net(net, path, key, {"budget": asdict(cfg.budget), "trainer": _jsonable(extra),
-                                  "train_max_side": cfg.train_max_side, "train_frames": cfg.train_frames,
-                                  "pairs": _pairs_key(cfg),
-                                  "seconds": seconds, "loss_start": trained.loss_start,
+        write_csv(runs / f"{key}.log.csv", [{"step": i + 1, **t} for i, t in enumerate(fitted.log)])
+        save_net(net, path, key, {**meta, "seconds": fitted.seconds, "loss_start": trained.loss_start,
                                   "loss_end": trained.loss_end})
+        snapshot.unlink(missing_ok=True)
         out[key] = trained
     return out
 

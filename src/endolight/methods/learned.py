@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from endolight.checkpoint import read_metadata, save_weights
 from endolight.data import PairDataset
+from endolight.io.atomic import atomic_write
 from endolight.io.images import validate_frame
 from endolight.io.tensors import to_tensor, to_uint8
 
@@ -91,39 +93,103 @@ class Budget:
     seed: int = 0
 
 
-def batches(dataset: PairDataset, budget: Budget) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Exactly ``budget.steps`` batches, the same sequence for every method (seeded per epoch)."""
+def batches(dataset: PairDataset, budget: Budget,
+            start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches ``start + 1`` to ``budget.steps`` of one sequence, the same for every method (seeded
+    per epoch). The skipped batches are never built: only their indices are drawn."""
     done, epoch = 0, 0
     while done < budget.steps:
         dataset.epoch = epoch
-        loader = DataLoader(dataset, batch_size=budget.batch_size, shuffle=True, drop_last=True,
-                            generator=torch.Generator().manual_seed(budget.seed * 7919 + epoch))
-        for dim, target in loader:
-            yield dim, target
-            done += 1
-            if done == budget.steps:
-                return
+        # The indices, drawn as a shuffling loader over the dataset would draw them.
+        shuffle = torch.Generator().manual_seed(budget.seed * 7919 + epoch)
+        order = [b.tolist() for b in DataLoader(range(len(dataset)), batch_size=budget.batch_size,
+                                                shuffle=True, drop_last=True, generator=shuffle)]
+        if not order:
+            raise ValueError(f"{len(dataset)} training pairs make no batch of {budget.batch_size}")
+        order = order[: budget.steps - done]
+        skip = min(len(order), max(0, start - done))
+        if skip < len(order):
+            yield from DataLoader(dataset, batch_sampler=order[skip:])
+        done += len(order)
         epoch += 1
+
+
+SNAPSHOT_EVERY = 100  # steps between the resumable snapshots of :func:`fit`
+
+
+@dataclass
+class Fitted:
+    log: list[dict[str, float]]  # every step's loss terms
+    seconds: float  # training time, over every resumed part
+
+
+def trainer_state(trainer: Trainer) -> dict[str, Any]:
+    """What a trainer carries from step to step: its networks, optimisers and schedules (and
+    lists of them), and plain counters."""
+    state: dict[str, Any] = {}
+    for name, value in vars(trainer).items():
+        if hasattr(value, "state_dict"):
+            state[name] = value.state_dict()
+        elif isinstance(value, list) and value and all(hasattr(v, "state_dict") for v in value):
+            state[name] = [v.state_dict() for v in value]
+        elif isinstance(value, int | float):  # e.g. RetinexNet's step counter
+            state[name] = value
+    return state
+
+
+def load_trainer_state(trainer: Trainer, state: dict[str, Any]) -> None:
+    """Restore what :func:`trainer_state` saved."""
+    for name, value in state.items():
+        current = getattr(trainer, name)
+        if isinstance(value, list):
+            for obj, saved in zip(current, value, strict=True):
+                obj.load_state_dict(saved)
+        elif hasattr(current, "load_state_dict"):
+            current.load_state_dict(value)
+        else:
+            setattr(trainer, name, value)
 
 
 def fit(
     trainer: Trainer,
-    data: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    dataset: PairDataset,
+    budget: Budget,
     device: torch.device,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
-) -> list[dict[str, float]]:
-    """Run ``trainer.step`` over every batch; returns the per-step loss terms."""
+    snapshot: Path | None = None,
+    tag: str = "",
+    every: int = SNAPSHOT_EVERY,
+) -> Fitted:
+    """Run ``trainer.step`` on every batch of :func:`batches`.
+
+    With ``snapshot``, the trainer's state and the log so far are written there (atomically)
+    every ``every`` steps, and a run that finds a snapshot with the same ``tag`` (what the
+    caller's run is: its config) goes on from it. The result is the uninterrupted run's (tested
+    for every trainer; none draws random numbers in a step). The caller removes the snapshot
+    once it has saved the result.
+    """
     trainer.net.to(device).train()
-    log = []
-    for i, (dim, target) in enumerate(data):
+    log: list[dict[str, float]] = []
+    before = 0.0
+    if snapshot is not None and snapshot.is_file():
+        saved = torch.load(snapshot, map_location=device, weights_only=True)
+        if saved["tag"] == tag:
+            load_trainer_state(trainer, saved["trainer"])
+            log, before = saved["log"], saved["seconds"]
+    t0 = time.perf_counter()
+    for i, (dim, target) in enumerate(batches(dataset, budget, len(log)), start=len(log)):
         terms = trainer.step(dim.to(device), target.to(device))
         if not all(np.isfinite(v) for v in terms.values()):
             raise FloatingPointError(f"non-finite loss at step {i + 1}: {terms}")
         log.append(terms)
+        if snapshot is not None and (i + 1) % every == 0 and i + 1 < budget.steps:
+            state = {"tag": tag, "trainer": trainer_state(trainer), "log": log,
+                     "seconds": before + time.perf_counter() - t0}
+            atomic_write(snapshot, lambda tmp, s=state: torch.save(s, tmp))
         if on_step:
             on_step(i + 1, terms)
     trainer.net.eval()
-    return log
+    return Fitted(log, before + time.perf_counter() - t0)
 
 
 def save_net(net: nn.Module, path: str | Path, method: str, meta: dict[str, Any] | None = None) -> None:
