@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, TO_YCC
+from endolight.kernels import clear_stale_cache
 from endolight.kernels.common import along_x, axis_taps, guide_row, sigmoid
 from endolight.kernels.fused import GuideParams, render_uint8
 from endolight.kernels.planar import (
@@ -516,3 +517,23 @@ def test_render_planes_rejects_bad_shapes():
         render_planes(y, u, v, lx, cx[:, :1], lt, ct, EPS)
     with pytest.raises(ValueError, match=r"^chroma maps must be \(8, 2, 3\), got \(7, 2, 3\)$"):
         render_planes(y, u, v, lx, cx[1:], lt, ct, EPS)
+
+
+def test_a_changed_helper_clears_numba_cached_kernels(tmp_path):
+    helper, cache = tmp_path / "common.py", tmp_path / "__pycache__"
+    helper.write_text("A = 1\n")
+    cache.mkdir()
+    cached = [cache / "planar._kernel-1.py311.nbi", cache / "planar._kernel-1.py311.1.nbc"]
+
+    def fill():
+        for p in cached:
+            p.write_bytes(b"machine code")
+
+    fill()
+    (cache / "other.cpython-311.pyc").write_bytes(b"")
+    assert clear_stale_cache(cache, (helper,))  # no digest yet: cleared
+    assert sorted(p.name for p in cache.iterdir()) == ["kernels.dependencies", "other.cpython-311.pyc"]
+    fill()
+    assert not clear_stale_cache(cache, (helper,)) and all(p.exists() for p in cached)  # unchanged
+    helper.write_text("A = 2\n")
+    assert clear_stale_cache(cache, (helper,)) and not any(p.exists() for p in cached)
