@@ -11,9 +11,11 @@ import torch
 
 from endolight.model import DeepUPE, ModelConfig
 from endolight.model.denoise import (
+    binomial3,
     box_mean,
     denoise,
     guided_coefficients,
+    half_mean,
     lowres_size,
     luma,
     shrink,
@@ -219,6 +221,20 @@ def test_box_mean_counts_only_pixels_inside_the_image():
             for xx in range(5):
                 window = x[0, :, max(0, y - radius):y + radius + 1, max(0, xx - radius):xx + radius + 1]
                 np.testing.assert_allclose(got[0, :, y, xx], window.mean((1, 2)).numpy(), rtol=1e-12)
+
+
+def test_binomial3_is_the_3x3_binomial_with_edges_replicated():
+    x = np.random.default_rng(3).normal(size=(1, 2, 5, 6))
+    k = np.outer([1, 2, 1], [1, 2, 1]) / 16
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+    want = sum(k[i, j] * padded[..., i:i + 5, j:j + 6] for i in range(3) for j in range(3))
+    np.testing.assert_allclose(binomial3(torch.from_numpy(x)).numpy(), want, rtol=1e-12)
+
+
+def test_half_mean_is_the_mean_of_each_2x2_block():
+    x = np.random.default_rng(4).normal(size=(2, 3, 6, 8))
+    want = x.reshape(2, 3, 3, 2, 4, 2).mean((3, 5))
+    np.testing.assert_allclose(half_mean(torch.from_numpy(x)).numpy(), want, rtol=1e-12)
 
 
 def _slow_guided(small: np.ndarray, radius: int, eps: float) -> np.ndarray:

@@ -38,13 +38,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from endolight.io.atomic import atomic_write
 from endolight.io.images import MIN_SIDE
 from endolight.model import DeepUPE
-from endolight.model.denoise import shrink
+from endolight.model.denoise import half_mean, shrink
 from endolight.model.maps import i420_maps, render_i420, render_maps, rgb_maps
 
 INPUT_NAME = "frame"
@@ -119,7 +118,7 @@ class FrameModel(nn.Module):
         h = rows // 3 * 2
         y = frame[:, :h].unsqueeze(1).float()
         uv = frame[:, h:].reshape(n, 2, h // 2, w // 2).float()  # the Cb plane, then Cr
-        y2 = F.avg_pool2d(y, 2)
+        y2 = half_mean(y)
         luma, chroma = i420_maps(self.model, y2, uv, self.strength)
         y_out, uv_out = render_i420(luma, chroma, y, y2, uv, self.strength,
                                      self.model.cfg.guide_blur)

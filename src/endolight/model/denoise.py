@@ -54,11 +54,21 @@ Box = Callable[[torch.Tensor, int], torch.Tensor]
 def box_mean(t: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean of each ``(B, C, h, w)`` pixel's ``(2 radius + 1)^2`` box, over the pixels inside the
     image (differentiable; the reference)."""
-    # Separable (two 1-D pools): the in-image counts factor per axis, so this equals the 2-D
-    # pool with count_include_pad=False; it is also what ONNX Runtime runs fast.
-    k = 2 * radius + 1
-    t = F.avg_pool2d(t, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
-    return F.avg_pool2d(t, (1, k), stride=1, padding=(0, radius), count_include_pad=False)
+    # Box sums as two 1-D depthwise convolutions of the zero-padded frame, divided by the
+    # in-image counts (they factor per axis): the numbers of an average pool without the padding
+    # counted, and ONNX Runtime runs them 3-4x faster than its AveragePool (8 channels at
+    # 270x480: 5 ms against 15), PyTorch's training a quarter faster.
+    h, w = t.shape[-2:]
+    c, k = t.shape[1], 2 * radius + 1
+    sums = F.conv2d(F.pad(t, (radius, radius, radius, radius)), t.new_ones(c, 1, k, 1), groups=c)
+    sums = F.conv2d(sums, t.new_ones(c, 1, 1, k), groups=c)
+    return sums / (_in_image(h, radius, t)[:, None] * _in_image(w, radius, t))
+
+
+def _in_image(n: int, radius: int, like: torch.Tensor) -> torch.Tensor:
+    """``(n,)``: how many of the ``2 radius + 1`` positions around each index lie in ``[0, n)``."""
+    i = torch.arange(n, dtype=like.dtype, device=like.device)
+    return torch.clamp(i + radius, max=n - 1) - torch.clamp(i - radius, min=0) + 1
 
 
 def guided_coefficients(small: torch.Tensor, radius: int, eps: torch.Tensor | float,
@@ -93,11 +103,20 @@ def upsample(coeffs: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def binomial3(t: torch.Tensor) -> torch.Tensor:
     """``(B, C, H, W)`` blurred by the 3x3 binomial kernel ``[1, 2, 1]^T [1, 2, 1] / 16``, edges
-    replicated: two 2x2 means (stride 1) of the padded frame, which compose to exactly that
-    kernel. (In ONNX Runtime, one-operator graphs at 1080p: 7 ms for the pools against 55 ms for
-    two padded 1-D convolutions.)"""
+    replicated: ``[1, 2, 1]`` down the columns, then along the rows, as sums of shifted slices.
+    (ONNX Runtime, the 1080p luma alone: 20 ms, against 61 for two 2x2 mean pools, which
+    run on one thread for one channel, and 32 for a 3x3 convolution.)"""
     t = F.pad(t, (1, 1, 1, 1), mode="replicate")
-    return F.avg_pool2d(F.avg_pool2d(t, 2, stride=1), 2, stride=1)
+    t = t[..., :-2, :] + 2 * t[..., 1:-1, :] + t[..., 2:, :]
+    return (t[..., :-2] + 2 * t[..., 1:-1] + t[..., 2:]) * (1 / 16)
+
+
+def half_mean(t: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` with even ``H, W`` -> the means of its 2x2 blocks ``(B, C, H/2, W/2)``,
+    as a bilinear resize to half size: each output samples its block's centre, so the same
+    numbers as ``avg_pool2d(t, 2)``, and ONNX Runtime runs it 2x faster (1080p luma: 2.4 ms
+    against 5.3)."""
+    return F.interpolate(t, scale_factor=0.5, mode="bilinear", align_corners=False)
 
 
 def filter_guide(y: torch.Tensor, blur: float) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, TO_YCC  # numeric constants only
 from endolight.kernels.planar import planar_terms
-from endolight.model.denoise import LUMA, binomial3, filter_guide, shrink, upsample
+from endolight.model.denoise import LUMA, binomial3, filter_guide, half_mean, shrink, upsample
 from endolight.model.slicing import EPS, grey_grid, slice_grid_gather
 
 # The maps are made at 1 / (COARSEN * cfg.denoise_factor) of each side. Measured at 1080p in
@@ -166,7 +166,7 @@ def render_i420(luma: torch.Tensor, chroma: torch.Tensor, y: torch.Tensor, y2: t
     if blur != 0.0:  # the guide's blurred part (the fourth map), and the chroma's mean guide
         b = binomial3(y)
         d_y = d_y + upsample(luma[:, 3:4], h, w) * b
-        y2 = y2 + blur * (F.avg_pool2d(b, 2) - y2)
+        y2 = y2 + blur * (half_mean(b) - y2)
     d_cb = c[0] * uv[:, 0:1] + c[1] * y2 + c[2]
     d_cr = c[0] * uv[:, 1:2] + c[3] * y2 + c[4]
     # Per 2x2 block: the affine row's chroma part and the largest of R, G, B minus luma.
@@ -180,6 +180,6 @@ def render_i420(luma: torch.Tensor, chroma: torch.Tensor, y: torch.Tensor, y2: t
     gain = 219 / s
     y_out = torch.floor(d_y * gain + 16.5).clamp(0.0, 255.0)
     # A block's chroma is divided by the mean of its four 1 / S.
-    g = F.avg_pool2d(gain, 2) * (224 / 219)
+    g = half_mean(gain) * (224 / 219)
     uv_out = torch.floor(torch.cat([d_cb, d_cr], dim=1) * g + 128.5).clamp(0.0, 255.0)
     return y_out, uv_out
