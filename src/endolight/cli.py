@@ -429,7 +429,8 @@ def compare(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Results folder (default: results, "
                                                                       "results/paper).")] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache of trained methods (default: "
-                                                        "runs/compare, runs/compare-paper).")] = None,
+                                                        "runs/compare, runs/compare-paper); a stopped "
+                                                        "run resumes from its snapshots there.")] = None,
     doc: Annotated[Path | None, typer.Option(help="Also write the report here "
                                                   "(default: docs/results.md, docs/results-paper.md under "
                                                   "--protocol paper; none with --quick).")] = None,
