@@ -209,9 +209,8 @@ def train_all(cfg: CompareConfig, on_progress: Progress | None = None) -> dict[s
         if on_progress:
             def step_cb(i: int, _terms: dict[str, float], k: str = key) -> None:
                 on_progress(f"train {k}", i, cfg.budget.steps)
-        meta = {"budget": asdict(cfg.budget), "trainer": _jsonable(extra),
-                "train_max_side": cfg.train_max_side,
-                "train_frames": cfg.train_frames, "pairs": _pairs_key(cfg)}
+        meta = {"budget": asdict(cfg.budget), "trainer": _jsonable(extra), "pairs": _pairs_key(cfg),
+                "train_max_side": cfg.train_max_side, "train_frames": cfg.train_frames}
         # A long budget is resumable: a stopped run goes on from its last snapshot.
         snapshot = runs / f"{key}.snapshot.pt"
         fitted = fit(trainer, dataset, cfg.budget, device, step_cb, snapshot,
