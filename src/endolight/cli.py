@@ -474,7 +474,8 @@ def compare(
         if task not in bars:
             for bar in bars.values():
                 bar.close()
-            bars[task] = tqdm(total=total, desc=task, unit="it")
+            # A resumed training reports its first step past the snapshot: the rate counts from there.
+            bars[task] = tqdm(total=total, desc=task, unit="it", initial=max(0, done - 1))
         bars[task].update(done - bars[task].n)
 
     # NUMBA_NUM_THREADS is part of the recipe: after the fused kernel runs, numba's idle threads
