@@ -124,6 +124,14 @@ def i420_file(model: DeepUPE, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_model(model, tmp_path_factory.mktemp("onnx") / "i420.onnx", layout="i420")
 
 
+def test_i420_graph_has_no_pools(i420_file: Path, model: DeepUPE) -> None:
+    # ONNX Runtime runs a pool on one thread per channel: the guide's blur as two 2x2 mean pools
+    # took 46 of the 1080p graph's ~194 ms, its box means and block means 44 more (docs/deploy.md).
+    ops = {node.op_type for node in onnx.load(str(i420_file)).graph.node}
+    assert model.cfg.guide_blur > 0 and model.cfg.denoise  # the graph has the blur and the box means
+    assert not ops & {"AveragePool", "GlobalAveragePool", "MaxPool"}, ops
+
+
 @pytest.mark.parametrize("where", I420_FRAMES)
 def test_i420_graph_enhances_decoder_planes(i420_file: Path, model: DeepUPE, data_root, where: str) -> None:
     from endolight.data import FrameRef, load_frame
