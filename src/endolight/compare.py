@@ -158,13 +158,19 @@ def _same_config(cached: str | None, config: Any) -> bool:
         return False
 
 
+def _run_key(extra: dict[str, Any], cfg: CompareConfig) -> dict[str, Any]:
+    """What a training run is, besides its model config: saved with its checkpoint, and matched
+    against a cached one."""
+    return {"budget": asdict(cfg.budget), "trainer": _jsonable(extra), "pairs": _pairs_key(cfg),
+            "train_max_side": cfg.train_max_side, "train_frames": cfg.train_frames}
+
+
 def _checkpoint_matches(path: Path, config: Any, extra: dict[str, Any], cfg: CompareConfig) -> bool:
     if not path.is_file():
         return False
     meta = read_metadata(path)
-    return (meta.get("budget") == asdict(cfg.budget) and _same_config(meta.get("model_config"), config)
-            and meta.get("trainer") == _jsonable(extra) and meta.get("train_max_side") == cfg.train_max_side
-            and meta.get("train_frames") == cfg.train_frames and meta.get("pairs") == _pairs_key(cfg))
+    return (_same_config(meta.get("model_config"), config)
+            and all(meta.get(k) == v for k, v in _run_key(extra, cfg).items()))
 
 
 def _pairs_key(cfg: CompareConfig) -> dict[str, Any]:
@@ -209,8 +215,7 @@ def train_all(cfg: CompareConfig, on_progress: Progress | None = None) -> dict[s
         if on_progress:
             def step_cb(i: int, _terms: dict[str, float], k: str = key) -> None:
                 on_progress(f"train {k}", i, cfg.budget.steps)
-        meta = {"budget": asdict(cfg.budget), "trainer": _jsonable(extra), "pairs": _pairs_key(cfg),
-                "train_max_side": cfg.train_max_side, "train_frames": cfg.train_frames}
+        meta = _run_key(extra, cfg)
         # A long budget is resumable: a stopped run goes on from its last snapshot.
         snapshot = runs / f"{key}.snapshot.pt"
         fitted = fit(trainer, dataset, cfg.budget, device, step_cb, snapshot,
