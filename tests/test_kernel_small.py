@@ -139,12 +139,13 @@ RENDER_CASES = [
 ]
 
 
+@pytest.mark.parametrize("offset", [0.0, 0.055])
 @pytest.mark.parametrize(("illumination", "blur", "strength", "size", "cells"), RENDER_CASES)
-def test_render_uint8_is_deepupe_render_rounded(illumination, blur, strength, size, cells):
+def test_render_uint8_is_deepupe_render_rounded(illumination, blur, strength, size, cells, offset):
     depth, gh, gw = cells
     denoise = blur is not None
     model = _model(len(size) + depth, grid_depth=depth, illumination=illumination, denoise=denoise,
-                   denoise_factor=2, denoise_radius=1, denoise_blur=blur or 0.0)
+                   denoise_factor=2, denoise_radius=1, denoise_blur=blur or 0.0, black_offset=offset)
     rng = np.random.default_rng(depth * 100 + gh * 10 + gw)
     frame = _frame(rng, *size)
     grid = rng.normal(0.0, 2.0, (1, 13 if denoise else 12, depth, gh, gw)).astype(np.float32)
@@ -154,7 +155,7 @@ def test_render_uint8_is_deepupe_render_rounded(illumination, blur, strength, si
         ref = model.render(grid, x, strength).output[0].permute(1, 2, 0).numpy() * 255
         dn = model.denoise_coeffs(x) if denoise else None
     out = render_uint8(frame, grid, GuideParams.from_module(model.guide), EPS, strength,
-                       grey=illumination == "grey", denoise=dn, blur=blur or 0.0)
+                       grey=illumination == "grey", denoise=dn, blur=blur or 0.0, offset=offset)
     assert out.shape == frame.shape and out.dtype == np.uint8
     assert np.abs(out - ref).max() <= ROUNDED
     assert np.abs(out.astype(int) - frame).max() > 20  # the grid did change the frame
@@ -352,7 +353,7 @@ def _sigmoid(v):
     return 1 / (1 + np.exp(-v))
 
 
-def _planes_reference(y, u, v, luma, chroma, strength, keep=None):
+def _planes_reference(y, u, v, luma, chroma, strength, keep=None, offset=0.0):
     """The planar kernel's documented formulas in float64 (kernels/planar.py's docstring), on
     maps already interpolated along x: ``luma`` (4, hl, W), ``chroma`` (8, hl, W / 2). Returns
     the unrounded Y', Cb', Cr' (before rounding and clamping)."""
@@ -378,9 +379,9 @@ def _planes_reference(y, u, v, luma, chroma, strength, keep=None):
         return a.repeat(2, axis=0).repeat(2, axis=1)
 
     d_y = p * yn + q
-    m = np.clip(d_y + up(cmax), 0, 1)
+    m = (np.clip(d_y + up(cmax), 0, 1) + offset) / (1 + offset)
     s = np.maximum(m + (1 - m) * _sigmoid(lc * d_y + up(bterm)), EPS) ** strength
-    oy = 16 + 219 * d_y / s
+    oy = 16 + 219 * ((d_y + offset) / s - offset)
     inv = 1 / s
     if keep is not None:
         oy = np.where(keep, y, oy)
@@ -413,14 +414,17 @@ def _render_planes(y, u, v, luma, chroma, strength=1.0, **kwargs):
                          axis_taps(h // 2, hl), EPS, strength, **kwargs)
 
 
-@pytest.mark.parametrize(("seed", "strength", "size", "low"), [
-    (0, 1.0, (8, 12), (3, 4)), (1, 0.5, (6, 10), (2, 3)), (2, 2.0, (4, 6), (1, 2)),
-    (3, 1.0, (2, 14), (2, 5))])
-def test_render_planes_is_the_i420_graph(seed, strength, size, low):
+@pytest.mark.parametrize(("seed", "strength", "size", "low", "offset"), [
+    (0, 1.0, (8, 12), (3, 4), 0.0), (1, 0.5, (6, 10), (2, 3), 0.0), (2, 2.0, (4, 6), (1, 2), 0.0),
+    (3, 1.0, (2, 14), (2, 5), 0.0), (4, 1.0, (8, 12), (3, 4), 0.055), (1, 0.5, (6, 10), (2, 3), 0.1)])
+def test_render_planes_is_the_i420_graph(seed, strength, size, low, offset):
     y, u, v, luma, chroma = _planes_case(seed, *size, *low)
     h, w = size
-    got = _render_planes(y, u, v, luma, chroma, strength)
-    ref = _planes_reference(y, u, v, along_x(luma, w), along_x(chroma, w // 2), strength)
+    got = _render_planes(y, u, v, luma, chroma, strength, offset=offset)
+    ref = _planes_reference(y, u, v, along_x(luma, w), along_x(chroma, w // 2), strength, offset=offset)
+    if offset:  # the offset space does move the luma
+        plain = _planes_reference(y, u, v, along_x(luma, w), along_x(chroma, w // 2), strength)
+        assert np.abs(np.clip(ref[0], 0, 255) - np.clip(plain[0], 0, 255)).max() > 5
     for plane, want in zip(got, ref, strict=True):
         assert np.abs(plane - np.clip(want, 0, 255)).max() <= ROUNDED
     if seed == 0:  # this case needs both luma clamps
@@ -431,7 +435,8 @@ def test_render_planes_is_the_i420_graph(seed, strength, size, low):
                            list(torch.from_numpy(chroma.astype(np.float64))[None].split(1, dim=1)))
     yt = torch.from_numpy(y).double()[None, None]
     uv = torch.from_numpy(np.stack([u, v])).double()[None]
-    ry, ruv = render_i420(torch.cat(lum, 1), torch.cat(chrom, 1), yt, F.avg_pool2d(yt, 2), uv, strength)
+    ry, ruv = render_i420(torch.cat(lum, 1), torch.cat(chrom, 1), yt, F.avg_pool2d(yt, 2), uv, strength,
+                          offset=offset)
     graph = (ry[0, 0].numpy(), ruv[0, 0].numpy(), ruv[0, 1].numpy())
     for want, g in zip(ref, graph, strict=True):
         rounded = np.clip(np.floor(want + 0.5), 0, 255)

@@ -102,11 +102,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-x))
 
 
-@pytest.mark.parametrize("strength", [None, 0.6])  # None: the default, full strength
-def test_render_maps_is_the_documented_formula(strength):
+@pytest.mark.parametrize(("strength", "offset"), [(None, 0.0), (0.6, 0.0), (None, 0.055), (0.6, 0.1)])
+def test_render_maps_is_the_documented_formula(strength, offset):
     # Maps at the frame's own size (their upsampling is then the identity), every value hand
     # computed in float64: D = A I + B_c Y + C_c clamped to [0, 1], S = max(m + (1 - m)
-    # sigmoid(L . D + L0), EPS) ** k, out = 255 D / S.
+    # sigmoid(L . D + L0), EPS) ** k with m = (max_c D + beta) / (1 + beta),
+    # out = 255 ((D + beta) / S - beta). None: the default, full strength.
     rng = np.random.default_rng(1)
     h, w = 6, 9
     planes = rng.integers(0, 256, (3, h, w)).astype(np.float64)
@@ -115,18 +116,19 @@ def test_render_maps_is_the_documented_formula(strength):
                            rng.normal(0, 0.2, (3, h, w)), rng.normal(0, 2, (4, h, w))])
     maps[4:7, 0, :3] = 0.5  # D above 1 at the white pixel: the upper clamp
     got = render_maps(torch.from_numpy(maps)[None], [torch.from_numpy(p)[None, None] for p in planes],
-                      *([] if strength is None else [strength]))
+                      *([] if strength is None else [strength]), **({"offset": offset} if offset else {}))
     x = planes / 255
     y = LUMA[0] * x[0] + LUMA[1] * x[1] + LUMA[2] * x[2]
     d = np.clip(maps[0] * x + maps[1:4] * y + maps[4:7], 0, 1)
     assert (maps[0] * x + maps[1:4] * y + maps[4:7] > 1).any() and (d == 0).any()  # both clamps used
-    s = np.maximum(d.max(0) + (1 - d.max(0)) * _sigmoid((maps[7:10] * d).sum(0) + maps[10]), EPS)
-    want = 255 * d / s ** (1.0 if strength is None else strength)
+    m = (d.max(0) + offset) / (1 + offset)
+    s = np.maximum(m + (1 - m) * _sigmoid((maps[7:10] * d).sum(0) + maps[10]), EPS)
+    want = 255 * ((d + offset) / s ** (1.0 if strength is None else strength) - offset)
     np.testing.assert_allclose(np.stack([g[0, 0].numpy() for g in got]), want, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("strength", [None, 0.6])
-def test_render_i420_is_the_documented_formula(strength):
+@pytest.mark.parametrize(("strength", "offset"), [(None, 0.0), (0.6, 0.0), (None, 0.055), (0.6, 0.1)])
+def test_render_i420_is_the_documented_formula(strength, offset):
     # Spatially constant maps (their upsampling is exact), random planes with sub-black and
     # super-white luma: each output level against a float64 evaluation of the docstring of
     # endolight.kernels.planar (the same formula in 8-bit levels).
@@ -141,20 +143,22 @@ def test_render_i420_is_the_documented_formula(strength):
     got_y, got_uv = render_i420(torch.from_numpy(luma)[None, :, None, None],
                                 torch.from_numpy(chroma)[None, :, None, None],
                                 torch.from_numpy(y)[None, None], torch.from_numpy(y2)[None, None],
-                                torch.from_numpy(uv)[None], *([] if strength is None else [strength]))
+                                torch.from_numpy(uv)[None], *([] if strength is None else [strength]),
+                                **({"offset": offset} if offset else {}))
     c = chroma
     d_cb, d_cr = c[0] * uv[0] + c[1] * y2 + c[2], c[0] * uv[1] + c[3] * y2 + c[4]
     bterm = c[5] * d_cb + c[6] * d_cr + c[7]
     cmax = np.maximum(np.maximum(CR_R * d_cr, -CB_G * d_cb - CR_G * d_cr), CB_B * d_cb)
     d_y = luma[0] * y + luma[1]
     up = np.ones((2, 2))
-    m = np.clip(d_y + np.kron(cmax, up), 0, 1)
+    m = (np.clip(d_y + np.kron(cmax, up), 0, 1) + offset) / (1 + offset)
     s = np.maximum(m + (1 - m) * _sigmoid(luma[2] * d_y + np.kron(bterm, up)), EPS)
     gain = 219 / s ** (1.0 if strength is None else strength)
-    want_y = np.clip(np.floor(d_y * gain + 16.5), 0, 255)
+    want_y = np.clip(np.floor((d_y + offset) * gain + 16.5 - 219 * offset), 0, 255)
     g = gain.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)) * (224 / 219)
     want_uv = np.clip(np.floor(np.stack([d_cb, d_cr]) * g + 128.5), 0, 255)
-    assert (d_y + np.kron(cmax, up) < 0).any() and (want_y == 0).sum() >= w  # the clamps are used
+    # the clamps are used (the offset space lifts the sub-black rows a little: fewer reach 0)
+    assert (d_y + np.kron(cmax, up) < 0).any() and (want_y == 0).sum() >= (1 if offset else w)
     np.testing.assert_array_equal(got_y[0, 0].numpy(), want_y)
     np.testing.assert_array_equal(got_uv[0].numpy(), want_uv)
 

@@ -4,6 +4,7 @@ one frame whichever entry point computes it."""
 from __future__ import annotations
 
 import cv2
+import kornia
 import numpy as np
 import pytest
 import torch
@@ -21,6 +22,7 @@ from endolight.kernels.planar import box_mean_np
 from endolight.metrics import noise_sigma
 from endolight.model import DeepUPE, ModelConfig
 from endolight.model.denoise import box_mean, denoise, guided_coefficients, shrink
+from endolight.model.slicing import divide, illumination
 from endolight.video import VideoOptions, enhance_video
 
 LARYNX = "larynx/patient2/seq5"  # held-out: tissue, instrument edges, flat mucosa
@@ -72,6 +74,30 @@ def test_unknown_protocol_is_a_clear_error():
         protocol_config("gamma")
     result = CliRunner().invoke(app, ["eval", "--protocol", "gamma", "-o", "unused"])
     assert result.exit_code == 2 and "unknown protocol" in result.output
+
+
+# --------------------------------------------------------------------------- the offset space
+
+
+@pytest.mark.parametrize("exposure", [0.05, 0.2])
+def test_a_dimmer_light_is_undone_by_a_grey_illumination_only_in_the_offset_space(target, exposure):
+    # A weaker light scales linear light, and sRGB's "-0.055" makes the dim R'G'B' more
+    # saturated: with the ideal grey S of each pixel (matching the target's largest channel),
+    # R = I / S keeps that saturation; R = (I + beta) / S - beta (beta = 0.055) undoes it.
+    lin = kornia.color.rgb_to_linear_rgb(target[None])
+    dim = kornia.color.linear_rgb_to_rgb(lin * exposure)
+    m_dim, m_target = dim.amax(1, keepdim=True), target[None].amax(1, keepdim=True)
+    tissue = (m_target > 0.1).expand(-1, 3, -1, -1)
+    errors = {}
+    for beta in (0.0, 0.055):
+        ideal = (m_dim + beta) / (m_target + beta)
+        # illumination()'s range, from logits far below to far above 0, admits the ideal S
+        low, high = (illumination(torch.full_like(dim, v), dim, grey=True, offset=beta)
+                     for v in (-30.0, 30.0))
+        assert (low <= ideal + 1e-6)[tissue[:, :1]].all() and torch.allclose(high, torch.ones_like(high))
+        errors[beta] = (divide(dim, ideal, beta).clamp(0, 1) - target[None]).abs()[tissue].mean().item()
+    errors = {k: round(v, 4) for k, v in errors.items()}
+    assert errors[0.055] < 0.01 < errors[0.0] and 5 * errors[0.055] < errors[0.0], errors
 
 
 # --------------------------------------------------------------------------- the denoiser

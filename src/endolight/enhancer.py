@@ -136,7 +136,7 @@ class Enhancer:
             dn = self.denoise_coeffs(frame) if self.model.cfg.denoise else None
             return render_uint8(frame, grid, self.guide_params, EPS, k, keep=keep,
                                 grey=self.model.cfg.illumination == "grey", denoise=dn,
-                                blur=self.model.cfg.guide_blur)
+                                blur=self.model.cfg.guide_blur, offset=self.model.cfg.black_offset)
         x = to_tensor(frame)[None].to(self.device)
         out = to_uint8(self.model.render(grid, x, k).output[0])
         if keep is not None:

@@ -119,6 +119,7 @@ class PlanarPlan:
     strength: float
     keep: np.ndarray | None
     blur: float = 0.0  # the denoiser's guide blur (ModelConfig.denoise_blur)
+    offset: float = 0.0  # the division's beta (ModelConfig.black_offset)
 
 
 @torch.no_grad()
@@ -148,7 +149,8 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
         grid = grid_filter(grid, lowres)
     luma, chroma = planar_maps(model, guide, grid, small, strength, COARSEN, denoise)
     blur = model.cfg.guide_blur if denoise else 0.0  # without the denoiser the kernel skips the blur
-    return PlanarPlan(buf, along_x(luma, w), along_x(chroma, w // 2), strength, keep, blur)
+    return PlanarPlan(buf, along_x(luma, w), along_x(chroma, w // 2), strength, keep, blur,
+                      model.cfg.black_offset)
 
 
 def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:
@@ -158,5 +160,5 @@ def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:
     h, hl = y.shape[0], plan.luma.shape[1]
     out = np.empty_like(plan.buf) if out is None else out
     render_planes(y, u, v, plan.luma, plan.chroma, axis_taps(h, hl), axis_taps(h // 2, hl), EPS,
-                  plan.strength, plan.keep, out=i420_planes(out), blur=plan.blur)
+                  plan.strength, plan.keep, out=i420_planes(out), blur=plan.blur, offset=plan.offset)
     return out

@@ -52,7 +52,7 @@ class GuideParams:
 
 @njit(parallel=True, **JIT_OPTIONS)
 def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_lo, y_w, x_lo, x_w,
-                   strength, grey, keep, eps, dn, dy_lo, dy_w, blur, out):  # pragma: no cover
+                   strength, grey, keep, eps, dn, dy_lo, dy_w, blur, offset, out):  # pragma: no cover
     h, w = frame.shape[0], frame.shape[1]
     gh, gw, depth, nc = grid.shape[0], grid.shape[1], grid.shape[2], grid.shape[3]
     one = np.float32(1.0)
@@ -60,6 +60,10 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
     f255 = np.float32(255.0)
     half = np.float32(0.5)
     eps = np.float32(eps)
+    # The division's offset space (ModelConfig.black_offset): S >= (I + beta) / (1 + beta),
+    # R = (I + beta) / S - beta.
+    beta = np.float32(offset)
+    lift = one / (one + beta)
     dmax = np.float32(depth - 1)
     fdepth = np.float32(depth)
     z0_max = max(depth - 2, 0)
@@ -150,29 +154,31 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
                 b = a + dz
                 logit[c, x] += wt[2, x] * (row[a] * i0 + row[a + u1] * i1 + row[a + u2] * i2 + row[a + u3])
                 logit[c, x] += wt[3, x] * (row[b] * i0 + row[b + u1] * i1 + row[b + u2] * i2 + row[b + u3])
-        # Stage 4: S = max(I + (1 - I) * sigmoid(logit), eps) ** k, R = clamp(I / S, 0, 1);
-        # grey: one S = max(m + (1 - m) * sigmoid(mean_c logit), eps) ** k, m = max_c I (the mean
-        # of the three logits is the one logit of the collapsed grid).
+        # Stage 4: S = max(I' + (1 - I') * sigmoid(logit), eps) ** k, R = clamp((I + beta) / S -
+        # beta, 0, 1) with I' = (I + beta) / (1 + beta); grey: one S = max(m' + (1 - m') *
+        # sigmoid(mean_c logit), eps) ** k, m' = (max_c I + beta) / (1 + beta) (the mean of the
+        # three logits is the one logit of the collapsed grid).
         if grey:
             s = np.empty(w, dtype=np.float32)
             for x in range(ua, ub):
-                m = max(img[0, x], max(img[1, x], img[2, x]))
+                m = (max(img[0, x], max(img[1, x], img[2, x])) + beta) * lift
                 s[x] = max(m + (one - m) * sigmoid(logit[0, x]), eps)
             if use_pow:
                 for x in range(ua, ub):
                     s[x] = s[x] ** strength
             for c in range(3):
                 for x in range(ua, ub):
-                    logit[c, x] = min(max(img[c, x] / s[x], zero), one)
+                    logit[c, x] = min(max((img[c, x] + beta) / s[x] - beta, zero), one)
         else:
             for c in range(3):
                 for x in range(ua, ub):
-                    logit[c, x] = max(img[c, x] + (one - img[c, x]) * sigmoid(logit[c, x]), eps)
+                    m = (img[c, x] + beta) * lift
+                    logit[c, x] = max(m + (one - m) * sigmoid(logit[c, x]), eps)
                 if use_pow:  # a separate loop: the powf call would keep the common one scalar
                     for x in range(ua, ub):
                         logit[c, x] = logit[c, x] ** strength
                 for x in range(ua, ub):
-                    logit[c, x] = min(max(img[c, x] / logit[c, x], zero), one)
+                    logit[c, x] = min(max((img[c, x] + beta) / logit[c, x] - beta, zero), one)
         for x in range(ua, ub):
             for c in range(3):
                 out[y, x, c] = np.uint8(logit[c, x] * f255 + half)
@@ -224,6 +230,7 @@ def render_uint8(
     grey: bool = False,
     denoise: Any = None,
     blur: float = 0.0,
+    offset: float = 0.0,
 ) -> np.ndarray:
     """The full-res stage of ``DeepUPE.render`` in one pass, uint8 in and out.
 
@@ -241,9 +248,11 @@ def render_uint8(
         denoise: the guided filter's low-res coefficients ``(6, h, w)`` (or ``(1, 6, h, w)``,
             ``DeepUPE.denoise_coeffs``), array-like; needs a 13-channel grid.
         blur: the filter's guide is ``Y + blur * (binomial3x3(Y) - Y)`` (``ModelConfig.denoise_blur``).
+        offset: the division's ``beta`` (``ModelConfig.black_offset``).
 
     Returns:
-        ``(H, W, 3)`` uint8 RGB output ``R = D / S``, rounded like ``endolight.io.tensors.to_uint8``.
+        ``(H, W, 3)`` uint8 RGB output ``R = (D + beta) / S - beta``, rounded like
+        ``endolight.io.tensors.to_uint8``.
     """
     g = np.asarray(grid, dtype=np.float32)
     if g.ndim == 5:
@@ -283,6 +292,6 @@ def render_uint8(
         _render_kernel(np.ascontiguousarray(frame), cells, guide.ccm, guide.ccm_bias, guide.shifts,
                        guide.slopes, guide.mix, guide.mix_bias, y_lo, y_w, x_lo, x_w,
                        np.float32(strength), grey, np.ascontiguousarray(keep, dtype=np.bool_),
-                       np.float32(eps), dn, dy_lo, dy_w, np.float32(blur), out)
+                       np.float32(eps), dn, dy_lo, dy_w, np.float32(blur), np.float32(offset), out)
     return out
 

@@ -10,12 +10,15 @@ maps; per pixel this kernel only interpolates three maps (four with the blurred 
 
     D_Y = P * Yn + Q + R * Bn                (the learned guided-filter denoising; Bn: the 3x3
                                               binomial blur of Yn, R = 0 without the blurred guide)
-    S   = max(m + (1 - m) * sigmoid(L * D_Y + B), eps) ** k,  m = clamp(D_Y + cmax, 0, 1)
-    Y'  = 16 + 219 * D_Y / S
+    S   = max(m + (1 - m) * sigmoid(L * D_Y + B), eps) ** k,
+          m = (clamp(D_Y + cmax, 0, 1) + beta) / (1 + beta)
+    Y'  = 16 + 219 * ((D_Y + beta) / S - beta)
 
 with ``B`` (the chroma part of the affine row), ``cmax`` (the largest of R, G, B minus luma)
 and ``D_Cb, D_Cr`` computed once per 2x2 block at chroma resolution; the block's chroma is
 divided by the mean of its four ``1 / S`` (what averaging the RGB reference's chroma gives).
+The division's offset ``beta`` (``ModelConfig.black_offset``: ``R = (D + beta) / S - beta``) is
+grey, so it cancels from the chroma and only the luma carries it.
 Hand-written for the same reason as :mod:`endolight.kernels.fused`: no library fuses this chain.
 Plain numeric code: numpy arrays in and out.
 """
@@ -166,7 +169,7 @@ def _span(keep, y0, y1, w):  # pragma: no cover - compiled
 
 @njit(parallel=True, **JIT_OPTIONS)
 def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo, lc_w, keep, eps,
-                   strength, blur, y_out, u_out, v_out):  # pragma: no cover - compiled
+                   strength, blur, offset, y_out, u_out, v_out):  # pragma: no cover - compiled
     h, w = y_in.shape
     hl = luma_maps.shape[1]
     one, zero, half = np.float32(1.0), np.float32(0.0), np.float32(0.5)
@@ -174,6 +177,8 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
     y_scale, c_scale = np.float32(1.0 / 219.0), np.float32(1.0 / 224.0)
     cr_r, cb_g, cr_g, cb_b = np.float32(CR_R), np.float32(CB_G), np.float32(CR_G), np.float32(CB_B)
     eps = np.float32(eps)
+    beta = np.float32(offset)
+    lift = one / (one + beta)
     use_pow = strength != one
     use_keep = keep.shape[0] == h
     use_blur = blur != zero
@@ -269,13 +274,13 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
             for x in range(ua, ub):
                 s[x] = sigmoid(q[x])
             for x in range(ua, ub):
-                m = min(max(p[x] + cmax[x], zero), one)
+                m = (min(max(p[x] + cmax[x], zero), one) + beta) * lift
                 s[x] = max(m + (one - m) * s[x], eps)
             if use_pow:  # a separate loop: the powf call would keep the common one scalar
                 for x in range(ua, ub):
                     s[x] = s[x] ** strength
             for x in range(ua, ub):
-                v = np.float32(16.0) + np.float32(219.0) * p[x] / s[x] + half
+                v = np.float32(16.0) + np.float32(219.0) * ((p[x] + beta) / s[x] - beta) + half
                 row_out[x] = np.uint8(min(max(v, zero), np.float32(255.0)))
                 row_inv[x] = one / s[x]
             if use_keep:
@@ -455,6 +460,7 @@ def render_planes(
     keep: np.ndarray | None = None,
     out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     blur: float = 0.0,
+    offset: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The full-res stage on 4:2:0 planes, uint8 in and out.
 
@@ -472,6 +478,7 @@ def render_planes(
         out: optional output planes to write into.
         blur: the denoiser's guide is ``Y + blur * (binomial3x3(Y) - Y)``
             (``ModelConfig.denoise_blur``; the luma and the 2x2 means the chroma is guided by).
+        offset: the division's ``beta`` (``ModelConfig.black_offset``).
 
     Returns:
         the enhanced ``(Y′, Cb, Cr)`` planes.
@@ -494,5 +501,5 @@ def render_planes(
         _planar_kernel(y, u, v, np.ascontiguousarray(luma_maps, dtype=np.float32),
                        np.ascontiguousarray(chroma_maps, dtype=np.float32), luma_taps[0], luma_taps[1],
                        chroma_taps[0], chroma_taps[1], np.ascontiguousarray(keep, dtype=np.bool_),
-                       np.float32(eps), np.float32(strength), np.float32(blur), *out)
+                       np.float32(eps), np.float32(strength), np.float32(blur), np.float32(offset), *out)
     return out

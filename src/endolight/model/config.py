@@ -36,6 +36,13 @@ class ModelConfig:
             ``denoise_blur`` (beta) guides the filter at full resolution by
             ``Y + beta * (binomial3x3(Y) - Y)`` instead of the noisy luma ``Y`` itself: where the
             filter keeps the guide (edges, texture), less of the pixel noise passes.
+        black_offset: ``beta``: the model divides in an offset space, ``R = (D + beta) / S -
+            beta`` with ``S`` bounded below by ``(D + beta) / (1 + beta)`` (so ``R <= 1``). sRGB
+            encodes linear light ``x`` as ``1.055 x^(1/2.4) - 0.055``: dimming the light by ``k``
+            scales ``e + 0.055``, not ``e``, by ``k^(1/2.4)``. With ``beta = 0.055`` a grey ``S``
+            undoes a dimmer light exactly (above sRGB's linear toe), saturation included; with
+            0 (checkpoints from before the option) the division keeps the dim frame's R'G'B'
+            ratios, which a dimmer light does not (the dim frame is more saturated).
     """
 
     lowres: int = 256
@@ -51,12 +58,15 @@ class ModelConfig:
     denoise_eps: float = 1e-3
     denoise_filter: str = "guided"
     denoise_blur: float = 0.0
+    black_offset: float = 0.0
 
     def __post_init__(self) -> None:
         if self.denoise_filter not in DENOISE_FILTERS:
             raise ValueError(f"denoise_filter must be one of {DENOISE_FILTERS}, got {self.denoise_filter!r}")
         if not 0.0 <= self.denoise_blur <= 1.0:
             raise ValueError(f"denoise_blur must be in [0, 1], got {self.denoise_blur}")
+        if not 0.0 <= self.black_offset <= 0.5:
+            raise ValueError(f"black_offset must be in [0, 0.5], got {self.black_offset}")
         if self.illumination not in ILLUMINATIONS:
             raise ValueError(f"illumination must be one of {ILLUMINATIONS}, got {self.illumination!r}")
         ratio = self.lowres // self.grid_size

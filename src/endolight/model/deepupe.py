@@ -13,7 +13,14 @@ from endolight.model.config import ModelConfig
 from endolight.model.denoise import Box, box_mean, denoise, guided_coefficients, shrink
 from endolight.model.guide import GuideMap
 from endolight.model.net import N_AFFINE, CoefficientNet
-from endolight.model.slicing import apply_affine, grey_grid, illumination, slice_grid, slice_grid_gather
+from endolight.model.slicing import (
+    apply_affine,
+    divide,
+    grey_grid,
+    illumination,
+    slice_grid,
+    slice_grid_gather,
+)
 
 
 @dataclass
@@ -21,7 +28,7 @@ class Prediction:
     """What one forward pass returns, all ``(B, C, H, W)`` at the input's resolution."""
 
     illumination: torch.Tensor  # S, D <= S <= 1: 1 channel (grey) or 3 (rgb)
-    output: torch.Tensor  # R = D / S, clamped to [0, 1]
+    output: torch.Tensor  # R = (D + beta) / S - beta (beta: cfg.black_offset), clamped to [0, 1]
     grid: torch.Tensor  # (B, C, D, Gh, Gw), C = cfg.n_coeffs
     guide: torch.Tensor  # (B, 1, H, W)
     denoised: torch.Tensor  # D: the frame the illumination divides (the input without denoise)
@@ -90,10 +97,10 @@ class DeepUPE(nn.Module):
             lam = torch.sigmoid(coeffs[:, n_affine:n_affine + 1]) * min(strength, 1.0)
             x = denoise(image, self.denoise_coeffs(image), lam, self.cfg.denoise_blur).clamp(0.0, 1.0)
         logits = apply_affine(coeffs[:, :n_affine], x)
-        s = illumination(logits, x, grey=grey)
+        s = illumination(logits, x, grey=grey, offset=self.cfg.black_offset)
         if strength != 1.0:
             s = s**strength
-        out = (x / s).clamp(0.0, 1.0)
+        out = divide(x, s, self.cfg.black_offset).clamp(0.0, 1.0)
         return Prediction(illumination=s, output=out, grid=grid, guide=guide, denoised=x)
 
     def forward(self, image: torch.Tensor, strength: float = 1.0, deploy: bool = False) -> Prediction:

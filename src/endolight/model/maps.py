@@ -68,13 +68,14 @@ def rgb_maps(model: torch.nn.Module, half: torch.Tensor, strength: float = 1.0) 
 
 
 def render_maps(maps: torch.Tensor, planes: Sequence[torch.Tensor], strength: float = 1.0,
-                blur: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``255 R = 255 D / S`` from a frame's :func:`rgb_maps`, one plane per colour.
+                blur: float = 0.0, offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``255 R = 255 ((D + beta) / S - beta)`` from a frame's :func:`rgb_maps`, one plane per colour.
 
     Args:
         maps: ``(B, 11, h', w')``.
         planes: R, G, B, each ``(B, 1, H, W)`` float in 8-bit levels (0-255).
         blur: the denoiser's guide blur (``ModelConfig.denoise_blur``).
+        offset: the division's beta (``ModelConfig.black_offset``).
 
     Returns:
         R, G, B of ``255 R`` in [0, 255] (``D <= max_c D_c <= S``), not rounded.
@@ -90,11 +91,14 @@ def render_maps(maps: torch.Tensor, planes: Sequence[torch.Tensor], strength: fl
     y = filter_guide(LUMA[0] * planes[0] + LUMA[1] * planes[1] + LUMA[2] * planes[2], blur)
     d = [(up[0] * x + up[1 + k] * y + up[4 + k]).clamp(0.0, 1.0) for k, x in enumerate(planes)]
     logit = up[7] * d[0] + up[8] * d[1] + up[9] * d[2] + up[10]
-    m = torch.maximum(torch.maximum(d[0], d[1]), d[2])
+    m = (torch.maximum(torch.maximum(d[0], d[1]), d[2]) + offset) * (1 / (1 + offset))
     s = torch.clamp(m + (1 - m) * torch.sigmoid(logit), min=EPS)
     if strength != 1.0:
         s = s**strength
     gain = 255 / s
+    if offset:  # 255 beta (1 / S - 1) for each channel: the offset space's grey lift
+        lift = offset * (gain - 255)
+        return d[0] * gain + lift, d[1] * gain + lift, d[2] * gain + lift
     return d[0] * gain, d[1] * gain, d[2] * gain
 
 
@@ -154,11 +158,12 @@ def in_levels(luma: Sequence[Any], chroma: Sequence[Any]) -> tuple[list[Any], li
 
 
 def render_i420(luma: torch.Tensor, chroma: torch.Tensor, y: torch.Tensor, y2: torch.Tensor,
-                uv: torch.Tensor, strength: float = 1.0, blur: float = 0.0
+                uv: torch.Tensor, strength: float = 1.0, blur: float = 0.0, offset: float = 0.0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The enhanced planes from :func:`i420_maps`: ``(B, 1, H, W)`` luma and ``(B, 2, H/2, W/2)``
     chroma, rounded 8-bit levels (float; cast them). ``blur``: the denoiser's guide blur
-    (``ModelConfig.denoise_blur``), as the planar kernel applies it."""
+    (``ModelConfig.denoise_blur``), as the planar kernel applies it; ``offset``: the division's
+    beta (``ModelConfig.black_offset``; grey, so only the luma carries it)."""
     h, w = y.shape[-2:]
     p, q, lc = (upsample(m, h, w) for m in luma[:, :3].split(1, dim=1))
     c = [upsample(m, h // 2, w // 2) for m in chroma.split(1, dim=1)]
@@ -174,11 +179,13 @@ def render_i420(luma: torch.Tensor, chroma: torch.Tensor, y: torch.Tensor, y2: t
     cmax = torch.maximum(torch.maximum(CR_R * d_cr, -CB_G * d_cb - CR_G * d_cr), CB_B * d_cb)
     logit = lc * d_y + F.interpolate(bterm, scale_factor=2.0, mode="nearest")
     m = (d_y + F.interpolate(cmax, scale_factor=2.0, mode="nearest")).clamp(0.0, 1.0)
+    if offset:
+        m = (m + offset) * (1 / (1 + offset))
     s = torch.clamp(m + (1 - m) * torch.sigmoid(logit), min=EPS)
     if strength != 1.0:
         s = s**strength
     gain = 219 / s
-    y_out = torch.floor(d_y * gain + 16.5).clamp(0.0, 255.0)
+    y_out = torch.floor((d_y + offset) * gain + (16.5 - 219 * offset)).clamp(0.0, 255.0)
     # A block's chroma is divided by the mean of its four 1 / S.
     g = half_mean(gain) * (224 / 219)
     uv_out = torch.floor(torch.cat([d_cb, d_cr], dim=1) * g + 128.5).clamp(0.0, 255.0)

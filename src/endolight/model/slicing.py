@@ -91,21 +91,38 @@ def apply_affine(coeffs: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
             + a[:, :, 3])
 
 
-def illumination(logits: torch.Tensor, image: torch.Tensor, grey: bool = False) -> torch.Tensor:
+def illumination(logits: torch.Tensor, image: torch.Tensor, grey: bool = False,
+                 offset: float = 0.0) -> torch.Tensor:
     """Map affine outputs to an illumination ``S`` with ``I <= S <= 1`` by construction.
 
     ``S = I + (1 - I) * sigmoid(logits)``: a smooth map, so no gradient dies at the bounds
     (a hard clamp to ``[I, 1]`` stops learning wherever it clips). ``S`` is floored at ``EPS``.
     With ``grey`` one ``S`` serves all channels: ``S = m + (1 - m) * sigmoid(mean_c logits)``
     with ``m`` the pixel's largest channel, so ``I / S`` keeps the RGB ratios and stays <= 1.
+    With an ``offset`` beta the bound is ``(I + beta) / (1 + beta)``, the one
+    :func:`divide` needs to stay <= 1.
 
     Args:
         logits: ``(B, 3, H, W)`` affine outputs.
         image: ``(B, 3, H, W)`` input in [0, 1].
+        offset: ``ModelConfig.black_offset``.
 
     Returns:
         ``(B, 3, H, W)``, or ``(B, 1, H, W)`` with ``grey``.
     """
     if grey:
         logits, image = logits.mean(1, keepdim=True), image.amax(1, keepdim=True)
+    if offset:
+        image = (image + offset) * (1 / (1 + offset))
     return torch.clamp(image + (1 - image) * torch.sigmoid(logits), min=EPS)
+
+
+def divide(image: torch.Tensor, s: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
+    """The Retinex division in the offset space, ``R = (I + beta) / S - beta`` (``I / S`` for
+    beta = 0), not clamped.
+
+    Args:
+        image: ``(B, 3, H, W)``; s: ``(B, 1 or 3, H, W)`` from :func:`illumination`.
+        offset: beta, ``ModelConfig.black_offset``.
+    """
+    return (image + offset) / s - offset if offset else image / s
