@@ -25,6 +25,18 @@ def test_reconstruction_zero_for_exact_illumination():
     assert reconstruction_loss(image, illum.clamp(max=0.9) * 0.9, target) > 1e-4
 
 
+def test_reconstruction_measures_the_models_division_in_the_offset_space():
+    # With black_offset beta the model outputs (I + beta) / S - beta: Lm is zero for the S that
+    # makes that exact, and not for the plain I / S's.
+    target = torch.rand(2, 3, 32, 32) * 0.8 + 0.1
+    illum = torch.rand(2, 1, 32, 32) * 0.5 + 0.5
+    beta = 0.055
+    image = (target + beta) * illum - beta  # (I + beta) / S - beta = T exactly
+    assert reconstruction_loss(image, illum, target, offset=beta) < 1e-12
+    assert reconstruction_loss(image, illum, target) > 1e-3
+    assert total_loss(image, illum, target, target, LossWeights(), offset=beta)["lm"] < 1e-12
+
+
 def test_smoothness_zero_for_constant_and_prefers_edges_of_input():
     image = torch.rand(1, 3, 32, 32)
     assert smoothness_loss(torch.full((1, 3, 32, 32), 0.7), image) == 0

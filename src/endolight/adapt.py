@@ -219,7 +219,8 @@ def step_seconds(model_cfg: ModelConfig, batch: int, crop: int, device: str, ste
     for _ in range(steps + 1):
         t0 = time.perf_counter()
         pred = model(dim * 0.3)
-        loss = total_loss(dim * 0.3, pred.illumination, pred.output, dim, LossWeights())["loss"]
+        loss = total_loss(dim * 0.3, pred.illumination, pred.output, dim, LossWeights(),
+                          offset=model.cfg.black_offset)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -11,6 +11,8 @@ import kornia
 import torch
 import torch.nn.functional as F
 
+from endolight.model.slicing import divide
+
 
 @dataclass(frozen=True)
 class LossWeights:
@@ -34,16 +36,17 @@ def _weighted_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Ten
 
 
 def reconstruction_loss(image: torch.Tensor, illum: torch.Tensor, target: torch.Tensor,
-                        mask: torch.Tensor | None = None) -> torch.Tensor:
+                        mask: torch.Tensor | None = None, offset: float = 0.0) -> torch.Tensor:
     """``Lm = mean(|| I / S - T ||^2)`` (over the pixels of an optional ``(B, 1, H, W)`` ``mask``:
-    the field of view without specular highlights, see ``TrainConfig.loss_mask``).
+    the field of view without specular highlights, see ``TrainConfig.loss_mask``); with the
+    model's ``offset`` beta (``ModelConfig.black_offset``) its division ``(I + beta) / S - beta``.
 
     The form DeepUPE's authors train with: the error is measured on the enhanced output the user
     sees, so dark regions (small ``S``) count as much as bright ones. ``|| I - S * T ||^2``
     would down-weight them by ``S^2``, which is exactly where endoscope frames need the most care.
     ``I / S`` is not clamped here so the loss keeps a gradient when it overshoots 1.
     """
-    return _weighted_mean((image / illum - target) ** 2, mask)
+    return _weighted_mean((divide(image, illum, offset) - target) ** 2, mask)
 
 
 def _log_luminance(image: torch.Tensor) -> torch.Tensor:
@@ -112,10 +115,12 @@ def total_loss(
     target: torch.Tensor,
     w: LossWeights,
     mask: torch.Tensor | None = None,
+    offset: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """All terms and their weighted sum under key ``"loss"``; ``mask`` restricts ``Lm`` and ``Lt``
-    (``Ls`` keeps every pixel: the illumination must stay smooth across the mask's edge)."""
-    lm = reconstruction_loss(image, illum, target, mask)
+    (``Ls`` keeps every pixel: the illumination must stay smooth across the mask's edge);
+    ``offset``: the model's ``black_offset``, the division ``Lm`` measures."""
+    lm = reconstruction_loss(image, illum, target, mask, offset)
     lt = ssim_mae_loss(output, target, w.ssim_alpha, mask)
     ls = smoothness_loss(illum, image, w.smooth_alpha, w.smooth_lambda, w.smooth_eps)
     return {"loss": w.wm * lm + w.wt * lt + w.ws * ls, "lm": lm, "lt": lt, "ls": ls}

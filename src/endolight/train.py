@@ -165,7 +165,8 @@ def validate(model: DeepUPE, pairs: list[tuple[torch.Tensor, torch.Tensor]], cfg
         dim, target = dim.to(device), target.to(device)
         pred = model(dim)
         mask = tissue_weights(target) if cfg.loss_mask else None
-        terms = total_loss(pred.denoised, pred.illumination, pred.output, target, cfg.loss, mask)
+        terms = total_loss(pred.denoised, pred.illumination, pred.output, target, cfg.loss, mask,
+                           model.cfg.black_offset)
         losses.append(float(terms["loss"]))
         psnrs.append(float(psnr(pred.output, target)[0]))
         ssims.append(float(ssim(pred.output, target)[0]))
@@ -262,7 +263,8 @@ def _train(
             dim, target = dim.to(device), target.to(device)
             pred = model(dim)
             mask = tissue_weights(target) if cfg.loss_mask else None
-            terms = total_loss(pred.denoised, pred.illumination, pred.output, target, cfg.loss, mask)
+            terms = total_loss(pred.denoised, pred.illumination, pred.output, target, cfg.loss, mask,
+                               model.cfg.black_offset)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()

@@ -35,7 +35,8 @@ class Trainer:
 
     def step(self, dim: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         pred = self.net(dim)
-        terms = total_loss(pred.denoised, pred.illumination, pred.output, target, self.weights)
+        terms = total_loss(pred.denoised, pred.illumination, pred.output, target, self.weights,
+                           offset=self.net.cfg.black_offset)
         self.opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
         self.opt.step()
