@@ -166,7 +166,7 @@ def validate(model: DeepUPE, pairs: list[tuple[torch.Tensor, torch.Tensor]], cfg
         pred = model(dim)
         mask = tissue_weights(target) if cfg.loss_mask else None
         terms = total_loss(pred.denoised, pred.illumination, pred.output, target, cfg.loss, mask,
-                           model.cfg.black_offset)
+                           cfg.model.black_offset)
         losses.append(float(terms["loss"]))
         psnrs.append(float(psnr(pred.output, target)[0]))
         ssims.append(float(ssim(pred.output, target)[0]))
@@ -264,7 +264,7 @@ def _train(
             pred = model(dim)
             mask = tissue_weights(target) if cfg.loss_mask else None
             terms = total_loss(pred.denoised, pred.illumination, pred.output, target, cfg.loss, mask,
-                               model.cfg.black_offset)
+                               cfg.model.black_offset)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()
