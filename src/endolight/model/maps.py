@@ -91,7 +91,9 @@ def render_maps(maps: torch.Tensor, planes: Sequence[torch.Tensor], strength: fl
     y = filter_guide(LUMA[0] * planes[0] + LUMA[1] * planes[1] + LUMA[2] * planes[2], blur)
     d = [(up[0] * x + up[1 + k] * y + up[4 + k]).clamp(0.0, 1.0) for k, x in enumerate(planes)]
     logit = up[7] * d[0] + up[8] * d[1] + up[9] * d[2] + up[10]
-    m = (torch.maximum(torch.maximum(d[0], d[1]), d[2]) + offset) * (1 / (1 + offset))
+    m = torch.maximum(torch.maximum(d[0], d[1]), d[2])
+    if offset:  # tested here, not folded in: exported graphs would carry the no-op passes
+        m = (m + offset) * (1 / (1 + offset))
     s = torch.clamp(m + (1 - m) * torch.sigmoid(logit), min=EPS)
     if strength != 1.0:
         s = s**strength
