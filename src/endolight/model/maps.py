@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, TO_YCC  # numeric constants only
 from endolight.kernels.planar import planar_terms
 from endolight.model.denoise import LUMA, binomial3, filter_guide, half_mean, shrink, upsample
-from endolight.model.slicing import EPS, grey_grid, slice_grid_gather
+from endolight.model.slicing import EPS, grey_grid, offset_floor, slice_grid_gather
 
 # The maps are made at 1 / (COARSEN * cfg.denoise_factor) of each side. Measured at 1080p in
 # ONNX Runtime (RGB graph): 1/4 gives 53.5 dB from render at 158 ms a frame, 1/8 47.2 dB at 121 ms.
@@ -91,9 +91,7 @@ def render_maps(maps: torch.Tensor, planes: Sequence[torch.Tensor], strength: fl
     y = filter_guide(LUMA[0] * planes[0] + LUMA[1] * planes[1] + LUMA[2] * planes[2], blur)
     d = [(up[0] * x + up[1 + k] * y + up[4 + k]).clamp(0.0, 1.0) for k, x in enumerate(planes)]
     logit = up[7] * d[0] + up[8] * d[1] + up[9] * d[2] + up[10]
-    m = torch.maximum(torch.maximum(d[0], d[1]), d[2])
-    if offset:  # tested here, not folded in: exported graphs would carry the no-op passes
-        m = (m + offset) * (1 / (1 + offset))
+    m = offset_floor(torch.maximum(torch.maximum(d[0], d[1]), d[2]), offset)
     s = torch.clamp(m + (1 - m) * torch.sigmoid(logit), min=EPS)
     if strength != 1.0:
         s = s**strength
@@ -180,9 +178,7 @@ def render_i420(luma: torch.Tensor, chroma: torch.Tensor, y: torch.Tensor, y2: t
     bterm = c[5] * d_cb + c[6] * d_cr + c[7]
     cmax = torch.maximum(torch.maximum(CR_R * d_cr, -CB_G * d_cb - CR_G * d_cr), CB_B * d_cb)
     logit = lc * d_y + F.interpolate(bterm, scale_factor=2.0, mode="nearest")
-    m = (d_y + F.interpolate(cmax, scale_factor=2.0, mode="nearest")).clamp(0.0, 1.0)
-    if offset:
-        m = (m + offset) * (1 / (1 + offset))
+    m = offset_floor((d_y + F.interpolate(cmax, scale_factor=2.0, mode="nearest")).clamp(0.0, 1.0), offset)
     s = torch.clamp(m + (1 - m) * torch.sigmoid(logit), min=EPS)
     if strength != 1.0:
         s = s**strength

@@ -112,9 +112,15 @@ def illumination(logits: torch.Tensor, image: torch.Tensor, grey: bool = False,
     """
     if grey:
         logits, image = logits.mean(1, keepdim=True), image.amax(1, keepdim=True)
-    if offset:
-        image = (image + offset) * (1 / (1 + offset))
+    image = offset_floor(image, offset)
     return torch.clamp(image + (1 - image) * torch.sigmoid(logits), min=EPS)
+
+
+def offset_floor(m: torch.Tensor, offset: float) -> torch.Tensor:
+    """The illumination's lower bound ``(m + beta) / (1 + beta)`` for a pixel value ``m`` (its
+    largest channel, for a grey ``S``); ``m`` itself for beta = 0, with no operation added (an
+    exported graph would carry the no-op passes at full resolution)."""
+    return (m + offset) * (1 / (1 + offset)) if offset else m
 
 
 def divide(image: torch.Tensor, s: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
