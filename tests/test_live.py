@@ -29,7 +29,7 @@ from endolight.cli import app
 from endolight.enhancer import Enhancer
 from endolight.io.images import InputError, expand_sources, read_image
 from endolight.io.sinks import FolderSink
-from endolight.io.sources import Frame, SourceInfo
+from endolight.io.sources import Frame, SourceInfo, open_source
 from endolight.video import VideoOptions, enhance_video, live_backlog, process, warm_up
 
 SEQUENCE = "laparoscopy/sequence-320x240"  # 20 consecutive real frames
@@ -102,6 +102,29 @@ def test_udp_stream_is_enhanced_and_its_end_is_a_normal_end(tmp_path, data_root,
         seconds, fps = (float(x) for x in re.search(r"([\d.]+) s \(([\d.]+) fps\)", output).groups())
         per_frame_ms = 1e3 / fps if fps else 1e3 * seconds
         assert p50 <= (live_backlog(FPS) + 2) * per_frame_ms, output
+
+
+def test_a_low_latency_live_source_hands_out_its_first_frames_as_they_are_sent(data_root):
+    """FFmpeg's stream analysis reads 20 frames to measure the frame rate before handing out
+    the first; they then arrive in one stale burst (measured: 20 frames within 40 ms, the first
+    0.9 s old), which the low-latency queues must drop. A low-latency live source skips that
+    analysis and takes the rate from the codec instead."""
+    port, sent = _free_port(socket.SOCK_DGRAM), 15
+    sender = subprocess.Popen([sys.executable, str(SENDER), "320", "240", "--frames", str(sent),
+                               "--send", str(port), "--source", str(data_root / SEQUENCE)],
+                              stdout=subprocess.PIPE, text=True)
+    assert sender.stdout.readline().strip() == "ready"
+    source = open_source(f"udp://127.0.0.1:{port}", low_latency=True, timeout=TIMEOUT)
+    try:
+        assert source.info.fps == FPS  # from the H.264 timing info, not measured
+        arrived = [time.perf_counter() for _ in source]
+    finally:
+        source.close()
+        sender.communicate(timeout=60)
+    assert len(arrived) == sent
+    # Frame 9 is sent 9/25 s = 360 ms after frame 0, so frames 0-9 span 360 ms less frame 0's
+    # wait in the receiver: a burst spans ~20 ms. The bound leaves 160 ms for a busy machine.
+    assert arrived[9] - arrived[0] > 0.2
 
 
 def test_silent_source_fails_clearly_within_its_time_out(tmp_path):
