@@ -14,6 +14,7 @@ import pytest
 from endolight.fov import (
     FovConfig,
     FovTracker,
+    _brought_to_exposure,
     _dark_border,
     _edge_connected,
     _edge_pixels,
@@ -27,6 +28,11 @@ from endolight.fov import (
     detect_fov,
     max_channel,
 )
+
+# The two rule tests built at the edge of a level threshold (a 2-level fade under the sharp
+# gradient of 3) take their levels as given: their tissue peaks at 100, so detection would first
+# lift them 1.5x (test_a_dim_frame_is_brought_to_the_exposure_the_thresholds_assume).
+AS_GIVEN = FovConfig(max_gain=1.0)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -503,7 +509,7 @@ def test_a_view_edge_hidden_by_dark_tissue_is_restored_by_the_ellipse():
     level = np.clip(100 - (xx - 60).clip(0) * 2, 9, 170).astype(float)
     tissue = np.stack([level, level * 0.5, level * 0.45], -1) + rng.normal(0, 1, (h, w, 1))
     frame[disc] = np.clip(tissue[disc], 0, 255).astype(np.uint8)
-    mask = detect_fov(frame)
+    mask = detect_fov(frame, AS_GIVEN)
     assert _iou(mask, disc) > 0.95
     lit = disc & (level > 13)
     assert _iou(lit, disc) < 0.85  # what the hull alone would cover: the check above bites
@@ -519,9 +525,9 @@ def test_a_dark_periphery_without_an_edge_is_tissue():
     level = np.maximum(100 * np.clip(1 - r / 0.55, 0, 1), 3)
     noise = np.random.default_rng(0).normal(0, 0.5, (h, w, 1)) * (level > 3)[..., None]
     frame = np.clip(np.stack([level, level * 0.55, level * 0.5], -1) + noise, 0, 255).round().astype(np.uint8)
-    assert detect_fov(frame).all()
+    assert detect_fov(frame, AS_GIVEN).all()
     frame[:10] = (110, 110, 110)
-    mask = detect_fov(frame)
+    mask = detect_fov(frame, AS_GIVEN)
     assert not mask[:10].any() and mask[10:].all()
 
 
@@ -563,3 +569,17 @@ def test_flat_overlays_tolerance_is_both_ways_from_the_seed():
     want[0, 6:58] = want[63, 6:58] = True
     want[1, 7:57] = want[62, 7:57] = True  # the inner rows' end pixels go to the median
     assert np.array_equal(_flat_overlays(small, np.zeros((64, 64), bool), FovConfig()), want)
+
+
+def test_a_dim_frame_is_brought_to_the_exposure_the_thresholds_assume():
+    cfg = FovConfig()  # 90th percentile to 150, gain at most 4
+    level = np.tile(np.arange(100, dtype=np.float32), (10, 1))  # 90th percentile 89.1
+    small = np.full((10, 100, 3), 60, np.uint8)
+    lifted, lifted_small = _brought_to_exposure(level, small, cfg)
+    gain = 150 / np.percentile(level, 90)
+    np.testing.assert_allclose(lifted, level * gain, rtol=1e-6)
+    assert (lifted_small == round(60 * gain)).all()  # 101: the colour checks see the same frame
+    same, same_small = _brought_to_exposure(level * 2, small, cfg)  # 178 > 150: left alone
+    assert np.array_equal(same, level * 2) and same_small is small
+    dark, _ = _brought_to_exposure(level / 10, small, cfg)  # would need 16.8x: capped at 4
+    np.testing.assert_allclose(dark, level / 10 * 4, rtol=1e-6)

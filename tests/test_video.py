@@ -375,8 +375,13 @@ def test_cli_video_options_change_the_output_as_documented(tmp_path, data_root):
     # model's own level. Each frame alone meets it to 0.01 (measured 0.349-0.351 and 0.598-0.599;
     # tests/test_fidelity.py::test_exposure_target_is_met). The temporal noise reduction then
     # blends each pixel with the past where the input is still, and these four frames' exposures
-    # jump (0.1-1 apart, drawn per frame), so the blend's mean lands below: measured 0.330-0.342
-    # for 0.35 and 0.540-0.571 for 0.6. That is the bound with temporal filtering (0.07 below).
+    # jump (0.1-1 apart, drawn per frame), and so does the view in force over a scene's first
+    # frames (here 52, 38, 38, 45 % of the frame; the clean view is 43 %): a frame met its target
+    # over another view than the next one's, so the blend's mean misses it either way. Measured
+    # 0.330-0.342 for 0.35 and 0.540-0.571 for 0.6 when frame 0's view was cut to 27 %, then
+    # 0.349-0.406 for 0.35 and 0.598-0.670 for 0.6 since dim frames' views are found at a common
+    # exposure (4 Dec). The bound with temporal filtering: 0.1 either way, 1.4x the largest miss
+    # (each frame alone is held to 0.01 above).
     def luma_in_view(outs: list[np.ndarray]) -> list[float]:
         views = [torch.from_numpy(_view_in_force(frames, k))[None, None] for k in range(len(outs))]
         return [float(mean_brightness(to_tensor(o)[None], v)[0]) for o, v in zip(outs, views, strict=True)]
@@ -386,7 +391,7 @@ def test_cli_video_options_change_the_output_as_documented(tmp_path, data_root):
                                          "--no-temporal"))
         assert all(abs(v - t) < 0.01 for v in alone), (t, alone)
         filtered = luma_in_view(_cli_frames(src, tmp_path / f"et{round(t * 100)}", "--exposure", str(t)))
-        assert all(t - 0.07 < v < t + 0.01 for v in filtered), (t, filtered)
+        assert all(abs(v - t) < 0.1 for v in filtered), (t, filtered)
     # (Denoising of lifted regions is the model's own, in every frame: no option.)
     flat = flat_regions(clean, view)
     plain = _cli_frames(src, tmp_path / "plain", "--no-temporal")
