@@ -92,6 +92,9 @@ class VideoSink:
             st.codec_context.colorspace, st.codec_context.color_range = BT601, LIMITED_RANGE
             st.time_base = time_base
             st.codec_context.time_base = time_base
+            # Opened now, not on the first frame: x264's start-up (~20 ms at 720p) would add to
+            # a live stream's first latency.
+            st.codec_context.open()
             self._stream = st
             if audio_from is not None:
                 self._open_audio(Path(audio_from))
