@@ -4,12 +4,12 @@
 
 A child process (this script with ``--send PORT``; tests/test_live.py uses it too) sends the
 laparoscopy clip of ../shared/data, resized to WIDTH x HEIGHT, as a
-25 fps H.264 MPEG-TS stream to udp://127.0.0.1:PORT (x264 ultrafast, zerolatency), as a camera
-or a video processor would; this process enhances it with the shipped model
+25 fps H.264 MPEG-TS stream to udp://127.0.0.1:PORT (x264 ultrafast, zerolatency, encoded before
+sending starts, so only the sending shares this machine), as a camera or a video processor
+would; this process enhances it with the shipped model
 (`endolight.video.enhance_video`, as `endolight video udp://... -o out.mp4` does) and prints the
 frames written and dropped, the latency from decoded to written (p50, p99), the first frames'
-latencies and which frames took over 50 ms. The sender shares the machine's cores. Stop other
-work first.
+latencies and which frames took over 50 ms. Stop other work first.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ CLIP = "laparoscopy/cholecystectomy-720p.mp4"
 def send(port: int, frames: int, width: int, height: int, source: Path) -> None:
     """Stream ``frames`` frames of ``source`` (a video file or a folder of images, its first 50
     frames looped, resized to ``width`` x ``height``) in real time once the receiver's UDP port
-    is bound. Prints ``ready`` when about to wait for the receiver, and the count when done."""
+    is bound. The stream is encoded before it is sent, as a camera's own encoder would have
+    done, so sending costs this machine next to nothing. Prints ``ready`` when about to wait for
+    the receiver, and the count when done."""
     import av
     import cv2
 
@@ -47,6 +49,16 @@ def send(port: int, frames: int, width: int, height: int, source: Path) -> None:
             decoded = zip(range(50), src.decode(video=0), strict=False)
             images = [f.to_ndarray(format="rgb24") for _, f in decoded]
     clip = [np.ascontiguousarray(cv2.resize(image, (width, height))) for image in images]
+    out = av.open(f"udp://127.0.0.1:{port}?pkt_size=1316", "w", format="mpegts")
+    stream = out.add_stream("libx264", rate=FPS,
+                            options={"preset": "ultrafast", "tune": "zerolatency", "g": str(FPS)})
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    packets = []  # (frame index, its packets); zerolatency: each frame's packets come at once
+    for i in range(frames):
+        frame = av.VideoFrame.from_ndarray(clip[i % len(clip)], format="rgb24")
+        frame.pts = i
+        packets.append((i, list(stream.encode(frame))))
+    packets.append((frames - 1, list(stream.encode())))
 
     def bound() -> bool:  # the receiver listens: nothing sent is lost before it starts
         rows = Path("/proc/net/udp").read_text().splitlines()[1:]
@@ -58,19 +70,11 @@ def send(port: int, frames: int, width: int, height: int, source: Path) -> None:
         if time.perf_counter() > give_up:
             sys.exit("the receiver never listened")
         time.sleep(0.05)
-    out = av.open(f"udp://127.0.0.1:{port}?pkt_size=1316", "w", format="mpegts")
-    stream = out.add_stream("libx264", rate=FPS,
-                            options={"preset": "ultrafast", "tune": "zerolatency", "g": str(FPS)})
-    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     start = time.perf_counter()
-    for i in range(frames):
+    for i, group in packets:
         time.sleep(max(0.0, start + i / FPS - time.perf_counter()))
-        frame = av.VideoFrame.from_ndarray(clip[i % len(clip)], format="rgb24")
-        frame.pts = i
-        for packet in stream.encode(frame):
+        for packet in group:
             out.mux(packet)
-    for packet in stream.encode():
-        out.mux(packet)
     out.close()
     print(frames, flush=True)
 
