@@ -575,10 +575,13 @@ def test_a_dim_frame_is_brought_to_the_exposure_the_thresholds_assume():
     cfg = FovConfig()  # 90th percentile to 150, gain at most 4
     level = np.tile(np.arange(100, dtype=np.float32), (10, 1))  # 90th percentile 89.1
     small = np.full((10, 100, 3), 60, np.uint8)
+    small[0, 0], small[0, 1] = 0, 200  # black stays black; 200 x 1.68 saturates, never wraps
     lifted, lifted_small = _brought_to_exposure(level, small, cfg)
     gain = 150 / np.percentile(level, 90)
     np.testing.assert_allclose(lifted, level * gain, rtol=1e-6)
-    assert (lifted_small == round(60 * gain)).all()  # 101: the colour checks see the same frame
+    # The colour checks see the same frame, lifted: 60 -> 101, 0 -> 0, 200 -> 255.
+    assert (lifted_small[1:] == round(60 * gain)).all()
+    assert (lifted_small[0, 0] == 0).all() and (lifted_small[0, 1] == 255).all()
     same, same_small = _brought_to_exposure(level * 2, small, cfg)  # 178 > 150: left alone
     assert np.array_equal(same, level * 2) and same_small is small
     dark, _ = _brought_to_exposure(level / 10, small, cfg)  # would need 16.8x: capped at 4
