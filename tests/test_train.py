@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -11,7 +12,7 @@ from safetensors.torch import load_file
 from endolight import data as data_module
 from endolight import train as train_module
 from endolight.data import FrameRef, list_frames, load_frame
-from endolight.io.images import IMAGE_SUFFIXES
+from endolight.io.images import IMAGE_SUFFIXES, write_image
 from endolight.model import DeepUPE
 from endolight.train import load_config, train, validate, validation_pairs
 
@@ -157,3 +158,27 @@ def test_training_never_reads_heldout(tmp_path, data_root, monkeypatch):
     assert keys & train_keys and keys & val_keys  # it did load both kinds
     assert keys <= train_keys | val_keys
     assert not any(_heldout_by_readme(data_root, r) for r in loaded)
+
+
+def _edges_in_view(target: torch.Tensor) -> bool:
+    """Whether a crop of the framed test image shows two opposite white edges."""
+    rows, cols = target[:, [0, -1]].mean(), target[:, :, [0, -1]].mean()
+    return bool(rows > 0.3 or cols > 0.3)
+
+
+def test_crop_area_sets_how_much_of_the_frame_a_training_crop_covers(tmp_path):
+    # A black frame with 8 px white edges. At a whole frame's area each crop spans the frame's
+    # full height or full width (the other side at least sqrt(3/4) of it, from the aspect
+    # ratio), so two opposite white edges are always in view; the default 30-100 % crops often
+    # miss them (measured: 16 of 40).
+    image = np.zeros((200, 200, 3), np.uint8)
+    image[:8], image[-8:], image[:, :8], image[:, -8:] = 255, 255, 255, 255
+    write_image(tmp_path / "framed.png", image)
+    ref = FrameRef(tmp_path / "framed.png", "sinus")
+    whole = data_module.PairDataset([ref], crop=32, max_side=200, repeats=40, crop_area=(1.0, 1.0))
+    assert all(_edges_in_view(whole[i][1]) for i in range(len(whole)))
+    default = data_module.PairDataset([ref], crop=32, max_side=200, repeats=40)
+    assert not all(_edges_in_view(default[i][1]) for i in range(len(default)))
+    for bad in [(0.0, 1.0), (0.8, 0.5), (0.5, 1.2)]:
+        with pytest.raises(ValueError, match="crop_area"):
+            data_module.PairDataset([ref], crop=32, max_side=200, crop_area=bad)

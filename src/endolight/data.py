@@ -157,11 +157,14 @@ class PairDataset(Dataset):
         degrade_cfg: DegradeConfig | None = None,
         seed: int = 0,
         repeats: int = 1,
+        crop_area: tuple[float, float] = (0.3, 1.0),
     ) -> None:
         if not refs:
             raise ValueError("no training frames")
+        if not 0.0 < crop_area[0] <= crop_area[1] <= 1.0:
+            raise ValueError(f"crop_area must satisfy 0 < low <= high <= 1, got {crop_area}")
         self.frames = [load_frame(r, max_side) for r in refs]
-        self.crop, self.seed, self.repeats = crop, seed, repeats
+        self.crop, self.seed, self.repeats, self.crop_area = crop, seed, repeats, crop_area
         self.degrade_cfg = degrade_cfg or DegradeConfig()
         self.epoch = 0
 
@@ -173,8 +176,8 @@ class PairDataset(Dataset):
         rng = np.random.default_rng(seed)
         image = self.frames[idx % len(self.frames)]
         h, w = image.shape[:2]
-        # A large crop (30-100 % of the area) keeps the light cone's global shape in view.
-        area = rng.uniform(0.3, 1.0) * h * w
+        # A large crop (default 30-100 % of the area) keeps the light cone's global shape in view.
+        area = rng.uniform(*self.crop_area) * h * w
         aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
         ch = int(min(h, round(np.sqrt(area / aspect))))
         cw = int(min(w, round(np.sqrt(area * aspect))))
