@@ -182,3 +182,5 @@ def test_crop_area_sets_how_much_of_the_frame_a_training_crop_covers(tmp_path):
     for bad in [(0.0, 1.0), (0.8, 0.5), (0.5, 1.2)]:
         with pytest.raises(ValueError, match="crop_area"):
             data_module.PairDataset([ref], crop=32, max_side=200, crop_area=bad)
+        with pytest.raises(ValueError, match="crop_area"):  # a config fails when loaded
+            load_config(None, crop_area=bad)

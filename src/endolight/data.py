@@ -141,6 +141,13 @@ def degraded_pair(
     return degrade(target, params, gen), target, params.to_dict()
 
 
+def check_crop_area(crop_area: tuple[float, float]) -> None:
+    """Raise ValueError unless ``(low, high)`` is a range of area fractions, ``0 < low <= high <= 1``."""
+    low, high = crop_area
+    if not 0.0 < low <= high <= 1.0:
+        raise ValueError(f"crop_area must satisfy 0 < low <= high <= 1, got {crop_area}")
+
+
 class PairDataset(Dataset):
     """On-the-fly training pairs from real frames: random crop, flips, endoscope degradation.
 
@@ -161,8 +168,7 @@ class PairDataset(Dataset):
     ) -> None:
         if not refs:
             raise ValueError("no training frames")
-        if not 0.0 < crop_area[0] <= crop_area[1] <= 1.0:
-            raise ValueError(f"crop_area must satisfy 0 < low <= high <= 1, got {crop_area}")
+        check_crop_area(crop_area)
         self.frames = [load_frame(r, max_side) for r in refs]
         self.crop, self.seed, self.repeats, self.crop_area = crop, seed, repeats, crop_area
         self.degrade_cfg = degrade_cfg or DegradeConfig()

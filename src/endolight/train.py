@@ -32,6 +32,7 @@ from endolight.checkpoint import load_trainer_state, save_trainer_state, save_we
 from endolight.data import (
     FrameRef,
     PairDataset,
+    check_crop_area,
     degraded_pair,
     list_frames,
     load_frame,
@@ -72,6 +73,9 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
+
+    def __post_init__(self) -> None:
+        check_crop_area(self.crop_area)  # a bad config fails when loaded, not mid-run
 
 
 def _build(cls: type, data: dict[str, Any]) -> Any:
