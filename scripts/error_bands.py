@@ -6,7 +6,7 @@ and the error of what the blur leaves (texture, edges, noise). The two add up to
 error but for their cross term. Prints, over the synthesized held-out pairs (``endolight eval``'s
 pairs), the PSNR of each part's mean squared error, overall and per organ, for each method.
 
-    python scripts/error_bands.py --methods endolight,dped --runs-dir runs/compare-2000
+    python scripts/error_bands.py --methods endolight,dped
     python scripts/error_bands.py --methods endolight --weights runs/default/best.safetensors
 
 ``--runs-dir``: where ``endolight compare`` keeps trained comparators (``METHOD.safetensors``);

@@ -21,6 +21,7 @@ from endolight.model.denoise import (
     shrink,
     upsample,
 )
+from endolight.model.net import luma_histogram
 from endolight.model.slicing import EPS, apply_affine, grey_grid, illumination, slice_grid, slice_grid_gather
 
 
@@ -144,6 +145,24 @@ def test_config_validates_grid_ratio():
     # A checkpoint written before the option existed was trained with per-channel S.
     assert ModelConfig.from_json('{"grid_depth": 8}').illumination == "rgb"
     assert ModelConfig.from_json(ModelConfig().to_json()).illumination == "grey"
+
+
+def test_luma_histogram_counts_each_pixel_once_between_its_two_nearest_bins():
+    # 4 bins, centres 0.125, 0.375, 0.625, 0.875. Luma 0.5 (grey) lies halfway between bins 1
+    # and 2; 0.125 exactly on bin 0; black and white below / above the end centres: wholly in
+    # the end bins. Each pixel adds 1/4 of the frame (2x2 frame).
+    grey = [0.5, 0.125, 0.0, 1.0]
+    frame = torch.tensor(grey, dtype=torch.float64).view(1, 1, 2, 2).expand(1, 3, 2, 2)
+    got = luma_histogram(frame, 4)
+    torch.testing.assert_close(got, torch.tensor([[0.25 + 0.25, 0.125, 0.125, 0.25]], dtype=torch.float64))
+    # Luma, not one channel: pure red (luma 0.299) lies 0.304 of the way from bin 0 to bin 1.
+    red = torch.zeros(1, 3, 1, 1, dtype=torch.float64)
+    red[:, 0] = 1
+    torch.testing.assert_close(luma_histogram(red, 4), torch.tensor([[1 - 0.696, 0.696, 0, 0]],
+                                                                    dtype=torch.float64))
+    assert ModelConfig(global_hist=16).global_hist == 16
+    with pytest.raises(ValueError, match="global_hist"):
+        ModelConfig(global_hist=-1)
 
 
 # --------------------------------------------------------------------------- each step by hand

@@ -184,3 +184,30 @@ def test_crop_area_sets_how_much_of_the_frame_a_training_crop_covers(tmp_path):
             data_module.PairDataset([ref], crop=32, max_side=200, crop_area=bad)
         with pytest.raises(ValueError, match="crop_area"):  # a config fails when loaded
             load_config(None, crop_area=bad)
+
+
+def test_a_model_grown_by_residual_blocks_starts_from_the_weights_it_was_given(tmp_path, data_root):
+    # init_weights into a model with two more blocks at grid resolution and a luma histogram fed
+    # to the global path (ModelConfig.local_blocks, global_hist): they start as zero updates, so
+    # the first output is the given weights' own; one epoch later they have trained. Weights
+    # that do not fit otherwise are a clear error, not a half-load.
+    from dataclasses import replace
+
+    from endolight.checkpoint import default_weights_path, load_model
+
+    shipped = load_model()
+    path = str(default_weights_path())
+    grown = DeepUPE(replace(shipped.cfg, local_blocks=2, global_hist=16))
+    train_module._load_init_weights(grown, path, torch.device("cpu"))
+    frame = torch.from_numpy(load_frame(list_frames("val", data_root)[0], 256)).permute(2, 0, 1)
+    x = frame[None].float() / 255
+    with torch.no_grad():
+        assert torch.equal(grown(x.clone()).output, shipped(x.clone()).output)
+    cfg = _cfg(tmp_path, epochs=1, init_weights=path, model=grown.cfg)
+    train(cfg)
+    trained = load_file(str(tmp_path / "run" / "last.safetensors"))
+    assert trained["coeffs.local_blocks.1.conv2.weight"].abs().max() > 0
+    assert trained["coeffs.hist.weight"].abs().max() > 0
+    with pytest.raises(ValueError, match="do not fit"):
+        train_module._load_init_weights(DeepUPE(replace(shipped.cfg, grid_depth=4)), path,
+                                        torch.device("cpu"))

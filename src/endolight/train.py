@@ -204,6 +204,25 @@ def train(
             dist.destroy_process_group()
 
 
+# What a grown model adds (ModelConfig.local_blocks, global_hist): zero updates at the start.
+GROWN = ("coeffs.local_blocks.", "coeffs.hist.")
+
+
+def _load_init_weights(model: DeepUPE, path: str, device: torch.device) -> None:
+    """Load ``path`` into ``model``; only the layers a grown model adds (``GROWN``) may be missing.
+
+    They start as zero updates, so the grown model starts from the same output as the weights
+    it was given.
+    """
+    try:
+        missing, unexpected = model.load_state_dict(load_file(path, device=str(device)), strict=False)
+    except RuntimeError as err:  # a tensor of another shape
+        raise ValueError(f"init_weights {path} do not fit the model: {err}") from None
+    foreign = [k for k in missing if not k.startswith(GROWN)] + list(unexpected)
+    if foreign:
+        raise ValueError(f"init_weights {path} do not fit the model: {', '.join(foreign[:4])}")
+
+
 def _train(
     cfg: TrainConfig,
     out: Path,
@@ -233,7 +252,7 @@ def _train(
         start, best = state["epoch"], state["best_psnr"]
         torch.set_rng_state(state["torch_rng"])
     elif cfg.init_weights:
-        model.load_state_dict(load_file(cfg.init_weights, device=str(device)))
+        _load_init_weights(model, cfg.init_weights, device)
     net = model  # the bare network: validated and saved; ``model`` is what trains
     if world > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -36,6 +36,15 @@ class ModelConfig:
             ``denoise_blur`` (beta) guides the filter at full resolution by
             ``Y + beta * (binomial3x3(Y) - Y)`` instead of the noisy luma ``Y`` itself: where the
             filter keeps the guide (edges, texture), less of the pixel noise passes.
+        local_blocks: residual blocks (conv-ReLU-conv, dilations 1, 2, 4, ...) added to the
+            local path at grid resolution: a wider view of the neighbouring cells for a few
+            million multiply-adds (the grid is 16x16). Their last convolution starts at zero, so
+            weights trained without them load and give the same output (``init_weights``).
+        global_hist: bins of a histogram of the low-res input's luma fed to the global path
+            (0: none) through one linear layer that starts at zero (weights trained without it
+            load and give the same output): the frame's brightness distribution as a direct
+            input to the per-frame exposure estimate. A soft (triangular) histogram, so it is
+            differentiable and exports to ONNX.
         black_offset: ``beta``: the model divides in an offset space, ``R = (D + beta) / S -
             beta`` with ``S`` bounded below by ``(D + beta) / (1 + beta)`` (so ``R <= 1``). sRGB
             encodes linear light ``x`` as ``1.055 x^(1/2.4) - 0.055``: dimming the light by ``k``
@@ -59,6 +68,8 @@ class ModelConfig:
     denoise_filter: str = "guided"
     denoise_blur: float = 0.0
     black_offset: float = 0.0
+    local_blocks: int = 0
+    global_hist: int = 0
 
     def __post_init__(self) -> None:
         if self.denoise_filter not in DENOISE_FILTERS:
@@ -67,6 +78,10 @@ class ModelConfig:
             raise ValueError(f"denoise_blur must be in [0, 1], got {self.denoise_blur}")
         if not 0.0 <= self.black_offset <= 0.5:
             raise ValueError(f"black_offset must be in [0, 0.5], got {self.black_offset}")
+        if not 0 <= self.local_blocks <= 4:
+            raise ValueError(f"local_blocks must be in 0..4, got {self.local_blocks}")
+        if not 0 <= self.global_hist <= 256:
+            raise ValueError(f"global_hist must be in 0..256, got {self.global_hist}")
         if self.illumination not in ILLUMINATIONS:
             raise ValueError(f"illumination must be one of {ILLUMINATIONS}, got {self.illumination!r}")
         ratio = self.lowres // self.grid_size

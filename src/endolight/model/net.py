@@ -18,6 +18,34 @@ def _conv(cin: int, cout: int, stride: int = 1, act: bool = True) -> nn.Sequenti
     return nn.Sequential(*layers)
 
 
+def luma_histogram(image: torch.Tensor, bins: int) -> torch.Tensor:
+    """Soft histogram of the luma (BT.601 weights) of ``(B, 3, H, W)`` in [0, 1]: ``(B, bins)``.
+
+    Each pixel spreads over its two nearest bin centres with triangular weights, so the
+    histogram is differentiable, sums to 1 and exports as plain arithmetic.
+    """
+    luma = 0.299 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2]
+    # Pixels below the first centre or above the last belong wholly to the end bins.
+    luma = luma.flatten(1).clamp(0.5 / bins, 1 - 0.5 / bins)
+    centres = (torch.arange(bins, dtype=image.dtype, device=image.device) + 0.5) / bins
+    weights = F.relu(1 - (luma[:, None, :] - centres[None, :, None]).abs() * bins)
+    return weights.mean(2)
+
+
+class _ResidualBlock(nn.Module):
+    """``relu -> conv -> relu -> conv`` at grid resolution, its last conv zero at start."""
+
+    def __init__(self, channels: int, dilation: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
 class CoefficientNet(nn.Module):
     """HDRNet low-res stream: splat convs, local and global paths, fusion, linear prediction.
 
@@ -37,6 +65,7 @@ class CoefficientNet(nn.Module):
         self.splat = nn.Sequential(*splat)
         feat = cm * 8 * lb  # 64 channels at the grid resolution
         self.local = nn.Sequential(_conv(cin, feat), _conv(feat, feat, act=False))
+        self.local_blocks = nn.ModuleList(_ResidualBlock(feat, 2**i) for i in range(cfg.local_blocks))
         # Global path: two more stride-2 convs then fully connected layers.
         n_global = max(self.cfg.grid_size.bit_length() - 3, 1)  # 16 -> 4x4 spatial
         glob, gin = [], cin
@@ -52,6 +81,10 @@ class CoefficientNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(cfg.fc_width // 2, feat),
         )
+        self.hist = nn.Linear(cfg.global_hist, feat) if cfg.global_hist else None
+        if self.hist is not None:
+            nn.init.zeros_(self.hist.weight)
+            nn.init.zeros_(self.hist.bias)
         self.pred = nn.Conv2d(feat, cfg.n_coeffs * cfg.grid_depth, 1)
         self._init_pred()
 
@@ -64,8 +97,13 @@ class CoefficientNet(nn.Module):
     def forward(self, lowres: torch.Tensor) -> torch.Tensor:
         x = self.splat(lowres)
         local = self.local(x)
+        for block in self.local_blocks:
+            local = local + block(local)
         g = self.global_conv(x).flatten(1)
-        g = self.global_fc(g)[:, :, None, None]
+        g = self.global_fc(g)
+        if self.hist is not None:
+            g = g + self.hist(luma_histogram(lowres, self.cfg.global_hist))
+        g = g[:, :, None, None]
         fused = F.relu(local + g)
         coeffs = self.pred(fused)  # (B, 12*D, Gh, Gw)
         b, _, gh, gw = coeffs.shape
