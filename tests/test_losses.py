@@ -189,3 +189,34 @@ def test_ssim_map_equals_kornia_in_values_and_gradients():
     (ref * torch.linspace(0, 1, ref.shape[-1])).sum().backward()
     assert float(mine.grad.abs().max()) > 1e-3
     torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_colour_loss_weighs_a_regions_brightness_not_its_texture():
+    # DPED's colour loss (LossWeights.wc): a checkerboard of +-0.1 on the target (texture) is
+    # nearly invisible after the 3 px blur, a region 0.1 too bright is not. Lm sees both alike.
+    # Against a blur computed independently (OpenCV, same kernel size), masked as the others.
+    import cv2
+
+    from endolight.losses import colour_loss
+
+    image, illum, target, mask = _frames(3)
+    yy, xx = np.mgrid[:24, :32]
+    texture = torch.from_numpy(np.where((yy + xx) % 2, 0.1, -0.1)).float()
+    brighter = target.clone()
+    brighter[..., :, :16] += 0.1
+    assert colour_loss(target + texture, target) < 1e-4 < 0.004 < colour_loss(brighter, target)
+    assert abs(float(reconstruction_loss(target + texture, torch.ones(1), target)) - 0.01) < 1e-6
+    out = (image / illum).clamp(0, 1)
+
+    def blur(x):
+        return np.stack([cv2.GaussianBlur(c, (19, 19), 3.0, borderType=cv2.BORDER_REFLECT_101)
+                         for c in x.reshape(-1, 24, 32).numpy()]).reshape(x.shape)
+
+    err = (blur(out) - blur(target)) ** 2
+    m = np.broadcast_to(mask.numpy(), err.shape)
+    torch.testing.assert_close(colour_loss(out, target, 3.0, mask).double(),
+                               torch.tensor(err[m].mean(), dtype=torch.float64), rtol=1e-4, atol=1e-7)
+    terms = total_loss(image, illum, out, target, LossWeights(wc=5.0))
+    torch.testing.assert_close(terms["loss"], terms["lm"] + 0.5 * terms["lt"] + 0.002 * terms["ls"]
+                               + 5.0 * terms["lc"])
+    assert "lc" not in total_loss(image, illum, out, target, LossWeights())
