@@ -16,7 +16,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from typer.testing import CliRunner
 
 from endolight import compare
-from endolight.checkpoint import default_weights_path, read_metadata
+from endolight.checkpoint import default_weights_path, read_metadata, save_weights
 from endolight.cli import app
 from endolight.compare import QUICK, CompareConfig, figure_grid, train_all, where_not_best
 from endolight.data import PairDataset, list_frames
@@ -264,6 +264,31 @@ def test_our_same_budget_model_is_the_shipped_config_and_old_caches_still_match(
     assert compare._same_config(legacy, ModelConfig(illumination="rgb", denoise=False))
     assert not compare._same_config(legacy, ModelConfig(illumination="rgb", denoise=False, denoise_blur=0.5))
     assert not compare._same_config(None, shipped) and not compare._same_config("{", shipped)
+
+
+def test_a_cached_run_saved_before_a_loss_option_existed_still_matches(tmp_path):
+    # Our ablation rows are keyed on their LossWeights. A checkpoint saved before `wc` and
+    # `colour_sigma` existed lacks them: it matches while they hold their defaults (the old
+    # behaviour), not once the new term is on; a changed or unknown field never matches.
+    from endolight.losses import LossWeights
+
+    cfg = replace(QUICK, budget=Budget(steps=2, batch_size=1, crop=32))
+    model_cfg = ModelConfig()
+    path = tmp_path / "ours.safetensors"
+
+    def save(trainer_key: dict) -> None:
+        key = {**compare._run_key({"weights": LossWeights()}, cfg), "trainer": trainer_key}
+        save_weights(DeepUPE(model_cfg), path, key)
+
+    old = compare._jsonable({"weights": LossWeights()})
+    for name in ("wc", "colour_sigma"):
+        del old["weights"][name]
+    save(old)
+    assert compare._checkpoint_matches(path, model_cfg, {"weights": LossWeights()}, cfg)
+    assert not compare._checkpoint_matches(path, model_cfg, {"weights": LossWeights(wc=1.0)}, cfg)
+    assert not compare._checkpoint_matches(path, model_cfg, {"weights": LossWeights(wm=2.0)}, cfg)
+    save({"weights": {**old["weights"], "gone": 1}})
+    assert not compare._checkpoint_matches(path, model_cfg, {"weights": LossWeights()}, cfg)
 
 
 def test_loss_curves_draw_one_line_per_run_and_skip_empty_ones():

@@ -211,3 +211,6 @@ def test_a_model_grown_by_residual_blocks_starts_from_the_weights_it_was_given(t
     with pytest.raises(ValueError, match="do not fit"):
         train_module._load_init_weights(DeepUPE(replace(shipped.cfg, grid_depth=4)), path,
                                         torch.device("cpu"))
+    with pytest.raises(ValueError, match="local_blocks"):  # the grown weights into a plain model
+        train_module._load_init_weights(DeepUPE(shipped.cfg), str(tmp_path / "run" / "last.safetensors"),
+                                        torch.device("cpu"))
