@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from endolight.losses import ssim_map
+from endolight.losses import colour_loss, ssim_map
 from endolight.methods.learned import JsonConfig, ResBlock, cosine_lr
 
 
@@ -98,11 +98,6 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=lr)
         self.scheds = [cosine_lr(self.opt_g, steps), cosine_lr(self.opt_d, steps)]
 
-    def _blur(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.net.cfg.blur_sigma
-        k = int(2 * round(3 * s) + 1)
-        return kornia.filters.gaussian_blur2d(x, (k, k), (s, s))
-
     def step(self, dim: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         cfg = self.net.cfg
         self.disc.to(dim.device).train()
@@ -116,7 +111,7 @@ class Trainer:
 
         fooled = self.disc(_gray(out))
         texture = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
-        colour = F.mse_loss(self._blur(out), self._blur(target))
+        colour = colour_loss(out, target, cfg.blur_sigma)
         content = 1 - ssim_map(out, target).mean()
         tv = torch.mean((out[..., 1:, :] - out[..., :-1, :]) ** 2) + torch.mean(
             (out[..., :, 1:] - out[..., :, :-1]) ** 2)
