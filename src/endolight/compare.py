@@ -169,21 +169,20 @@ def _checkpoint_matches(path: Path, config: Any, extra: dict[str, Any], cfg: Com
     if not path.is_file():
         return False
     meta = read_metadata(path)
-    defaults = {"trainer": _jsonable({k: type(v)() for k, v in extra.items() if is_dataclass(v)})}
+    meta["trainer"] = _with_defaults(meta.get("trainer"), extra)
     return (_same_config(meta.get("model_config"), config)
-            and all(_same_key(meta.get(k), v, defaults.get(k)) for k, v in _run_key(extra, cfg).items()))
+            and all(meta.get(k) == v for k, v in _run_key(extra, cfg).items()))
 
 
-def _same_key(cached: Any, current: Any, default: Any = None) -> bool:
-    """Whether a saved run key is ``current``. A field the saved key lacks (an option added since,
-    e.g. a new loss term) matches when ``current`` holds its ``default``: the old behaviour, as
-    :func:`_same_config` reads model configs."""
-    if not (isinstance(cached, dict) and isinstance(current, dict)):
-        return cached == current
-    default = default if isinstance(default, dict) else {}
-    return set(cached) <= set(current) and all(
-        _same_key(cached[k], v, default.get(k)) if k in cached else k in default and default[k] == v
-        for k, v in current.items())
+def _with_defaults(cached: Any, extra: dict[str, Any]) -> Any:
+    """A saved trainer key with the fields its settings lack (an option added since, e.g. a new
+    loss term) at their defaults: it reads as the old behaviour, as :func:`_same_config` reads
+    model configs. Unknown fields stay, so they never match."""
+    if not isinstance(cached, dict):
+        return cached
+    defaults = _jsonable({k: type(v)() for k, v in extra.items() if is_dataclass(v)})
+    return {k: {**defaults[k], **v} if k in defaults and isinstance(v, dict) else v
+            for k, v in cached.items()}
 
 
 def _pairs_key(cfg: CompareConfig) -> dict[str, Any]:
