@@ -1,0 +1,64 @@
+"""The committed training configs load, and README's training chain is the one that made the
+shipped weights: each stage starts from the stage before, the copied file is the last stage's,
+and the shipped weights carry that stage's model config and the best (or last) validation PSNR
+of its committed log."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+from endolight.checkpoint import default_weights_path, read_metadata
+from endolight.model.config import ModelConfig
+from endolight.train import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_committed_config_loads(path):
+    cfg = load_config(path)  # unknown keys and bad values raise
+    assert cfg.out_dir.startswith("runs/")
+
+
+def _chain(weights: str) -> tuple[list[Path], str]:
+    """README's config chain for the shipped file ``endolight-{weights}.safetensors``: the
+    ``endolight train --config`` lines before its ``cp``, from the last line that does not
+    continue earlier weights; and the file the ``cp`` copies."""
+    block = (ROOT / "README.md").read_text().split("## Training the shipped weights")[1]
+    configs: list[Path] = []
+    for line in block.split("```")[1].splitlines():
+        if m := re.match(r"endolight train --config (\S+)", line):
+            path = ROOT / m.group(1)
+            configs = [*configs, path] if load_config(path).init_weights else [path]
+        elif m := re.match(rf"cp (\S+) src/endolight/weights/endolight-{weights}\.safetensors", line):
+            return configs, m.group(1)
+    raise AssertionError(f"README copies no endolight-{weights}.safetensors")
+
+
+def _log(out_dir: str) -> list[dict[str, str]]:
+    stage = Path(out_dir).name.removeprefix("default").removeprefix("-")
+    name = "training-log.csv" if not stage else f"training-log-{stage}.csv"
+    with open(ROOT / "docs" / name) as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("weights", ["default", "paper"])
+def test_readme_chain_made_the_shipped_weights(weights):
+    configs, copied = _chain(weights)
+    cfgs = [load_config(p) for p in configs]
+    for before, after in zip(cfgs[:-1], cfgs[1:], strict=True):
+        assert after.init_weights == f"{before.out_dir}/best.safetensors"
+    last = cfgs[-1]
+    kept = Path(copied).name
+    assert Path(copied).parent == Path(last.out_dir) and kept in ("best.safetensors", "last.safetensors")
+    meta = read_metadata(default_weights_path(weights))
+    assert ModelConfig.from_json(meta["model_config"]) == last.model
+    rows = _log(last.out_dir)
+    psnr = [float(r["val_psnr"]) for r in rows]
+    expected = max(psnr) if kept == "best.safetensors" else psnr[-1]
+    assert float(meta["val_psnr"]) == pytest.approx(expected, abs=1e-9)
