@@ -22,7 +22,7 @@ from endolight.io.images import write_image
 
 CHAIN = [Path(f"docs/training-log{s}.csv") for s in (
     "", "-blur", "-continued", "-stage4-colour", "-stage5-colour", "-stage6-colour",
-    "-stage7-colour", "-stage8-colour")]
+    "-stage7-colour", "-stage8-colour", "-stage9-colour", "-stage10-colour")]
 
 
 def main() -> None:
