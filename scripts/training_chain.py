@@ -2,13 +2,13 @@
 
 Each stage (README, 'Training the shipped weights') continues the previous stage's best weights
 with its own schedule, so no single run's ``curve.png`` shows whether the training as a whole has
-flattened. This joins the stages' logs (kept in docs/ as ``training-log*.csv``) end to end on one
-epoch axis, draws validation PSNR per epoch, one line per stage, and prints each stage's best
-validation PSNR / SSIM and its gain over the stage before.
+flattened. Given the last stage's config, this follows each config's ``init_weights`` back to the
+config whose run wrote them (among ``configs/*.toml``) until a stage starts from scratch, joins
+those stages' logs (kept in docs/ as ``training-log-<run>.csv``) end to end on one epoch axis,
+draws validation PSNR per epoch, one line per stage, and prints each stage's best validation
+PSNR / SSIM and its gain over the stage before.
 
-    python scripts/training_chain.py [STAGE_LOG ...] [-o docs/img/training-chain.png]
-
-Without arguments: the shipped chain, in order (``CHAIN``).
+    python scripts/training_chain.py configs/default-stage10-colour.toml [-o docs/img/training-chain.png]
 """
 
 from __future__ import annotations
@@ -19,21 +19,37 @@ from pathlib import Path
 
 from endolight.figures import line_plot
 from endolight.io.images import write_image
+from endolight.train import TrainConfig, load_config
 
-CHAIN = [Path(f"docs/training-log{s}.csv") for s in (
-    "", "-blur", "-continued", "-stage4-colour", "-stage5-colour", "-stage6-colour",
-    "-stage7-colour", "-stage8-colour", "-stage9-colour", "-stage10-colour")]
+
+def chain(last: Path) -> list[TrainConfig]:
+    """The stages that end in the config ``last``, first stage first."""
+    by_run = {f"{c.out_dir}/best.safetensors": c for c in map(load_config, Path("configs").glob("*.toml"))}
+    stages = [load_config(last)]
+    while (start := stages[-1].init_weights) is not None:
+        if start not in by_run:
+            raise SystemExit(f"error: no config in configs/ writes {start}")
+        stages.append(by_run[start])
+    return stages[::-1]
+
+
+def stage_log(cfg: TrainConfig) -> Path:
+    """Where docs/ keeps a run's ``log.csv``: ``runs/default`` -> ``training-log.csv``,
+    ``runs/default-blur`` -> ``training-log-blur.csv``."""
+    stage = Path(cfg.out_dir).name.removeprefix("default").removeprefix("-")
+    return Path("docs") / (f"training-log-{stage}.csv" if stage else "training-log.csv")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("logs", nargs="*", type=Path, default=CHAIN, help="stage logs, in order")
+    parser.add_argument("last", type=Path, help="the last stage's config")
     parser.add_argument("-o", "--out", type=Path, default=Path("docs/img/training-chain.png"))
     args = parser.parse_args()
     curves, offset, previous = {}, 0, None
     print("| stage (log) | epochs | best validation PSNR / SSIM | gain over the stage before |")
     print("|---|---|---|---|")
-    for path in args.logs:
+    for cfg in chain(args.last):
+        path = stage_log(cfg)
         if not path.is_file():
             raise SystemExit(f"error: {path} not found (each stage's log.csv is copied there)")
         with path.open() as f:
