@@ -190,27 +190,30 @@ def test_a_model_grown_by_residual_blocks_starts_from_the_weights_it_was_given(t
     # init_weights into a model with two more blocks at grid resolution and a luma histogram fed
     # to the global path (ModelConfig.local_blocks, global_hist): they start as zero updates, so
     # the first output is the given weights' own; one epoch later they have trained. Weights
-    # that do not fit otherwise are a clear error, not a half-load.
+    # that do not fit otherwise are a clear error, not a half-load. The plain model is the
+    # shipped one's shape without its blocks (the shipped default has them since its 11th stage).
     from dataclasses import replace
 
-    from endolight.checkpoint import default_weights_path, load_model
+    from endolight.checkpoint import load_model, save_weights
 
-    shipped = load_model()
-    path = str(default_weights_path())
-    grown = DeepUPE(replace(shipped.cfg, local_blocks=2, global_hist=16))
+    torch.manual_seed(0)
+    plain = DeepUPE(replace(load_model().cfg, local_blocks=0, global_hist=0)).eval()
+    path = str(tmp_path / "plain.safetensors")
+    save_weights(plain, path)
+    grown = DeepUPE(replace(plain.cfg, local_blocks=2, global_hist=16))
     train_module._load_init_weights(grown, path, torch.device("cpu"))
     frame = torch.from_numpy(load_frame(list_frames("val", data_root)[0], 256)).permute(2, 0, 1)
     x = frame[None].float() / 255
     with torch.no_grad():
-        assert torch.equal(grown(x.clone()).output, shipped(x.clone()).output)
+        assert torch.equal(grown.eval()(x.clone()).output, plain(x.clone()).output)
     cfg = _cfg(tmp_path, epochs=1, init_weights=path, model=grown.cfg)
     train(cfg)
     trained = load_file(str(tmp_path / "run" / "last.safetensors"))
     assert trained["coeffs.local_blocks.1.conv2.weight"].abs().max() > 0
     assert trained["coeffs.hist.weight"].abs().max() > 0
     with pytest.raises(ValueError, match="do not fit"):
-        train_module._load_init_weights(DeepUPE(replace(shipped.cfg, grid_depth=4)), path,
+        train_module._load_init_weights(DeepUPE(replace(plain.cfg, grid_depth=4)), path,
                                         torch.device("cpu"))
     with pytest.raises(ValueError, match="local_blocks"):  # the grown weights into a plain model
-        train_module._load_init_weights(DeepUPE(shipped.cfg), str(tmp_path / "run" / "last.safetensors"),
+        train_module._load_init_weights(DeepUPE(plain.cfg), str(tmp_path / "run" / "last.safetensors"),
                                         torch.device("cpu"))
