@@ -6,6 +6,7 @@ of its committed log."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import re
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from endolight.checkpoint import default_weights_path, read_metadata
 from endolight.model.config import ModelConfig
-from endolight.train import load_config
+from endolight.train import TrainConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.toml"))
@@ -40,10 +41,12 @@ def _chain(weights: str) -> tuple[list[Path], str]:
     raise AssertionError(f"README copies no endolight-{weights}.safetensors")
 
 
-def _log(out_dir: str) -> list[dict[str, str]]:
-    stage = Path(out_dir).name.removeprefix("default").removeprefix("-")
-    name = "training-log.csv" if not stage else f"training-log-{stage}.csv"
-    with open(ROOT / "docs" / name) as fh:
+def _log(cfg: TrainConfig) -> list[dict[str, str]]:
+    """A stage's log as docs/ keeps it, named by scripts/training_chain.py's own rule."""
+    spec = importlib.util.spec_from_file_location("training_chain", ROOT / "scripts" / "training_chain.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with open(ROOT / script.stage_log(cfg)) as fh:
         return list(csv.DictReader(fh))
 
 
@@ -58,7 +61,7 @@ def test_readme_chain_made_the_shipped_weights(weights):
     assert Path(copied).parent == Path(last.out_dir) and kept in ("best.safetensors", "last.safetensors")
     meta = read_metadata(default_weights_path(weights))
     assert ModelConfig.from_json(meta["model_config"]) == last.model
-    rows = _log(last.out_dir)
+    rows = _log(last)
     psnr = [float(r["val_psnr"]) for r in rows]
     expected = max(psnr) if kept == "best.safetensors" else psnr[-1]
     assert float(meta["val_psnr"]) == pytest.approx(expected, abs=1e-9)
