@@ -186,6 +186,26 @@ def test_crop_area_sets_how_much_of_the_frame_a_training_crop_covers(tmp_path):
             load_config(None, crop_area=bad)
 
 
+def test_frame_aspect_shapes_training_crops_like_their_frame():
+    # A 16:9 frame's crops: by default drawn 3/4-4/3 wide (up to ~1.5 where a large crop is
+    # clipped to the frame's height; median 1.14); with frame_aspect around 16/9, as the whole
+    # frame is squashed at inference. A square frame's crops are the same either way.
+    def aspects(h, w, frame_aspect):
+        rng = np.random.default_rng(0)
+        boxes = [data_module.crop_box(rng, h, w, (0.3, 1.0), frame_aspect) for _ in range(200)]
+        for y0, x0, ch, cw in boxes:
+            assert 0 <= y0 and y0 + ch <= h and 0 <= x0 and x0 + cw <= w
+        return np.array([cw / ch for _, _, ch, cw in boxes])
+
+    plain, shaped = aspects(360, 640, False), aspects(360, 640, True)
+    assert plain.min() > 0.74 and plain.max() < 1.55 and np.median(plain) < 1.2
+    assert shaped.min() > 1.33 and shaped.max() < 2.38 and np.median(shaped) > 1.7
+    np.testing.assert_array_equal(aspects(300, 300, False), aspects(300, 300, True))
+    # The default draws are the ones every earlier stage was trained on (a fixed seed's boxes).
+    rng = np.random.default_rng(7)
+    assert data_module.crop_box(rng, 360, 640, (0.3, 1.0), False) == (0, 103, 360, 462)
+
+
 def test_a_model_grown_by_residual_blocks_starts_from_the_weights_it_was_given(tmp_path, data_root):
     # init_weights into a model with two more blocks at grid resolution and a luma histogram fed
     # to the global path (ModelConfig.local_blocks, global_hist): they start as zero updates, so

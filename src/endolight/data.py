@@ -148,6 +148,26 @@ def check_crop_area(crop_area: tuple[float, float]) -> None:
         raise ValueError(f"crop_area must satisfy 0 < low <= high <= 1, got {crop_area}")
 
 
+def crop_box(
+    rng: np.random.Generator, h: int, w: int, crop_area: tuple[float, float], frame_aspect: bool
+) -> tuple[int, int, int, int]:
+    """A random crop ``(y0, x0, height, width)`` of an ``h x w`` frame for a square training input.
+
+    Its area is a uniform share ``crop_area`` of the frame's; its aspect ratio (width / height) is
+    log-uniform in 3/4 to 4/3, times the frame's own with ``frame_aspect``. The network sees every
+    frame squashed to a square, a 16:9 one by 16/9: with ``frame_aspect`` its training crops are
+    squashed as whole frames are at inference.
+    """
+    # A large crop (default 30-100 % of the area) keeps the light cone's global shape in view.
+    area = rng.uniform(*crop_area) * h * w
+    aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+    if frame_aspect:
+        aspect *= w / h
+    ch = int(min(h, round(np.sqrt(area / aspect))))
+    cw = int(min(w, round(np.sqrt(area * aspect))))
+    return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
+
+
 class PairDataset(Dataset):
     """On-the-fly training pairs from real frames: random crop, flips, endoscope degradation.
 
@@ -165,12 +185,14 @@ class PairDataset(Dataset):
         seed: int = 0,
         repeats: int = 1,
         crop_area: tuple[float, float] = (0.3, 1.0),
+        frame_aspect: bool = False,
     ) -> None:
         if not refs:
             raise ValueError("no training frames")
         check_crop_area(crop_area)
         self.frames = [load_frame(r, max_side) for r in refs]
         self.crop, self.seed, self.repeats, self.crop_area = crop, seed, repeats, crop_area
+        self.frame_aspect = frame_aspect
         self.degrade_cfg = degrade_cfg or DegradeConfig()
         self.epoch = 0
 
@@ -181,13 +203,7 @@ class PairDataset(Dataset):
         seed = (self.seed * 1_000_003 + self.epoch) * 100_003 + idx
         rng = np.random.default_rng(seed)
         image = self.frames[idx % len(self.frames)]
-        h, w = image.shape[:2]
-        # A large crop (default 30-100 % of the area) keeps the light cone's global shape in view.
-        area = rng.uniform(*self.crop_area) * h * w
-        aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-        ch = int(min(h, round(np.sqrt(area / aspect))))
-        cw = int(min(w, round(np.sqrt(area * aspect))))
-        y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        y0, x0, ch, cw = crop_box(rng, *image.shape[:2], self.crop_area, self.frame_aspect)
         patch = cv2.resize(image[y0 : y0 + ch, x0 : x0 + cw], (self.crop, self.crop),
                            interpolation=cv2.INTER_AREA)
         if rng.uniform() < 0.5:

@@ -60,6 +60,7 @@ class TrainConfig:
     max_side: int = 640  # training frames are shrunk to this longer side once, at load
     repeats: int = 4  # each training frame gives this many random crops per epoch
     crop_area: tuple[float, float] = (0.3, 1.0)  # each crop's share of the frame's area, drawn uniformly
+    frame_aspect: bool = False  # crops' aspect ratios around the frame's own (data.crop_box)
     lr: float = 5e-4
     lr_min: float = 1e-5  # cosine schedule from lr to lr_min over all epochs
     weight_decay: float = 0.0
@@ -265,7 +266,8 @@ def _train(
         refs = list_frames("train", Path(cfg.data_root) if cfg.data_root else None)
         if cfg.max_frames:
             refs = refs[:: max(1, len(refs) // cfg.max_frames)][: cfg.max_frames]
-    dataset = PairDataset(refs, cfg.crop, cfg.max_side, cfg.degrade, cfg.seed, cfg.repeats, cfg.crop_area)
+    dataset = PairDataset(refs, cfg.crop, cfg.max_side, cfg.degrade, cfg.seed, cfg.repeats,
+                          cfg.crop_area, cfg.frame_aspect)
     val_pairs = validation_pairs(cfg, val_refs) if main else []
     logs: list[EpochLog] = []
     if main:
