@@ -206,6 +206,26 @@ def test_frame_aspect_shapes_training_crops_like_their_frame():
     assert data_module.crop_box(rng, 360, 640, (0.3, 1.0), False) == (0, 103, 360, 462)
 
 
+def test_transpose_square_turns_square_frames_crops_only(tmp_path):
+    # A square frame whose left edge is white: flips keep it on a vertical side of every crop;
+    # with transpose_square about half its crops show it along a horizontal side instead. A 16:9
+    # frame with white top and bottom rows (every whole-area crop spans its height, so both stay
+    # in view) keeps them horizontal: its crops are never transposed.
+    def edge_rows(frame, **opts):
+        write_image(tmp_path / "f.png", frame)
+        ds = data_module.PairDataset([FrameRef(tmp_path / "f.png", "larynx")], crop=32,
+                                     max_side=400, repeats=40, crop_area=(1.0, 1.0), **opts)
+        return [bool(ds[i][1][:, [0, -1]].mean() > ds[i][1][:, :, [0, -1]].mean()) for i in range(len(ds))]
+
+    square = np.zeros((200, 200, 3), np.uint8)
+    square[:, :10] = 255
+    wide = np.zeros((180, 320, 3), np.uint8)
+    wide[:10], wide[-10:] = 255, 255
+    assert not any(edge_rows(square)) and all(edge_rows(wide, transpose_square=True))
+    turned = edge_rows(square, transpose_square=True)
+    assert 5 < sum(turned) < 35
+
+
 def test_a_model_grown_by_residual_blocks_starts_from_the_weights_it_was_given(tmp_path, data_root):
     # init_weights into a model with two more blocks at grid resolution and a luma histogram fed
     # to the global path (ModelConfig.local_blocks, global_hist): they start as zero updates, so

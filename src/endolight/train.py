@@ -61,6 +61,7 @@ class TrainConfig:
     repeats: int = 4  # each training frame gives this many random crops per epoch
     crop_area: tuple[float, float] = (0.3, 1.0)  # each crop's share of the frame's area, drawn uniformly
     frame_aspect: bool = False  # crops' aspect ratios around the frame's own (data.crop_box)
+    transpose_square: bool = False  # square frames' crops also transposed at random (90° turns)
     lr: float = 5e-4
     lr_min: float = 1e-5  # cosine schedule from lr to lr_min over all epochs
     weight_decay: float = 0.0
@@ -267,7 +268,7 @@ def _train(
         if cfg.max_frames:
             refs = refs[:: max(1, len(refs) // cfg.max_frames)][: cfg.max_frames]
     dataset = PairDataset(refs, cfg.crop, cfg.max_side, cfg.degrade, cfg.seed, cfg.repeats,
-                          cfg.crop_area, cfg.frame_aspect)
+                          cfg.crop_area, cfg.frame_aspect, cfg.transpose_square)
     val_pairs = validation_pairs(cfg, val_refs) if main else []
     logs: list[EpochLog] = []
     if main:
