@@ -267,8 +267,8 @@ def _train(
         refs = list_frames("train", Path(cfg.data_root) if cfg.data_root else None)
         if cfg.max_frames:
             refs = refs[:: max(1, len(refs) // cfg.max_frames)][: cfg.max_frames]
-    dataset = PairDataset(refs, cfg.crop, cfg.max_side, cfg.degrade, cfg.seed, cfg.repeats,
-                          cfg.crop_area, cfg.frame_aspect, cfg.transpose_square)
+    dataset = PairDataset(refs, cfg.crop, cfg.max_side, cfg.degrade, cfg.seed, cfg.repeats, cfg.crop_area,
+                          frame_aspect=cfg.frame_aspect, transpose_square=cfg.transpose_square)
     val_pairs = validation_pairs(cfg, val_refs) if main else []
     logs: list[EpochLog] = []
     if main:
