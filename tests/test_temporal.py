@@ -189,12 +189,13 @@ def test_config_rejects_each_out_of_range_value():
     # Each bound of TemporalConfig at and just beyond its edge: the edge itself is allowed where
     # the docstring's interval is closed (alpha 0, denoise 0) and refused where it is open.
     for ok in (dict(alpha=0.0), dict(alpha=0.999), dict(cut=1e-6), dict(denoise=0.0), dict(denoise=0.999),
-               dict(still=1e-6, moving=2e-6)):
+               dict(still=1e-6, moving=2e-6), dict(network_every=1), dict(hold=0.0)):
         TemporalConfig(**ok)
     for bad, name in ((dict(alpha=1.0), "alpha"), (dict(alpha=-1e-6), "alpha"), (dict(cut=0.0), "cut"),
                       (dict(cut=-0.1), "cut"), (dict(denoise=-1e-6), "denoise"),
                       (dict(denoise=1.0), "denoise"), (dict(still=0.0), "still"),
-                      (dict(still=4.0, moving=4.0), "still"), (dict(still=5.0, moving=4.0), "still")):
+                      (dict(still=4.0, moving=4.0), "still"), (dict(still=5.0, moving=4.0), "still"),
+                      (dict(network_every=0), "network_every"), (dict(hold=-1e-6), "hold")):
         with pytest.raises(ValueError, match=name) as err:
             TemporalConfig(**bad)
         assert str(next(iter(bad.values()))) in str(err.value)  # the message names the value given
@@ -255,6 +256,34 @@ def test_grid_smoother_hand_computed():
     assert smoother.cuts == 0 and smoother.last_change == 0.0
     assert torch.equal(smoother(grid(7), _lowres(2)), grid(7)) and smoother.cuts == 1
     assert GridSmoother().cfg == TemporalConfig()  # the default tuning
+
+
+def test_grid_smoother_holds_its_grid_on_alternate_still_frames():
+    # network_every=2: after each frame the network ran on, one still frame (a histogram change
+    # below `hold`) gets the smoothed grid back without the network; a frame that changed more,
+    # or the frame after a held one, does not.
+    smoother = GridSmoother(TemporalConfig(alpha=0.8, cut=0.5, network_every=2, hold=0.1))
+    grid = lambda v: torch.full((1, 12, 8, 4, 4), float(v))  # noqa: E731
+    assert smoother.held(_lowres(0)) is None  # nothing to hold yet
+    smoother(grid(10), _lowres(0))
+    held = smoother.held(_lowres(0))
+    assert held is not None and torch.equal(held, grid(10)) and smoother.last_change == 0.0
+    assert smoother.held(_lowres(0)) is None  # held once: the network runs on the next frame
+    torch.testing.assert_close(smoother(grid(20), _lowres(0)), grid(12))
+    assert smoother.held(_lowres(1)) is None  # change 0.125 >= hold: not still
+    assert smoother.last_change == 0.0  # ...and nothing was recorded for the refused frame
+    out = smoother(grid(20), _lowres(1))  # weight 0.8 * (1 - 0.125 / 0.5) = 0.6 on the past
+    assert smoother.last_change == 0.125  # the change was measured against the last frame
+    torch.testing.assert_close(out, grid(0.6 * 12 + 0.4 * 20))
+    assert torch.equal(smoother.held(_lowres(1)), out)  # still again: held
+    assert smoother.cuts == 1
+    # A hold at or above the cut never holds a cut.
+    smoother = GridSmoother(TemporalConfig(cut=0.25, hold=1.0, network_every=4))
+    smoother(grid(10), _lowres(0))
+    assert smoother.held(_lowres(2)) is None
+    smoother = GridSmoother(TemporalConfig(network_every=1))  # the network on every frame
+    smoother(grid(10), _lowres(0))
+    assert smoother.held(_lowres(0)) is None
 
 
 def test_motion_weights_hand_computed():

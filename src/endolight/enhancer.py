@@ -33,7 +33,7 @@ from endolight.metrics import mean_brightness
 from endolight.model import DeepUPE
 from endolight.model.denoise import shrink
 from endolight.model.slicing import EPS
-from endolight.planar import GridFilter, PlanarPlan, plan_planes, render_plan
+from endolight.planar import GridFilter, PlanarPlan, filtered_grid, plan_planes, render_plan
 
 EXPOSURE_TOL = 0.005  # exposure target met to within this mean luma (data range 1)
 
@@ -102,8 +102,14 @@ class Enhancer:
     @torch.no_grad()
     def grid(self, frame: np.ndarray, exclude: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Bilateral grid ``(1, 12, D, Gh, Gw)`` of a ``(H, W, 3)`` uint8 frame, and the low-res
-        ``(1, 3, h, w)`` float frame the network saw; pixels where the ``(H, W)`` bool mask
-        ``exclude`` is True do not count in it (:func:`~endolight.fidelity.masked_lowres`)."""
+        ``(1, 3, h, w)`` float frame the network saw (:meth:`lowres`)."""
+        lowres = self.lowres(frame, exclude)
+        return self.model.coeffs(lowres), lowres
+
+    def lowres(self, frame: np.ndarray, exclude: np.ndarray | None = None) -> torch.Tensor:
+        """The network's ``(1, 3, h, w)`` float input from a ``(H, W, 3)`` uint8 frame; pixels
+        where the ``(H, W)`` bool mask ``exclude`` is True do not count in it
+        (:func:`~endolight.fidelity.masked_lowres`)."""
         if exclude is not None and exclude.any():
             size = (self.model.cfg.lowres, self.model.cfg.lowres)
             lowres = masked_lowres(frame, exclude, size).to(self.device)
@@ -115,7 +121,7 @@ class Enhancer:
             size = (self.model.cfg.lowres, self.model.cfg.lowres)
             lowres = F.interpolate(torch.from_numpy(frame).permute(2, 0, 1)[None], size=size,
                                    mode="bilinear", antialias=True, align_corners=False).float() / 255
-        return self.model.coeffs(lowres), lowres
+        return lowres
 
     @torch.no_grad()
     def denoise_coeffs(self, frame: np.ndarray) -> torch.Tensor:
@@ -166,9 +172,7 @@ class Enhancer:
             exclude = np.zeros(frame.shape[:2], bool) if spots is None else spots.copy()
             if fid.mask_stats and fov is not None:
                 exclude |= ~fov
-        grid, lowres = self.grid(frame, exclude)
-        if grid_filter:
-            grid = grid_filter(grid, lowres)
+        grid = filtered_grid(self.model, self.lowres(frame, exclude), grid_filter)
         if fid.exposure is None:
             out = self.render(frame, grid, k, keep)
         else:

@@ -34,14 +34,36 @@ from endolight.kernels.planar import guided_fit, map_terms, render_planes, slice
 from endolight.model import DeepUPE
 from endolight.model.denoise import lowres_size
 from endolight.model.slicing import EPS, grey_grid
+from endolight.temporal import GridSmoother
 
 # (grid (1, C, D, Gh, Gw), low-res frame (1, 3, h, w)) -> grid, e.g. temporal.GridSmoother
 GridFilter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def filtered_grid(model: DeepUPE, lowres: torch.Tensor, grid_filter: GridFilter | None) -> torch.Tensor:
+    """The network's grid of ``lowres`` through ``grid_filter``; a smoother that holds a grid
+    for this frame (:meth:`GridSmoother.held`) spares the network."""
+    if isinstance(grid_filter, GridSmoother):
+        held = grid_filter.held(lowres)
+        if held is not None:
+            return held
+    grid = model.coeffs(lowres)
+    return grid if grid_filter is None else grid_filter(grid, lowres)
 
 # The maps are made at half the guided filter's fitting size (1/8 of the frame): measured on
 # real frames nearly as close to the RGB path as at 1/4 (47.2 vs 47.4 dB at 1080p, with an
 # earlier small copy) for a third less time; at 1/16 it dropped by 3-5 dB.
 COARSEN = 2
+
+# From 1920x1080 up, the guided filter is fitted on the maps' own copy (1/8 of the frame) with
+# half the box radius, not on the 1/4 copy: a quarter of the work (2.9 of the planner's ~12
+# CPU-ms a 1080p frame inside a stream). Measured against the RGB path on real frames (the
+# frames of tests/test_planar.py), 1/8 and radius 1 against 1/4 and radius 2: sinus 1920x1080
+# 49.0 against 50.1 dB, gastroscopy 1280x1024 42.3 against 44.4, laparoscopy 960x540 42.1
+# against 45.8, larynx 512x512 33.4 against 38.7: the smaller the frame the coarser its 1/8
+# copy, so only large frames take it.
+COARSE_FIT_PIXELS = 1920 * 1080
 
 
 def network_input(y: np.ndarray, u: np.ndarray, v: np.ndarray, side: int) -> torch.Tensor:
@@ -69,8 +91,8 @@ def _resize3(hwc: np.ndarray, side: int) -> np.ndarray:
 
 @torch.no_grad()
 def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: np.ndarray,
-                strength: float = 1.0, coarsen: int = 1,
-                denoise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                strength: float = 1.0, coarsen: int = 1, denoise: bool = True,
+                coarse_fit: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The model's smooth per-pixel quantities on the low-res frame, as the planar kernel's maps.
 
     Args:
@@ -82,6 +104,8 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
         coarsen: the maps are made at ``1 / coarsen`` of ``small``'s size (the guided filter is
             still fitted on ``small``, as the model was trained, then area-averaged).
         denoise: ``False`` leaves out the model's learned denoising (benchmarks measure its cost).
+        coarse_fit: fit the guided filter on the maps' own size with half the box radius
+            (``COARSE_FIT_PIXELS``) instead of on ``small``.
 
     Returns:
         ``(3, h', w')`` luma maps ``P, Q, L`` and ``(8, h, w)`` chroma maps (see
@@ -91,11 +115,13 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
         raise ValueError("the planar path needs a grey-illumination model")
     cells = grey_grid(grid)[0].permute(2, 3, 1, 0).numpy()  # (Gh, Gw, D, 4 [+ 1])
     size = lowres_size(*small.shape[1:], coarsen)
-    co = slice_lowres(_shrink(small, size), cells, guide)  # (4 [+ 1], h', w')
+    shrunk = _shrink(small, size)
+    co = slice_lowres(shrunk, cells, guide)  # (4 [+ 1], h', w')
     fit = None
     if model.cfg.denoise and denoise:
-        fit = guided_fit(small, model.cfg.denoise_radius, model.denoise_threshold())  # a_rgb, b_rgb
-        if fit.shape[1:] != (2 * size[0], 2 * size[1]):  # odd sizes: OpenCV's area weights
+        radius = max(model.cfg.denoise_radius // coarsen, 1) if coarse_fit else model.cfg.denoise_radius
+        fit = guided_fit(shrunk if coarse_fit else small, radius, model.denoise_threshold())  # a_rgb, b_rgb
+        if fit.shape[1:] not in (size, (2 * size[0], 2 * size[1])):  # odd sizes: OpenCV's area weights
             fit = _shrink(fit, size)
     return map_terms(co, fit, min(strength, 1.0), model.cfg.guide_blur if fit is not None else 0.0)
 
@@ -143,11 +169,9 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
     # 2 dB further from the RGB path.
     hs, ws = lowres_size(h, w, model.cfg.denoise_factor)
     small = shrunk_rgb(buf, (ws, hs))
-    lowres = network_input(y, u, v, model.cfg.lowres)
-    grid = model.coeffs(lowres)
-    if grid_filter is not None:
-        grid = grid_filter(grid, lowres)
-    luma, chroma = planar_maps(model, guide, grid, small, strength, COARSEN, denoise)
+    grid = filtered_grid(model, network_input(y, u, v, model.cfg.lowres), grid_filter)
+    luma, chroma = planar_maps(model, guide, grid, small, strength, COARSEN, denoise,
+                               coarse_fit=h * w >= COARSE_FIT_PIXELS)
     blur = model.cfg.guide_blur if denoise else 0.0  # without the denoiser the kernel skips the blur
     return PlanarPlan(buf, along_x(luma, w), along_x(chroma, w // 2), strength, keep, blur,
                       model.cfg.black_offset)

@@ -39,6 +39,10 @@ class TemporalConfig:
         cut: histogram distance (total variation, in [0, 1]) at and above which a frame starts
             a new scene; below it the past's weight falls linearly from ``alpha`` to 0.
         bins: histogram bins per colour channel.
+        network_every: on a still scene the network runs on one frame in this many; the frames
+            between reuse the last smoothed grid (:meth:`GridSmoother.held`; 1: every frame).
+        hold: histogram changes since the previous frame below this (and below ``cut``) count
+            as a still scene.
 
         denoise: weight of the past in :class:`TemporalDenoiser` on still pixels (0: off). 0.75
             averages ~7 frames: noise sigma / 2.6 on still tissue.
@@ -50,6 +54,8 @@ class TemporalConfig:
     alpha: float = 0.8
     cut: float = 0.3
     bins: int = 32
+    network_every: int = 2
+    hold: float = 0.05
     denoise: float = 0.75
     still: float = 2.0
     moving: float = 4.0
@@ -59,6 +65,10 @@ class TemporalConfig:
             raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
         if self.cut <= 0.0:
             raise ValueError(f"cut must be > 0, got {self.cut}")
+        if self.network_every < 1:
+            raise ValueError(f"network_every must be >= 1, got {self.network_every}")
+        if self.hold < 0.0:
+            raise ValueError(f"hold must be >= 0, got {self.hold}")
         if not 0.0 <= self.denoise < 1.0:
             raise ValueError(f"denoise must be in [0, 1), got {self.denoise}")
         if not 0.0 < self.still < self.moving:
@@ -98,8 +108,9 @@ class GridSmoother:
     """Scene-cut-aware exponential smoothing of the bilateral grid, one stream at a time.
 
     Call it on each frame's grid and low-res input, in order; it returns the grid to render
-    with. :meth:`reset` starts a new stream. ``cuts`` counts the resets so far (the first frame
-    included).
+    with. Before the network runs, :meth:`held` may offer a grid for the frame instead (the
+    network then need not run). :meth:`reset` starts a new stream. ``cuts`` counts the resets
+    so far (the first frame included).
     """
 
     def __init__(self, cfg: TemporalConfig | None = None) -> None:
@@ -109,6 +120,8 @@ class GridSmoother:
     def reset(self) -> None:
         self._grid: torch.Tensor | None = None
         self._hist: torch.Tensor | None = None
+        self._measured: tuple[torch.Tensor, torch.Tensor] | None = None  # (lowres, its histogram)
+        self._held = 0  # frames since the network last ran
         self.cuts = 0
         self.last_change = 0.0
 
@@ -123,7 +136,8 @@ class GridSmoother:
             grid: ``(1, 12, D, Gh, Gw)`` the network's grid for this frame.
             lowres: ``(1, 3, h, w)`` in [0, 1], the low-res frame the grid came from.
         """
-        hist = colour_histogram(lowres, self.cfg.bins)
+        hist = self._histogram(lowres)
+        self._held = 0
         first = self._grid is None or self._hist is None or self._grid.shape != grid.shape
         self.last_change = 1.0 if first else float(histogram_distance(hist, self._hist).max())
         if first or self.last_change >= self.cfg.cut:
@@ -133,6 +147,34 @@ class GridSmoother:
             self._grid = torch.lerp(grid, self._grid, self.weight(self.last_change))
         self._hist = hist
         return self._grid
+
+    def held(self, lowres: torch.Tensor) -> torch.Tensor | None:
+        """The last smoothed grid, for a frame of a still scene (a histogram change below
+        ``cfg.hold``) within ``cfg.network_every`` frames of the network's last run; else
+        ``None``, and the caller runs the network and calls the smoother as usual.
+
+        The grid follows the illumination slowly anyway (its time constant is several frames),
+        so reusing it on alternate frames saves the network's CPU for little change (measured in
+        docs/video.md); a change in the scene always gets the network.
+        """
+        if self._grid is None or self._hist is None or self._held + 1 >= self.cfg.network_every:
+            return None
+        hist = self._histogram(lowres)
+        change = float(histogram_distance(hist, self._hist).max())
+        if change >= min(self.cfg.hold, self.cfg.cut):
+            return None
+        self._held += 1
+        self._hist, self.last_change = hist, change
+        return self._grid
+
+    def _histogram(self, lowres: torch.Tensor) -> torch.Tensor:
+        """The colour histogram of ``lowres``, measured once when :meth:`held` and the call
+        that follows it see the same frame."""
+        if self._measured is not None and self._measured[0] is lowres:
+            return self._measured[1]
+        hist = colour_histogram(lowres, self.cfg.bins)
+        self._measured = (lowres, hist)
+        return hist
 
 
 SCALE = 4  # the motion map's downscale: a 4x4 average cuts the noise of the difference by 4
@@ -149,19 +191,20 @@ def _blend(image, prev, across, y_lo, y_w, border, out):  # pragma: no cover - c
     hl = across.shape[0]
     use_border = border.shape[0] == image.shape[0]
     one = np.float32(1.0)
+    n = np.uint64(image.shape[1])  # unsigned counts: no negative-index checks, vectorised loops
     for y in prange(image.shape[0]):
         r0, fy = y_lo[y], y_w[y]
         r1 = min(r0 + 1, hl - 1)
         a0, a1 = across[r0], across[r1]
         present = np.empty(image.shape[1], np.int16)
-        for i in range(image.shape[1]):
+        for i in range(n):
             present[i] = np.int16((one - fy) * a0[i] + fy * a1[i] + np.float32(0.5))
         if use_border:
             edge = border[y]
-            for i in range(image.shape[1]):
+            for i in range(n):
                 present[i] = max(present[i], np.int16(edge[i]))
         a, b, o = image[y], prev[y], out[y]
-        for i in range(image.shape[1]):
+        for i in range(n):
             p = np.int16(b[i])
             d = np.int16(a[i]) - p
             q = (present[i] * abs(d) + np.int16(ONE // 2)) >> 7

@@ -189,14 +189,12 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
             xa, xb = _span(keep, y0, y1, w)
             # Outside the view's span: the input, untouched.
             for y in (y0, y1):
-                for x in range(xa):
-                    y_out[y, x] = y_in[y, x]
-                for x in range(xb, w):
-                    y_out[y, x] = y_in[y, x]
-            for i in range(xa // 2):
-                u_out[j, i], v_out[j, i] = u_in[j, i], v_in[j, i]
-            for i in range(xb // 2, w // 2):
-                u_out[j, i], v_out[j, i] = u_in[j, i], v_in[j, i]
+                y_out[y, :xa] = y_in[y, :xa]
+                y_out[y, xb:] = y_in[y, xb:]
+            u_out[j, :xa // 2] = u_in[j, :xa // 2]
+            u_out[j, xb // 2:] = u_in[j, xb // 2:]
+            v_out[j, :xa // 2] = v_in[j, :xa // 2]
+            v_out[j, xb // 2:] = v_in[j, xb // 2:]
             if xa >= xb:
                 continue
         ca, cb = xa // 2, xb // 2
@@ -219,14 +217,18 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
             for t in range(2):
                 y = y0 + t
                 binomial3_row(y_in[max(y - 1, 0)], y_in[y], y_in[min(y + 1, h - 1)], xa, xb, blurred[t])
+        # A block's right-hand column through views shifted by one (``[e + 1]`` would be an int64
+        # index in numba, whose negative-index check keeps a loop scalar; see binomial3_row).
         ya, yb, ur, vr = y_in[y0], y_in[y1], u_in[j], v_in[j]
         ba, bb = blurred[0], blurred[1]
+        ya1, yb1, ba1, bb1 = ya[1:], yb[1:], ba[1:], bb[1:]
+        bterm1, cmax1 = bterm[1:], cmax[1:]
         for i in range(uc, ud):
             e = i + i
-            ybar = (np.float32(ya[e]) + np.float32(ya[e + 1])
-                    + np.float32(yb[e]) + np.float32(yb[e + 1])) * quarter
+            ybar = (np.float32(ya[e]) + np.float32(ya1[e])
+                    + np.float32(yb[e]) + np.float32(yb1[e])) * quarter
             if use_blur:  # the block's mean guide: Ybar + blur (Bbar - Ybar)
-                ybar += blur * ((ba[e] + ba[e + 1] + bb[e] + bb[e + 1]) * quarter - ybar)
+                ybar += blur * ((ba[e] + ba1[e] + bb[e] + bb1[e]) * quarter - ybar)
             ybar = (ybar - np.float32(16.0)) * y_scale
             cbn = (np.float32(ur[i]) - np.float32(128.0)) * c_scale
             crn = (np.float32(vr[i]) - np.float32(128.0)) * c_scale
@@ -235,8 +237,8 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
             dcb[i], dcr[i] = d_cb, d_cr
             bt = maps[5, i] * d_cb + maps[6, i] * d_cr + maps[7, i]
             cm = max(cr_r * d_cr, max(-cb_g * d_cb - cr_g * d_cr, cb_b * d_cb))
-            bterm[e], bterm[e + 1] = bt, bt
-            cmax[e], cmax[e + 1] = cm, cm
+            bterm[e], bterm1[e] = bt, bt
+            cmax[e], cmax1[e] = cm, cm
         # Luma resolution, both rows of the block row: three maps interpolated per row.
         inv = np.zeros((2, w), dtype=np.float32)
         p = np.empty(w, dtype=np.float32)
@@ -289,16 +291,22 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
                     if row_keep[x]:
                         row_out[x] = row_in[x]
                         row_inv[x] = one
-        for i in range(ca, cb):
-            if use_keep and (keep[y0, 2 * i] and keep[y0, 2 * i + 1]
-                             and keep[y1, 2 * i] and keep[y1, 2 * i + 1]):
-                u_out[j, i], v_out[j, i] = u_in[j, i], v_in[j, i]
-                continue
-            g = (inv[0, 2 * i] + inv[0, 2 * i + 1] + inv[1, 2 * i] + inv[1, 2 * i + 1]) * quarter
+        i0, i1, uo, vo = inv[0], inv[1], u_out[j], v_out[j]
+        i01, i11 = i0[1:], i1[1:]
+        for i in range(uc, ud):
+            e = i + i
+            g = (i0[e] + i01[e] + i1[e] + i11[e]) * quarter
             cu = np.float32(128.0) + np.float32(224.0) * dcb[i] * g + half
             cv = np.float32(128.0) + np.float32(224.0) * dcr[i] * g + half
-            u_out[j, i] = np.uint8(min(max(cu, zero), np.float32(255.0)))
-            v_out[j, i] = np.uint8(min(max(cv, zero), np.float32(255.0)))
+            uo[i] = np.uint8(min(max(cu, zero), np.float32(255.0)))
+            vo[i] = np.uint8(min(max(cv, zero), np.float32(255.0)))
+        if use_keep:  # a block whose four pixels are kept keeps its chroma
+            k0, k1 = keep[y0], keep[y1]
+            k01, k11 = k0[1:], k1[1:]
+            for i in range(uc, ud):
+                e = i + i
+                if k0[e] & k01[e] & k1[e] & k11[e]:
+                    uo[i], vo[i] = ur[i], vr[i]
 
 
 @njit(parallel=True, **JIT_OPTIONS)
