@@ -202,13 +202,13 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
         r0, wy = lc_lo[j], lc_w[j]
         r1 = min(r0 + 1, hl - 1)
         uc, ud = np.uint64(ca), np.uint64(cb)
-        maps = np.empty((8, cb), dtype=np.float32)
+        maps = np.empty((8, w // 2), dtype=np.float32)
         for k in range(8):
             c0, c1, mk = chroma_maps[k, r0], chroma_maps[k, r1], maps[k]
             for i in range(uc, ud):
                 mk[i] = (one - wy) * c0[i] + wy * c1[i]
-        dcb = np.empty(cb, dtype=np.float32)
-        dcr = np.empty(cb, dtype=np.float32)
+        dcb = np.empty(w // 2, dtype=np.float32)
+        dcr = np.empty(w // 2, dtype=np.float32)
         bterm = np.empty(w, dtype=np.float32)  # per luma column (each block's value twice)
         cmax = np.empty(w, dtype=np.float32)
         # The 3x3 binomial blur of Y' on both rows, in levels (the filter's blurred guide).
@@ -217,18 +217,20 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
             for t in range(2):
                 y = y0 + t
                 binomial3_row(y_in[max(y - 1, 0)], y_in[y], y_in[min(y + 1, h - 1)], xa, xb, blurred[t])
-        # A block's right-hand column through views shifted by one (``[e + 1]`` would be an int64
-        # index in numba, whose negative-index check keeps a loop scalar; see binomial3_row).
+        # A block's two columns as unsigned ``e`` and ``e + u1`` of the same row: ``e + 1`` would
+        # be an int64 in numba, whose negative-index check keeps a loop scalar, and a view shifted
+        # by one hides the stride-2 pair from LLVM's interleaved loads (measured: the kernel 8.4
+        # -> 6.3 CPU-ms a 1080p frame, one thread, output byte-identical).
         ya, yb, ur, vr = y_in[y0], y_in[y1], u_in[j], v_in[j]
         ba, bb = blurred[0], blurred[1]
-        ya1, yb1, ba1, bb1 = ya[1:], yb[1:], ba[1:], bb[1:]
-        bterm1, cmax1 = bterm[1:], cmax[1:]
+        u1 = np.uint64(1)
         for i in range(uc, ud):
             e = i + i
-            ybar = (np.float32(ya[e]) + np.float32(ya1[e])
-                    + np.float32(yb[e]) + np.float32(yb1[e])) * quarter
+            e1 = e + u1
+            ybar = (np.float32(ya[e]) + np.float32(ya[e1])
+                    + np.float32(yb[e]) + np.float32(yb[e1])) * quarter
             if use_blur:  # the block's mean guide: Ybar + blur (Bbar - Ybar)
-                ybar += blur * ((ba[e] + ba1[e] + bb[e] + bb1[e]) * quarter - ybar)
+                ybar += blur * ((ba[e] + ba[e1] + bb[e] + bb[e1]) * quarter - ybar)
             ybar = (ybar - np.float32(16.0)) * y_scale
             cbn = (np.float32(ur[i]) - np.float32(128.0)) * c_scale
             crn = (np.float32(vr[i]) - np.float32(128.0)) * c_scale
@@ -237,10 +239,10 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
             dcb[i], dcr[i] = d_cb, d_cr
             bt = maps[5, i] * d_cb + maps[6, i] * d_cr + maps[7, i]
             cm = max(cr_r * d_cr, max(-cb_g * d_cb - cr_g * d_cr, cb_b * d_cb))
-            bterm[e], bterm1[e] = bt, bt
-            cmax[e], cmax1[e] = cm, cm
+            bterm[e], bterm[e1] = bt, bt
+            cmax[e], cmax[e1] = cm, cm
         # Luma resolution, both rows of the block row: three maps interpolated per row.
-        inv = np.zeros((2, w), dtype=np.float32)
+        inv = np.empty((2, w), dtype=np.float32)  # read only where written ([xa, xb))
         p = np.empty(w, dtype=np.float32)
         q = np.empty(w, dtype=np.float32)
         lc = np.empty(w, dtype=np.float32)
@@ -292,20 +294,20 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
                         row_out[x] = row_in[x]
                         row_inv[x] = one
         i0, i1, uo, vo = inv[0], inv[1], u_out[j], v_out[j]
-        i01, i11 = i0[1:], i1[1:]
         for i in range(uc, ud):
             e = i + i
-            g = (i0[e] + i01[e] + i1[e] + i11[e]) * quarter
+            e1 = e + u1
+            g = (i0[e] + i0[e1] + i1[e] + i1[e1]) * quarter
             cu = np.float32(128.0) + np.float32(224.0) * dcb[i] * g + half
             cv = np.float32(128.0) + np.float32(224.0) * dcr[i] * g + half
             uo[i] = np.uint8(min(max(cu, zero), np.float32(255.0)))
             vo[i] = np.uint8(min(max(cv, zero), np.float32(255.0)))
         if use_keep:  # a block whose four pixels are kept keeps its chroma
             k0, k1 = keep[y0], keep[y1]
-            k01, k11 = k0[1:], k1[1:]
             for i in range(uc, ud):
                 e = i + i
-                if k0[e] & k01[e] & k1[e] & k11[e]:
+                e1 = e + u1
+                if k0[e] & k0[e1] & k1[e] & k1[e1]:
                     uo[i], vo[i] = ur[i], vr[i]
 
 
