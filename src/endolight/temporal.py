@@ -178,7 +178,7 @@ class GridSmoother:
 
 
 SCALE = 4  # the motion map's downscale: a 4x4 average cuts the noise of the difference by 4
-ONE = 128  # weights in 1/128: products of a weight and a difference of levels fit in int16
+ONE = 128  # weights in 1/128: a weight times a difference of levels is an exact float32 integer
 
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
@@ -187,28 +187,32 @@ def _blend(image, prev, across, y_lo, y_w, border, out):  # pragma: no cover - c
     away from zero (no drift up or down). ``present`` is the weight map, already interpolated
     along x (``across``, ``(h, C)`` float32), interpolated here along y (row ``r`` reads rows
     ``y_lo[r]`` and the next at weight ``y_w[r]``), rounded, and raised to ``border``
-    (``(H, C)`` uint8; ``(0, 0)``: none). No frame-sized weight buffer is made; int16 lanes."""
+    (``(H, C)`` uint8; ``(0, 0)``: none). No frame-sized weight buffer is made. The integer
+    arithmetic runs in float32 lanes, exactly (every value is an integer below 2**24; the
+    division by ONE is by a power of two): numba widens int16 arithmetic to int64, which kept
+    this loop from vectorising (measured: the filter 2.2 -> 1.9 CPU-ms a 1080p frame, output
+    byte-identical)."""
     hl = across.shape[0]
     use_border = border.shape[0] == image.shape[0]
-    one = np.float32(1.0)
+    one, zero = np.float32(1.0), np.float32(0.0)
     n = np.uint64(image.shape[1])  # unsigned counts: no negative-index checks, vectorised loops
     for y in prange(image.shape[0]):
         r0, fy = y_lo[y], y_w[y]
         r1 = min(r0 + 1, hl - 1)
         a0, a1 = across[r0], across[r1]
-        present = np.empty(image.shape[1], np.int16)
+        present = np.empty(image.shape[1], np.float32)
         for i in range(n):
-            present[i] = np.int16((one - fy) * a0[i] + fy * a1[i] + np.float32(0.5))
+            present[i] = np.float32(np.int32((one - fy) * a0[i] + fy * a1[i] + np.float32(0.5)))
         if use_border:
             edge = border[y]
             for i in range(n):
-                present[i] = max(present[i], np.int16(edge[i]))
+                present[i] = max(present[i], np.float32(edge[i]))
         a, b, o = image[y], prev[y], out[y]
         for i in range(n):
-            p = np.int16(b[i])
-            d = np.int16(a[i]) - p
-            q = (present[i] * abs(d) + np.int16(ONE // 2)) >> 7
-            o[i] = np.uint8(p + q if d >= 0 else p - q)
+            p = np.float32(b[i])
+            d = np.float32(a[i]) - p
+            q = np.int32((present[i] * abs(d) + np.float32(ONE // 2)) * np.float32(1.0 / ONE))
+            o[i] = np.uint8(np.int32(p) + (q if d >= zero else -q))
 
 
 _NONE = np.zeros((0, 0), np.uint8)
