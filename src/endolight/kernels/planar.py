@@ -311,14 +311,18 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
                     uo[i], vo[i] = ur[i], vr[i]
 
 
-@njit(parallel=True, **JIT_OPTIONS)
+# This and the guided filter's kernels run on the calling thread: on maps of 1/8 (1/4) of a
+# frame, waking numba's other thread costs more than it saves while the decoder and encoder hold
+# the cores (measured: `endolight video` at 1080p 19.6-20.0 -> 18.4-18.9 ms a frame, 37 -> 35
+# CPU-ms; scripts/video_ratio.py).
+@njit(**JIT_OPTIONS)
 def _slice_kernel(img, cells, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_lo, y_w, x_lo, x_w,
                   out):  # pragma: no cover - compiled
     h, w = img.shape[1], img.shape[2]
     gh, gw, depth, nc = cells.shape
     one, zero, half = np.float32(1.0), np.float32(0.0), np.float32(0.5)
     fdepth, dmax = np.float32(depth), np.float32(depth - 1)
-    for y in prange(h):
+    for y in range(h):
         r0, wy = y_lo[y], y_w[y]
         r1 = min(r0 + 1, gh - 1)
         row = np.empty((gw, depth, nc), dtype=np.float32)  # the grid interpolated to this row
@@ -394,20 +398,20 @@ def _inverse_counts(h: int, w: int, k: int) -> np.ndarray:
     return np.float32(1.0) / cv2.boxFilter(ones, -1, (k, k), normalize=False, borderType=cv2.BORDER_CONSTANT)
 
 
-@njit(parallel=True, **JIT_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _scale(sums, inv, out):  # pragma: no cover - compiled
     """``out[c, y, x] = sums[y, x, c] * inv[y, x]``: box sums to means, back to planes."""
-    for y in prange(sums.shape[0]):
+    for y in range(sums.shape[0]):
         for x in range(sums.shape[1]):
             for c in range(sums.shape[2]):
                 out[c, y, x] = sums[y, x, c] * inv[y, x]
 
 
-@njit(parallel=True, **JIT_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _guided_stats(small, out):  # pragma: no cover - compiled
     """``out`` (h, w, 8): luma Y, R, G, B, Y^2, Y R, Y G, Y B of ``small`` (3, h, w)."""
     l0, l1, l2 = np.float32(LUMA[0]), np.float32(LUMA[1]), np.float32(LUMA[2])
-    for y in prange(small.shape[1]):
+    for y in range(small.shape[1]):
         for x in range(small.shape[2]):
             r, g, b = small[0, y, x], small[1, y, x], small[2, y, x]
             v = l0 * r + l1 * g + l2 * b
@@ -416,12 +420,12 @@ def _guided_stats(small, out):  # pragma: no cover - compiled
             o[4], o[5], o[6], o[7] = v * v, v * r, v * g, v * b
 
 
-@njit(parallel=True, **JIT_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _guided_ab(sums, inv, eps, out):  # pragma: no cover - compiled
     """``out`` (h, w, 6): ``a_c = cov(Y, c) / (var Y + eps)``, ``b_c = mean c - a_c mean Y``, from
     the box sums of :func:`_guided_stats` and the inverse counts."""
     zero = np.float32(0.0)
-    for y in prange(sums.shape[0]):
+    for y in range(sums.shape[0]):
         for x in range(sums.shape[1]):
             o, n = out[y, x], inv[y, x]
             my = sums[y, x, 0] * n
