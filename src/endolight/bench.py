@@ -43,7 +43,7 @@ from endolight.metrics import flicker, psnr
 from endolight.model.slicing import EPS
 from endolight.planar import plan_planes, render_plan
 from endolight.temporal import GridSmoother, TemporalConfig, TemporalDenoiser
-from endolight.video import VideoOptions, enhance_video, torch_threads_for
+from endolight.video import VideoOptions, enhance_video, stream_threads
 
 SINUS = "sinus/clip-a"  # real 1920x1080 frames, round view: the "1080p sinus" clip
 # name -> (source, frame size; None: the file as it is)
@@ -257,7 +257,7 @@ def _compute_only(enhancer: Enhancer, frames: list[Frame], n: int) -> float:
             return enhancer.enhance_planes(frame.planes, grid_filter=smoother, fov=fov)
         return enhancer.enhance_array(frame.image, grid_filter=smoother, fov=fov)
 
-    with torch_threads_for(enhancer):
+    with stream_threads(enhancer):
         one(frames[0])
         t0 = time.perf_counter()
         for i in range(n):

@@ -198,16 +198,18 @@ class Enhancer:
         return render_plan(self.plan_planes(planes, k, grid_filter, fov))
 
     def plan_planes(self, planes: np.ndarray, strength: float | None = None,
-                    grid_filter: GridFilter | None = None, fov: np.ndarray | None = None) -> PlanarPlan:
+                    grid_filter: GridFilter | None = None, fov: np.ndarray | None = None,
+                    small: np.ndarray | None = None) -> PlanarPlan:
         """The low-resolution half of :meth:`enhance_planes`; ``endolight.planar.render_plan``
-        is the other (video runs them in two threads)."""
+        is the other (video runs them in two threads). ``small``: the frame's
+        ``endolight.planar.small_copy`` when the caller has made it already."""
         if not self.planar:
             raise ValueError("the planar path needs the fused CPU path, a grey model and no fidelity steps")
         k = self.strength if strength is None else strength
         keep = None
         if self.keep_border:
             keep = ~(fov_mask(i420_to_rgb(planes)) if fov is None else fov)
-        return plan_planes(self.model, self.guide_params, planes, k, keep, grid_filter)
+        return plan_planes(self.model, self.guide_params, planes, k, keep, grid_filter, small=small)
 
     def _render_exposure(self, frame: np.ndarray, grid: torch.Tensor, fov: np.ndarray | None,
                          keep: np.ndarray | None, target: float) -> np.ndarray:

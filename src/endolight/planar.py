@@ -149,9 +149,18 @@ class PlanarPlan:
 
 
 @torch.no_grad()
+def small_copy(model: DeepUPE, buf: np.ndarray) -> np.ndarray:
+    """The ``(3, h, w)`` float32 RGB copy of a ``(3H/2, W)`` I420 frame that the planar path
+    works from: area averages of each full plane at ``1 / cfg.denoise_factor`` of each side (a
+    detour through a rounded half-size luma measured 2 dB further from the RGB path)."""
+    h, w = i420_planes(buf)[0].shape
+    hs, ws = lowres_size(h, w, model.cfg.denoise_factor)
+    return shrunk_rgb(buf, (ws, hs))
+
+
 def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: float = 1.0,
                 keep: np.ndarray | None = None, grid_filter: GridFilter | None = None,
-                denoise: bool = True) -> PlanarPlan:
+                denoise: bool = True, small: np.ndarray | None = None) -> PlanarPlan:
     """The low-resolution half of the planar path for one ``(3H/2, W)`` uint8 I420 frame
     (network, slice, guided-filter fit).
 
@@ -162,13 +171,11 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
         keep: optional ``(H, W)`` bool mask of pixels left as they are (the black border).
         grid_filter: sees the grid before it is used (temporal smoothing).
         denoise: as in :func:`planar_maps`.
+        small: the frame's :func:`small_copy` when the caller has made it already.
     """
     y, u, v = i420_planes(buf)
     h, w = y.shape
-    # Area averages of each full plane: a detour through a rounded half-size luma measured
-    # 2 dB further from the RGB path.
-    hs, ws = lowres_size(h, w, model.cfg.denoise_factor)
-    small = shrunk_rgb(buf, (ws, hs))
+    small = small_copy(model, buf) if small is None else small
     grid = filtered_grid(model, network_input(y, u, v, model.cfg.lowres), grid_filter)
     luma, chroma = planar_maps(model, guide, grid, small, strength, COARSEN, denoise,
                                coarse_fit=h * w >= COARSE_FIT_PIXELS)

@@ -19,10 +19,11 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from endolight.device import torch_threads
@@ -40,8 +41,8 @@ from endolight.io.sources import (
     is_live,
     open_source,
 )
-from endolight.io.yuv import as_rgb, rgb_to_i420, thumbnail
-from endolight.planar import PlanarPlan, render_plan
+from endolight.io.yuv import as_rgb, rgb_thumbnail, rgb_to_i420, thumbnail
+from endolight.planar import PlanarPlan, render_plan, small_copy
 from endolight.temporal import GridSmoother, TemporalConfig, TemporalDenoiser
 
 _END = object()  # end of stream marker on a queue
@@ -112,14 +113,26 @@ class VideoError(RuntimeError):
         self.report = report
 
 
-def torch_threads_for(enhancer: Enhancer) -> AbstractContextManager[None]:
-    """One PyTorch thread while a fused-path stream runs (restored after).
+@contextmanager
+def stream_threads(enhancer: Enhancer) -> Iterator[None]:
+    """One PyTorch thread and one OpenCV thread while a fused-path stream runs (restored after).
 
     There PyTorch only runs the low-res net and the cut detector, ~2 ms a frame; with more
     threads its OpenMP barriers stall whenever the decoder or encoder holds a core, which
-    measured 100x slower on a busy 2-core machine. The full-res kernel keeps all cores.
+    measured 100x slower on a busy 2-core machine. OpenCV only resizes and filters small maps
+    there: on two threads `endolight video` at 1080p spent ~1 CPU-ms a frame more (35-36 against
+    34-35, 18.4-19.1 against 18.1-18.4 ms a frame). The full-res kernel keeps all cores.
     """
-    return torch_threads(1 if enhancer.guide_params is not None else None)
+    if enhancer.guide_params is None:
+        yield
+        return
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with torch_threads(1):
+            yield
+    finally:
+        cv2.setNumThreads(cv_threads)
 
 
 def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
@@ -206,7 +219,9 @@ class _SceneView:
     def __init__(self, smoother: GridSmoother | None) -> None:
         self.smoother, self.tracker, self.scene_cuts, self.fov = smoother, FovTracker(), 0, None
 
-    def __call__(self, frame: Frame) -> np.ndarray | None:
+    def __call__(self, frame: Frame, small: np.ndarray | None = None) -> np.ndarray | None:
+        """The mask for ``frame``; ``small``: its planar small copy when made already (the
+        thumbnail is then shrunk from it instead of from the full planes)."""
         cuts = self.smoother.cuts if self.smoother else 0
         if self.tracker.shape != frame.shape:  # the first frame: the smoother will count it as a cut
             self.tracker.reset()
@@ -216,8 +231,11 @@ class _SceneView:
             self.scene_cuts = cuts
         tracker = self.tracker
         if tracker.count < tracker.max_frames:
-            if frame.planes is not None:  # a thumbnail straight from the planes
-                tracker.add(thumbnail(frame.planes, tracker.work_size(*frame.shape)), frame.shape)
+            size = tracker.work_size(*frame.shape)
+            if small is not None and small.shape[2] >= size[0] and small.shape[1] >= size[1]:
+                tracker.add(rgb_thumbnail(small, size), frame.shape)
+            elif frame.planes is not None:  # a thumbnail straight from the planes
+                tracker.add(thumbnail(frame.planes, size), frame.shape)
             else:
                 tracker.add(frame.image)
             if tracker.count & (tracker.count - 1) == 0:
@@ -234,11 +252,13 @@ def _plan(q_in: queue.Queue, q_plan: queue.Queue, enhancer: Enhancer, temporal: 
     fov, planned = None, 0
     try:
         for frame, t0 in _items(q_in, failed):
-            if scene is not None:
-                fov = scene(frame)
             # The decoder's planes when it gave them (no RGB frame is ever made), else RGB.
-            if frame.planes is not None and enhancer.planar:
-                work = enhancer.plan_planes(frame.planes, grid_filter=smoother, fov=fov)
+            planar = frame.planes is not None and enhancer.planar
+            small = small_copy(enhancer.model, frame.planes) if planar else None
+            if scene is not None:
+                fov = scene(frame, small)
+            if planar:
+                work = enhancer.plan_planes(frame.planes, grid_filter=smoother, fov=fov, small=small)
             else:
                 work = enhancer.enhance_array(frame.image, grid_filter=smoother, fov=fov)
             report.cuts = smoother.cuts if smoother else 0
@@ -333,7 +353,7 @@ def process(
     planner = threading.Thread(target=_plan, daemon=True,
                                args=(q_in, q_plan, enhancer, opts.temporal, stop, failed, report))
     try:
-        with torch_threads_for(enhancer):
+        with stream_threads(enhancer):
             planner.start()
             _render(q_plan, q_out, enhancer, opts.temporal, opts.side_by_side, stop, failed, report)
     except KeyboardInterrupt:

@@ -114,4 +114,13 @@ def _pair_sums(src, out):  # pragma: no cover - compiled
 
 def thumbnail(buf: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """:func:`shrunk_rgb` as ``(h, w, 3)`` uint8 RGB."""
-    return (shrunk_rgb(buf, size).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
+    return rgb_thumbnail(shrunk_rgb(buf, size), size)
+
+
+def rgb_thumbnail(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``(3, h, w)`` float RGB in [0, 1] area-averaged to ``size = (w, h)`` as ``(h, w, 3)`` uint8
+    (e.g. from the planar path's small copy: at 1080p ~1.0 ms against ~2.6 from the planes)."""
+    hwc = np.ascontiguousarray(rgb.transpose(1, 2, 0), dtype=np.float32)
+    if hwc.shape[1::-1] != size:
+        hwc = cv2.resize(hwc, size, interpolation=cv2.INTER_AREA)
+    return (hwc * 255 + 0.5).astype(np.uint8)
