@@ -26,6 +26,23 @@ def test_every_committed_config_loads(path):
     assert cfg.out_dir.startswith("runs/")
 
 
+def test_a_config_states_only_what_differs_from_its_base(tmp_path):
+    # `base` names another config (relative to this one, itself possibly based): top-level keys
+    # replace the base's, a section replaces key by key, and a cycle is refused.
+    (tmp_path / "root.toml").write_text('out_dir = "runs/a"\nlr = 1e-3\nseed = 3\n'
+                                        '[model]\nlowres = 128\ngrid_depth = 4\n[loss]\nwc = 2.0\n')
+    (tmp_path / "mid.toml").write_text('base = "root.toml"\nlr = 2e-4\n[model]\ngrid_depth = 6\n')
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "leaf.toml").write_text('base = "../mid.toml"\nout_dir = "runs/b"\n')
+    cfg = load_config(tmp_path / "sub" / "leaf.toml")
+    assert (cfg.out_dir, cfg.lr, cfg.seed) == ("runs/b", 2e-4, 3)
+    assert (cfg.model.lowres, cfg.model.grid_depth, cfg.loss.wc) == (128, 6, 2.0)
+    assert load_config(tmp_path / "root.toml").lr == 1e-3  # a base is read, not changed
+    (tmp_path / "root.toml").write_text('base = "sub/leaf.toml"\n')
+    with pytest.raises(ValueError, match="cycle"):
+        load_config(tmp_path / "mid.toml")
+
+
 def _chain(weights: str) -> tuple[list[Path], str]:
     """README's config chain for the shipped file ``endolight-{weights}.safetensors``: the
     ``endolight train --config`` lines before its ``cp``, from the last line that does not

@@ -89,16 +89,32 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
     return cls(**conv)
 
 
+def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's keys on top of those of the config it names as ``base`` (a path relative
+    to it; bases may have bases): a stage states only what differs from the stage it repeats.
+    Top-level keys replace the base's; a section (``[model]``, ...) replaces key by key."""
+    if path.resolve() in seen:
+        raise ValueError(f"config base cycle: {' -> '.join(str(p) for p in (*seen, path.resolve()))}")
+    with open(path, "rb") as fh:
+        data = tomllib.load(fh)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    merged = _read_toml(path.parent / base, (*seen, path.resolve()))
+    for key, value in data.items():
+        both_tables = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = {**merged[key], **value} if both_tables else value
+    return merged
+
+
 def load_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
-    """Read a TOML config (sections ``[model]``, ``[loss]``, ``[degrade]``; the rest is top level).
+    """Read a TOML config (sections ``[model]``, ``[loss]``, ``[degrade]``; the rest is top level;
+    ``base = "other.toml"`` starts from another config's keys, see :func:`_read_toml`).
 
     The pairs follow the named ``protocol`` (top level, or the ``protocol`` override); a
     ``[degrade]`` section changes single fields of that protocol's :class:`DegradeConfig`.
     """
-    data: dict[str, Any] = {}
-    if path:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+    data = _read_toml(Path(path)) if path else {}
     protocol = overrides.pop("protocol", None) or data.get("protocol", DEFAULT_PROTOCOL)
     data["protocol"] = protocol
     section = data.pop("degrade", {})
