@@ -56,7 +56,11 @@ class BenchConfig:
     """How much to run. ``quick`` sizes suit CI; the defaults give stable numbers."""
 
     sizes: tuple[str, ...] = ("720p", "1080p", "4K", "1080p sinus")
-    frames: int = 120  # frames per end-to-end clip (fused path)
+    # Frames per end-to-end clip (fused path): 200 as scripts/video_ratio.py (the clip has 250).
+    # At 120 a run's start (the first frames' new buffers, the field of view's first 32 frames:
+    # ~150 ms at 1080p) weighed ~1.2 ms a frame of the ~19 (6 Dec: 1080p 0.74 of the bare codec
+    # against 0.78-0.82 over 200 frames).
+    frames: int = 200
     compute_frames: int = 30  # frames timed compute-only (fused path)
     torch_frames: int = 12  # frames per clip for the slow PyTorch path (4K: a third, at least 2)
     flicker_frames: int = 40  # frames of the static and moving flicker clips
