@@ -15,11 +15,12 @@ from endolight.enhancer import Enhancer
 from endolight.fov import fov_mask
 from endolight.io.images import expand_sources
 from endolight.io.sources import open_source
-from endolight.io.yuv import i420_planes, i420_to_rgb, rgb_to_i420, shrunk_plane
-from endolight.kernels.common import axis_taps, sigmoid
+from endolight.io.yuv import i420_planes, i420_to_rgb, rgb_thumbnail, rgb_to_i420, shrunk_plane, thumbnail
+from endolight.kernels.common import along_x, axis_taps, sigmoid
 from endolight.kernels.planar import guided_fit, render_planes
 from endolight.metrics import psnr
 from endolight.model.slicing import EPS
+from endolight.planar import COARSE_FIT_PIXELS, COARSEN, network_input, plan_planes, planar_maps, small_copy
 from endolight.temporal import GridSmoother, TemporalConfig
 from endolight.video import VideoOptions, enhance_video
 
@@ -181,3 +182,37 @@ def test_held_grids_halve_the_network_runs_and_keep_the_output(data_root, enhanc
     psnrs = [_psnr(i420_to_rgb(a), i420_to_rgb(b)) for a, b in zip(outs[1], outs[2], strict=True)]
     assert min(psnrs) > 40
     assert psnrs[0] > 90 and max(psnrs[1:]) < 90  # the same first frame; then the held grids show
+
+
+
+def test_large_frames_fit_the_denoiser_on_the_maps_own_copy(data_root, enhancer):
+    # From COARSE_FIT_PIXELS up the guided filter is fitted on the 1/8 copy (half the radius),
+    # below on the 1/4 copy: plan_planes must pick by the frame's size. A 1080p frame's plan
+    # equals planar_maps with coarse_fit=True and not with False; a 640 px frame's the reverse.
+    model, guide = enhancer.model, enhancer.guide_params
+    path = expand_sources(data_root / "sinus/clip-a")[3]
+    for side, coarse in ((None, True), (640, False)):
+        planes = rgb_to_i420(_dim(load_frame(FrameRef(path, "sinus"), side)))
+        h, w = i420_planes(planes)[0].shape
+        assert (h * w >= COARSE_FIT_PIXELS) == coarse
+        plan = plan_planes(model, guide, planes)
+        with torch.no_grad():
+            grid = model.coeffs(network_input(*i420_planes(planes), model.cfg.lowres))
+        same = {}
+        for fit in (True, False):
+            luma, _ = planar_maps(model, guide, grid, small_copy(model, planes), 1.0, COARSEN, coarse_fit=fit)
+            same[fit] = np.array_equal(along_x(luma, w), plan.luma)
+        assert same == {coarse: True, not coarse: False}
+
+
+def test_field_of_view_thumbnail_from_the_small_copy(data_root, enhancer):
+    # Video's field-of-view tracker takes its 384 px thumbnail from the planner's 1/4 copy instead
+    # of shrinking the full planes again: the two differ by a fraction of a level on average
+    # (measured here 0.17, at most 14; on 1080p laparoscopy frames 0.67, up to 48 at a sharp edge).
+    planes = rgb_to_i420(_dim(load_frame(FrameRef(expand_sources(data_root / "sinus/clip-a")[0], "sinus"))))
+    size = (384, 216)
+    direct, shared = thumbnail(planes, size), rgb_thumbnail(small_copy(enhancer.model, planes), size)
+    assert direct.shape == shared.shape == (216, 384, 3) and shared.dtype == np.uint8
+    assert np.abs(direct.astype(int) - shared).mean() < 1.0
+    grey = np.full((3, 216, 384), 0.5, np.float32)  # a copy at the size is only rounded to levels
+    assert np.all(rgb_thumbnail(grey, size) == 128)

@@ -26,7 +26,7 @@ from endolight.io.tensors import to_tensor
 from endolight.metrics import flicker, mean_brightness, psnr
 from endolight.model import DeepUPE, ModelConfig
 from endolight.temporal import GridSmoother, TemporalConfig
-from endolight.video import VideoError, VideoOptions, enhance_video, process
+from endolight.video import VideoError, VideoOptions, enhance_video, process, stream_threads
 
 SEQUENCE = "laparoscopy/sequence-320x240"  # 20 consecutive real frames
 
@@ -483,3 +483,21 @@ def test_over_limit_frames_give_the_clear_error_in_video(tmp_path, sequence, mon
         res = CliRunner().invoke(app, ["video", str(src), "-o", str(tmp_path / "o.mp4")])
         assert res.exit_code == 2 and res.output.startswith("error: ") and message in res.output, res.output
         assert "Traceback" not in res.output and not (tmp_path / "o.mp4").exists()
+
+
+def test_stream_threads_sets_one_torch_and_one_opencv_thread_then_restores(enhancer):
+    # A fused-path stream runs PyTorch and OpenCV on one thread each (their barriers and wake-ups
+    # cost more than they save beside the codec), and gives both back as they were; the plain
+    # PyTorch path keeps its threads.
+    saved = cv2.getNumThreads(), torch.get_num_threads()
+    cv2.setNumThreads(2)
+    torch.set_num_threads(2)
+    try:
+        with stream_threads(enhancer):
+            assert (cv2.getNumThreads(), torch.get_num_threads()) == (1, 1)
+        assert (cv2.getNumThreads(), torch.get_num_threads()) == (2, 2)
+        with stream_threads(Enhancer(model=enhancer.model, device="cpu", fused=False)):
+            assert (cv2.getNumThreads(), torch.get_num_threads()) == (2, 2)
+    finally:
+        cv2.setNumThreads(saved[0])
+        torch.set_num_threads(saved[1])
