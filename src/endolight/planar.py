@@ -149,7 +149,6 @@ class PlanarPlan:
     offset: float = 0.0  # the division's beta (ModelConfig.black_offset)
 
 
-@torch.no_grad()
 def small_copy(model: DeepUPE, buf: np.ndarray) -> np.ndarray:
     """The ``(3, h, w)`` float32 RGB copy of a ``(3H/2, W)`` I420 frame that the planar path
     works from: area averages of each full plane at ``1 / cfg.denoise_factor`` of each side (a
@@ -159,6 +158,7 @@ def small_copy(model: DeepUPE, buf: np.ndarray) -> np.ndarray:
     return shrunk_rgb(buf, (ws, hs))
 
 
+@torch.no_grad()
 def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: float = 1.0,
                 keep: np.ndarray | None = None, grid_filter: GridFilter | None = None,
                 denoise: bool = True, small: np.ndarray | None = None) -> PlanarPlan:
