@@ -20,7 +20,15 @@ from endolight.kernels.common import along_x, axis_taps, sigmoid
 from endolight.kernels.planar import guided_fit, render_planes
 from endolight.metrics import psnr
 from endolight.model.slicing import EPS
-from endolight.planar import COARSE_FIT_PIXELS, COARSEN, network_input, plan_planes, planar_maps, small_copy
+from endolight.planar import (
+    COARSE_FIT_PIXELS,
+    COARSEN,
+    COARSER_MAPS_PIXELS,
+    network_input,
+    plan_planes,
+    planar_maps,
+    small_copy,
+)
 from endolight.temporal import GridSmoother, TemporalConfig
 from endolight.video import VideoOptions, enhance_video
 
@@ -185,24 +193,41 @@ def test_held_grids_halve_the_network_runs_and_keep_the_output(data_root, enhanc
 
 
 
-def test_large_frames_fit_the_denoiser_on_the_maps_own_copy(data_root, enhancer):
-    # From COARSE_FIT_PIXELS up the guided filter is fitted on the 1/8 copy (half the radius),
-    # below on the 1/4 copy: plan_planes must pick by the frame's size. A 1080p frame's plan
-    # equals planar_maps with coarse_fit=True and not with False; a 640 px frame's the reverse.
+@pytest.mark.parametrize("width, coarse, coarsen", [(640, False, COARSEN), (1280, True, COARSEN),
+                                                   (1920, True, COARSEN), (3840, True, 2 * COARSEN)])
+def test_plan_picks_the_fit_and_the_maps_size_by_frame_size(data_root, enhancer, width, coarse, coarsen):
+    # From COARSE_FIT_PIXELS (720p) up the guided filter is fitted on the 1/8 copy (half the
+    # radius), below on the 1/4 copy; from COARSER_MAPS_PIXELS (4K) up the maps are made at 1/16
+    # instead of 1/8. plan_planes must pick both by the frame's size: its maps equal planar_maps
+    # with the expected pair, and no other.
     model, guide = enhancer.model, enhancer.guide_params
-    path = expand_sources(data_root / "sinus/clip-a")[3]
-    for side, coarse in ((None, True), (640, False)):
-        planes = rgb_to_i420(_dim(load_frame(FrameRef(path, "sinus"), side)))
-        h, w = i420_planes(planes)[0].shape
-        assert (h * w >= COARSE_FIT_PIXELS) == coarse
-        plan = plan_planes(model, guide, planes)
-        with torch.no_grad():
-            grid = model.coeffs(network_input(*i420_planes(planes), model.cfg.lowres))
-        same = {}
-        for fit in (True, False):
-            luma, _ = planar_maps(model, guide, grid, small_copy(model, planes), 1.0, COARSEN, coarse_fit=fit)
-            same[fit] = np.array_equal(along_x(luma, w), plan.luma)
-        assert same == {coarse: True, not coarse: False}
+    image = load_frame(FrameRef(expand_sources(data_root / "sinus/clip-a")[3], "sinus"))  # 1920x1080
+    planes = rgb_to_i420(_dim(cv2.resize(image, (width, width * 9 // 16), interpolation=cv2.INTER_CUBIC)))
+    h, w = i420_planes(planes)[0].shape
+    assert (h * w >= COARSE_FIT_PIXELS, h * w >= COARSER_MAPS_PIXELS) == (coarse, coarsen > COARSEN)
+    plan = plan_planes(model, guide, planes)
+    with torch.no_grad():
+        grid = model.coeffs(network_input(*i420_planes(planes), model.cfg.lowres))
+    small, same = small_copy(model, planes), []
+    for fit in (True, False):
+        for c in (COARSEN, 2 * COARSEN):
+            luma, _ = planar_maps(model, guide, grid, small, 1.0, c, coarse_fit=fit)
+            if luma.shape[1] == plan.luma.shape[1] and np.array_equal(along_x(luma, w), plan.luma):
+                same.append((fit, c))
+    assert same == [(coarse, coarsen)]
+
+
+@pytest.mark.parametrize("width", [640, 1280, 1920])
+def test_network_input_from_the_planes_matches_the_rgb_paths(data_root, enhancer, width):
+    # The grid is sensitive to how its 256 px input was shrunk. From the planes (the luma first
+    # averaged over 2x2 blocks from 720p up) it stays within 50 dB of the RGB path's input
+    # (measured 54.2-55.8 dB, at most 4.7 levels); a swapped plane or a wrong scale costs 20+ dB.
+    image = load_frame(FrameRef(expand_sources(data_root / "sinus/clip-a")[0], "sinus"))
+    planes = rgb_to_i420(_dim(cv2.resize(image, (width, width * 9 // 16), interpolation=cv2.INTER_AREA)))
+    got = network_input(*i420_planes(planes), enhancer.model.cfg.lowres)
+    want = enhancer.lowres(i420_to_rgb(planes))
+    assert got.shape == want.shape == (1, 3, 256, 256)
+    assert float(psnr(got, want)) > 50
 
 
 def test_field_of_view_thumbnail_from_the_small_copy(data_root, enhancer):

@@ -56,27 +56,37 @@ def filtered_grid(model: DeepUPE, lowres: torch.Tensor, grid_filter: GridFilter 
 # earlier small copy) for a third less time; at 1/16 it dropped by 3-5 dB.
 COARSEN = 2
 
-# From 1920x1080 up, the guided filter is fitted on the maps' own copy (1/8 of the frame) with
-# half the box radius, not on the 1/4 copy: a quarter of the work (2.9 of the planner's ~12
-# CPU-ms a 1080p frame inside a stream). Measured against the RGB path on real frames (the
-# frames of tests/test_planar.py), 1/8 and radius 1 against 1/4 and radius 2: sinus 1920x1080
-# 49.0 against 50.1 dB, gastroscopy 1280x1024 42.3 against 44.4, laparoscopy 960x540 42.1
-# against 45.8, larynx 512x512 33.4 against 38.7, and five frames of the 1280x720 laparoscopy
-# clip 43.4-43.5 against 45.8-46.9 (where it would save ~1.1 of the planner's ~7 CPU-ms): the
-# smaller the frame the coarser its 1/8 copy, so only large frames take it.
-COARSE_FIT_PIXELS = 1920 * 1080
+# From 1280x720 up, the guided filter is fitted on a 1/8 copy of the frame (the maps' own) with
+# half the box radius, not on the 1/4 copy: a quarter of the work (1080p: 2.9 of the planner's
+# ~12 CPU-ms a frame inside a stream; 720p: 1.4 -> 0.35 of ~7). Measured against the RGB path on
+# real frames (the frames of tests/test_planar.py), 1/8 and radius 1 against 1/4 and radius 2:
+# sinus 1920x1080 49.0 against 50.1 dB, gastroscopy 1280x1024 42.3 against 44.4, five frames of
+# the 1280x720 laparoscopy clip 43.3-43.4 against 46.4-46.6, laparoscopy 960x540 42.1 against
+# 45.8, larynx 512x512 33.4 against 38.7. The smaller the frame the coarser its 1/8 copy: below
+# 720p the loss grows (and the time saved shrinks), so those keep the 1/4 fit.
+COARSE_FIT_PIXELS = 1280 * 720
+
+# From 3840x2160 up the maps are made at 1/16 of the frame (the guided filter still fitted at
+# 1/8): the maps then have as many pixels as a 1080p frame's, and their cost (the slice, the
+# terms, the interpolation along x) stops growing with the frame: the planner's 21.3 -> 17.1
+# CPU-ms a 4K frame (scripts/enhancer_cpu.py). Measured against the RGB path on real frames
+# upscaled to 4K: sinus 46.3 against 49.6 dB, gastroscopy 40.2 against 44.1, two frames of the
+# benchmark's laparoscopy clip 43.3-43.4 against 47.2-47.4.
+COARSER_MAPS_PIXELS = 3840 * 2160
 
 
 def network_input(y: np.ndarray, u: np.ndarray, v: np.ndarray, side: int) -> torch.Tensor:
     """The network's ``(1, 3, side, side)`` input from the planes, with the antialiased bilinear
     resize of the RGB path (``Enhancer.grid``): the grid is sensitive to how its input was
-    shrunk. When the chroma planes are at least twice the input's size, the luma is first
-    averaged over 2x2 blocks (exact area, a quarter of the pixels to resize; measured as close
-    to the RGB path at 1080p); below that (e.g. 512 px frames) that blur costs 5 dB, and every
-    plane is resized from its full size."""
+    shrunk. When the chroma planes are at least 5/4 of the input's size, the luma is first
+    averaged over 2x2 blocks (exact area, a quarter of the pixels to resize); below that every
+    plane is resized from its full size. Measured, the planar path against the RGB path on real
+    frames (with the 1/4 fit): 1280x720 46.4-46.6 dB against 46.6-46.9 without it (0.6 against
+    1.3 CPU-ms a frame); 1920x1080 unchanged; at 512x512 it would cost 0.6 dB (38.1 against
+    38.7)."""
     # Planes go in pixel-interleaved (channels-last) as 3-channel uint8: PyTorch's vectorised
     # antialiased resize, 3-4x faster than on a single plane, and the same numbers per channel.
-    if min(u.shape) >= 2 * side:
+    if 4 * min(u.shape) >= 5 * side:
         y, u, v = _resize3(cv2.merge([cv2.resize(y, u.shape[::-1], interpolation=cv2.INTER_AREA), u, v]),
                            side)
     else:
@@ -105,7 +115,7 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
         coarsen: the maps are made at ``1 / coarsen`` of ``small``'s size (the guided filter is
             still fitted on ``small``, as the model was trained, then area-averaged).
         denoise: ``False`` leaves out the model's learned denoising (benchmarks measure its cost).
-        coarse_fit: fit the guided filter on the maps' own size with half the box radius
+        coarse_fit: fit the guided filter on ``small`` shrunk by 2 with half the box radius
             (``COARSE_FIT_PIXELS``) instead of on ``small``.
 
     Returns:
@@ -120,8 +130,11 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
     co = slice_lowres(shrunk, cells, guide)  # (4 [+ 1], h', w')
     fit = None
     if model.cfg.denoise and denoise:
-        radius = max(model.cfg.denoise_radius // coarsen, 1) if coarse_fit else model.cfg.denoise_radius
-        fit = guided_fit(shrunk if coarse_fit else small, radius, model.denoise_threshold())  # a_rgb, b_rgb
+        radius, source = model.cfg.denoise_radius, small
+        if coarse_fit:
+            radius = max(radius // 2, 1)
+            source = shrunk if coarsen == 2 else _shrink(small, lowres_size(*small.shape[1:], 2))
+        fit = guided_fit(source, radius, model.denoise_threshold())  # a_rgb, b_rgb
         if fit.shape[1:] not in (size, (2 * size[0], 2 * size[1])):  # odd sizes: OpenCV's area weights
             fit = _shrink(fit, size)
     return map_terms(co, fit, min(strength, 1.0), model.cfg.guide_blur if fit is not None else 0.0)
@@ -178,7 +191,8 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
     h, w = y.shape
     small = small_copy(model, buf) if small is None else small
     grid = filtered_grid(model, network_input(y, u, v, model.cfg.lowres), grid_filter)
-    luma, chroma = planar_maps(model, guide, grid, small, strength, COARSEN, denoise,
+    coarsen = 2 * COARSEN if h * w >= COARSER_MAPS_PIXELS else COARSEN
+    luma, chroma = planar_maps(model, guide, grid, small, strength, coarsen, denoise,
                                coarse_fit=h * w >= COARSE_FIT_PIXELS)
     blur = model.cfg.guide_blur if denoise else 0.0  # without the denoiser the kernel skips the blur
     return PlanarPlan(buf, along_x(luma, w), along_x(chroma, w // 2), strength, keep, blur,
