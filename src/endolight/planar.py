@@ -124,6 +124,8 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
     """
     if model.cfg.illumination != "grey":
         raise ValueError("the planar path needs a grey-illumination model")
+    if coarse_fit and coarsen < 2:
+        raise ValueError(f"coarse_fit fits at half the small copy: maps at 1/{coarsen} would be finer")
     cells = grey_grid(grid)[0].permute(2, 3, 1, 0).numpy()  # (Gh, Gw, D, 4 [+ 1])
     size = lowres_size(*small.shape[1:], coarsen)
     shrunk = _shrink(small, size)
