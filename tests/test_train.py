@@ -14,7 +14,7 @@ from endolight import train as train_module
 from endolight.data import FrameRef, list_frames, load_frame
 from endolight.io.images import IMAGE_SUFFIXES, write_image
 from endolight.model import DeepUPE
-from endolight.train import load_config, train, validate, validation_pairs
+from endolight.train import TrainConfig, load_config, train, validate, validation_pairs
 
 
 def _cfg(tmp_path, **kw):
@@ -204,6 +204,31 @@ def test_frame_aspect_shapes_training_crops_like_their_frame():
     # The default draws are the ones every earlier stage was trained on (a fixed seed's boxes).
     rng = np.random.default_rng(7)
     assert data_module.crop_box(rng, 360, 640, (0.3, 1.0), False) == (0, 103, 360, 462)
+
+
+def test_wide_crop_area_draws_wide_frames_crops_from_their_own_range(tmp_path, monkeypatch):
+    # Frames wider than 5:4 (16:9, 4:3) draw their crops' areas from wide_crop_area; square and
+    # 5:4 frames (1280x1024 gastroscopy) from crop_area; without the option every frame does.
+    used = []
+    real_crop_box = data_module.crop_box
+    monkeypatch.setattr(data_module, "crop_box", lambda rng, h, w, area, aspect: (
+        used.append(area) or real_crop_box(rng, h, w, area, aspect)))
+
+    def areas(h, w, **opts):
+        used.clear()
+        write_image(tmp_path / "f.png", np.zeros((h, w, 3), np.uint8))
+        ds = data_module.PairDataset([FrameRef(tmp_path / "f.png", "sinus")], crop=32, max_side=400,
+                                     repeats=3, crop_area=(0.3, 1.0), **opts)
+        for i in range(len(ds)):
+            ds[i]
+        return set(used)
+
+    wide = {"wide_crop_area": (0.6, 1.0)}
+    assert areas(180, 320, **wide) == areas(240, 320, **wide) == {(0.6, 1.0)}
+    assert areas(300, 300, **wide) == areas(256, 320, **wide) == {(0.3, 1.0)}
+    assert areas(180, 320) == {(0.3, 1.0)}
+    with pytest.raises(ValueError, match="crop_area"):
+        TrainConfig(wide_crop_area=(0.5, 1.5))
 
 
 def test_transpose_square_turns_square_frames_crops_only(tmp_path):

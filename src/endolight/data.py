@@ -187,13 +187,17 @@ class PairDataset(Dataset):
         crop_area: tuple[float, float] = (0.3, 1.0),
         frame_aspect: bool = False,
         transpose_square: bool = False,
+        wide_crop_area: tuple[float, float] | None = None,
     ) -> None:
         if not refs:
             raise ValueError("no training frames")
         check_crop_area(crop_area)
+        if wide_crop_area is not None:
+            check_crop_area(wide_crop_area)
         self.frames = [load_frame(r, max_side) for r in refs]
         self.crop, self.seed, self.repeats, self.crop_area = crop, seed, repeats, crop_area
         self.frame_aspect, self.transpose_square = frame_aspect, transpose_square
+        self.wide_crop_area = wide_crop_area
         self.degrade_cfg = degrade_cfg or DegradeConfig()
         self.epoch = 0
 
@@ -205,7 +209,11 @@ class PairDataset(Dataset):
         rng = np.random.default_rng(seed)
         image = self.frames[idx % len(self.frames)]
         h, w = image.shape[:2]
-        y0, x0, ch, cw = crop_box(rng, h, w, self.crop_area, self.frame_aspect)
+        # Frames wider than 5:4 (16:9 laparoscopy and sinus) may draw their crops from a range of
+        # their own: whole-frame-like crops helped them and cost the square ones (README).
+        wide = self.wide_crop_area is not None and 4 * w > 5 * h
+        area = self.wide_crop_area if wide else self.crop_area
+        y0, x0, ch, cw = crop_box(rng, h, w, area, self.frame_aspect)
         patch = cv2.resize(image[y0 : y0 + ch, x0 : x0 + cw], (self.crop, self.crop),
                            interpolation=cv2.INTER_AREA)
         if rng.uniform() < 0.5:

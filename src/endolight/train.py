@@ -61,6 +61,7 @@ class TrainConfig:
     repeats: int = 4  # each training frame gives this many random crops per epoch
     crop_area: tuple[float, float] = (0.3, 1.0)  # each crop's share of the frame's area, drawn uniformly
     frame_aspect: bool = False  # crops' aspect ratios around the frame's own (data.crop_box)
+    wide_crop_area: tuple[float, float] | None = None  # crop_area for frames wider than 5:4 (None: crop_area)
     transpose_square: bool = False  # square frames' crops also transposed at random (90° turns)
     lr: float = 5e-4
     lr_min: float = 1e-5  # cosine schedule from lr to lr_min over all epochs
@@ -78,6 +79,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_crop_area(self.crop_area)  # a bad config fails when loaded, not mid-run
+        if self.wide_crop_area is not None:
+            check_crop_area(self.wide_crop_area)
 
 
 def _build(cls: type, data: dict[str, Any]) -> Any:
@@ -284,7 +287,8 @@ def _train(
         if cfg.max_frames:
             refs = refs[:: max(1, len(refs) // cfg.max_frames)][: cfg.max_frames]
     dataset = PairDataset(refs, cfg.crop, cfg.max_side, cfg.degrade, cfg.seed, cfg.repeats, cfg.crop_area,
-                          frame_aspect=cfg.frame_aspect, transpose_square=cfg.transpose_square)
+                          frame_aspect=cfg.frame_aspect, transpose_square=cfg.transpose_square,
+                          wide_crop_area=cfg.wide_crop_area)
     val_pairs = validation_pairs(cfg, val_refs) if main else []
     logs: list[EpochLog] = []
     if main:
