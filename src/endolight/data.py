@@ -210,7 +210,7 @@ class PairDataset(Dataset):
         image = self.frames[idx % len(self.frames)]
         h, w = image.shape[:2]
         # Frames wider than 5:4 (16:9 laparoscopy and sinus) may draw their crops from a range of
-        # their own: whole-frame-like crops helped them and cost the square ones (README).
+        # their own (tried with whole-frame-like crops: README, training).
         wide = self.wide_crop_area is not None and 4 * w > 5 * h
         area = self.wide_crop_area if wide else self.crop_area
         y0, x0, ch, cw = crop_box(rng, h, w, area, self.frame_aspect)
