@@ -192,7 +192,6 @@ def test_held_grids_halve_the_network_runs_and_keep_the_output(data_root, enhanc
     assert psnrs[0] > 90 and max(psnrs[1:]) < 90  # the same first frame; then the held grids show
 
 
-
 @pytest.mark.parametrize("width, coarse, coarsen", [(640, False, COARSEN), (1280, True, COARSEN),
                                                    (1920, True, COARSEN), (3840, True, 2 * COARSEN)])
 def test_plan_picks_the_fit_and_the_maps_size_by_frame_size(data_root, enhancer, width, coarse, coarsen):
