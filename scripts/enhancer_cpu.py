@@ -24,7 +24,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from endolight.allocator import reuse_freed_memory  # noqa: E402
+from endolight.allocator import configure  # noqa: E402
 from endolight.bench import cached_clip  # noqa: E402
 from endolight.enhancer import Enhancer  # noqa: E402
 from endolight.fov import fov_mask  # noqa: E402
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--weights", default=None, help="weights file or shipped name (default: shipped)")
     args = parser.parse_args()
-    reuse_freed_memory()  # as the command line does
+    configure()  # as the command line does
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     source = open_source(cached_clip(args.size, args.frames))

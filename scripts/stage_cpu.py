@@ -28,7 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the command line sets 
 import endolight.planar as planar  # noqa: E402
 import endolight.temporal as temporal  # noqa: E402
 import endolight.video as video  # noqa: E402
-from endolight.allocator import reuse_freed_memory  # noqa: E402
+from endolight.allocator import configure  # noqa: E402
 from endolight.bench import CLIP_CACHE, cached_clip, end_to_end  # noqa: E402
 from endolight.enhancer import Enhancer  # noqa: E402
 from endolight.model.net import CoefficientNet  # noqa: E402
@@ -75,7 +75,7 @@ def _threads() -> dict[str, tuple[str, float]]:
 def main() -> None:
     size = sys.argv[1] if len(sys.argv) > 1 else "1080p"
     frames = int(sys.argv[2]) if len(sys.argv) > 2 else 200
-    reuse_freed_memory()  # as the command line does
+    configure()  # as the command line does
     clip = cached_clip(size, frames)
     end_to_end(clip, CLIP_CACHE / "out.mp4", 30, True, None)  # compiled kernels loaded, caches warm
     acc: dict[str, float] = defaultdict(float)

@@ -19,7 +19,7 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the command line sets it
 
-from endolight.allocator import reuse_freed_memory  # noqa: E402
+from endolight.allocator import configure  # noqa: E402
 from endolight.bench import CLIP_CACHE, bare_codec, cached_clip, cpu_ticks, end_to_end, stolen_share  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("frames", nargs="?", type=int, default=120)
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
-    reuse_freed_memory()  # as the command line does
+    configure()  # as the command line does
     clip = cached_clip(args.size, args.frames)
     for _ in range(args.runs):
         ticks = cpu_ticks()

@@ -311,7 +311,7 @@ def test_cli_video_and_errors(tmp_path, sequence):
 
 def test_border_follows_the_clips_accumulated_view(tmp_path, data_root, enhancer):
     # A real clip with a round view, dimmed and noisy: the pipeline keeps every pixel outside
-    # the view of the frames seen so far (1, 2, 4, 8: the tracker's doubling schedule) to the byte.
+    # the view of the frames seen so far (1, 3, 4, 8: the tracker's schedule) to the byte.
     from endolight.data import list_frames
     from endolight.degrade import DegradeConfig
     from endolight.pairs import make_pair
@@ -332,11 +332,12 @@ def test_border_follows_the_clips_accumulated_view(tmp_path, data_root, enhancer
 
 
 def _view_in_force(frames: list[np.ndarray], k: int) -> np.ndarray:
-    """The view `video` uses at frame ``k`` of a scene: FovTracker re-derives it on frames 1, 2,
-    4..., from the scene's frames so far."""
+    """The view `video` uses at frame ``k`` of a scene: FovTracker re-derives it on frames 1, 3,
+    4, 8..., from the scene's frames so far."""
     from endolight.fov import detect_fov
 
-    return detect_fov(frames[: 1 << (k + 1).bit_length() - 1])
+    seen = 1 if k < 2 else 3 if k == 2 else 1 << (k + 1).bit_length() - 1
+    return detect_fov(frames[:seen])
 
 
 def _cli_frames(src: Path, out: Path, *args: str) -> list[np.ndarray]:
@@ -397,7 +398,7 @@ def test_cli_video_options_change_the_output_as_documented(tmp_path, data_root):
     plain = _cli_frames(src, tmp_path / "plain", "--no-temporal")
     # --no-keep-border: the border is brightened too; by default it is the input's to the byte.
     # The video's view is accumulated over the scene's first frames (FovTracker), re-derived on
-    # frames 1, 2, 4...: frame k keeps the border of the view built from its first `seen` frames.
+    # frames 1, 3, 4, 8...: frame k keeps the border of the view built from its first `seen` frames.
     for k in range(len(frames)):
         border = ~_view_in_force(frames, k)
         for outs in (plain, base):

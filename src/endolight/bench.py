@@ -296,8 +296,8 @@ def _peak_rss_mb() -> float:
 def _end_to_end_process(clip: Path, out: Path, n: int, fused: bool, weights: str | Path | None) -> dict:
     """:func:`end_to_end` in a fresh Python process, so its peak RSS is its own (a process's
     heap does not shrink back after a bigger run)."""
-    code = ("import json, sys; from endolight.allocator import reuse_freed_memory; "
-            "from endolight.bench import end_to_end; reuse_freed_memory(); "  # as the command line does
+    code = ("import json, sys; from endolight.allocator import configure; "
+            "from endolight.bench import end_to_end; configure(); "  # as the command line does
             "print(json.dumps(end_to_end(*json.loads(sys.argv[1]))))")
     args = json.dumps([str(clip), str(out), n, fused, str(weights) if weights else None])
     proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True)

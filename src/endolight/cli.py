@@ -625,9 +625,9 @@ def bench(
 
 
 def main() -> None:
-    from endolight.allocator import reuse_freed_memory
+    from endolight.allocator import configure
 
-    reuse_freed_memory()
+    configure()
     app()
 
 
