@@ -1,6 +1,6 @@
 """The end-to-end video rate against the bare decode + encode of the same file, same process.
 
-    python scripts/video_ratio.py [720p|1080p|4K|"1080p sinus"] [FRAMES] [--runs N]
+    python scripts/video_ratio.py [720p|1080p|4K|"1080p sinus"] [FRAMES] [--runs N] [--crf 18]
 
 For each run: the bare PyAV loop (``endolight.bench.bare_codec``: threaded decode, rgb24,
 libx264 ultrafast), then ``endolight.bench.end_to_end`` (what ``endolight video`` does, model
@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("size", nargs="?", default="1080p")
     parser.add_argument("frames", nargs="?", type=int, default=120)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--crf", type=int, default=18,
+                        help="endolight's x264 CRF (the command's default 18; the bare loop's is 23)")
     args = parser.parse_args()
     configure()  # as the command line does
     clip = cached_clip(args.size, args.frames)
@@ -35,7 +37,7 @@ def main() -> None:
         ticks = cpu_ticks()
         _, bare_ms = bare_codec(clip, CLIP_CACHE / "bare.mp4", args.frames)
         t0 = time.process_time()
-        r = end_to_end(clip, CLIP_CACHE / "out.mp4", args.frames, True, None)
+        r = end_to_end(clip, CLIP_CACHE / "out.mp4", args.frames, True, None, args.crf)
         cpu = (time.process_time() - t0) * 1e3 / args.frames
         ms = r["seconds"] * 1e3 / r["frames"]
         print(f"{args.size}: bare {bare_ms:.1f} ms/frame, endolight {ms:.1f} ms/frame "

@@ -309,6 +309,28 @@ def test_cli_video_and_errors(tmp_path, sequence):
     assert res.exit_code == 2 and "give an output" in res.output
 
 
+def test_cli_crf_sets_the_outputs_quality(tmp_path, sequence):
+    # x264's quality setting reaches the encoder: a coarser one writes a smaller file, further
+    # from the lossless enhanced frames; an impossible value is refused before any work.
+    src = tmp_path / "in.mp4"
+    _write_clip(src, sequence[:6], Fraction(25), Fraction(1, 25), 1)
+    frames = _cli_frames(src, tmp_path / "png", "--no-temporal")
+    sizes, errors = {}, {}
+    for crf in (18, 35):
+        out = tmp_path / f"crf{crf}.mp4"
+        res = CliRunner().invoke(app, ["video", str(src), "-o", str(out), "--no-temporal", "--crf", str(crf)])
+        assert res.exit_code == 0, res.output
+        with av.open(str(out)) as c:
+            decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        sizes[crf] = out.stat().st_size
+        errors[crf] = np.mean([np.abs(d.astype(int) - f).mean()
+                               for d, f in zip(decoded, frames, strict=True)])
+    assert sizes[35] < 0.5 * sizes[18]
+    assert errors[18] < errors[35]
+    res = CliRunner().invoke(app, ["video", str(src), "-o", str(tmp_path / "x.mp4"), "--crf", "60"])
+    assert res.exit_code == 2 and "crf" in res.output.lower() and not (tmp_path / "x.mp4").exists()
+
+
 def test_border_follows_the_clips_accumulated_view(tmp_path, data_root, enhancer):
     # A real clip with a round view, dimmed and noisy: the pipeline keeps every pixel outside
     # the view of the frames seen so far (1, 3, 4, 8: the tracker's schedule) to the byte.

@@ -269,12 +269,13 @@ def _compute_only(enhancer: Enhancer, frames: list[Frame], n: int) -> float:
         return (time.perf_counter() - t0) * 1e3 / n
 
 
-def end_to_end(clip: str | Path, out: str | Path, n: int, fused: bool, weights: str | Path | None) -> dict:
+def end_to_end(clip: str | Path, out: str | Path, n: int, fused: bool, weights: str | Path | None,
+               crf: int = VideoOptions.crf) -> dict:
     """File -> file (decode, enhance, encode) of ``n`` frames, as ``endolight video`` does, after
     loading the model and the kernel; the report's numbers and this process's peak RSS (MB)."""
     enhancer = Enhancer(weights, device="cpu", fused=fused)
     enhancer.enhance_array(np.zeros((64, 64, 3), np.uint8), fov=np.ones((64, 64), bool))  # load
-    report = enhance_video(clip, out, enhancer, VideoOptions(max_frames=n))
+    report = enhance_video(clip, out, enhancer, VideoOptions(max_frames=n, crf=crf))
     Path(out).unlink(missing_ok=True)
     return {"frames": report.written, "seconds": report.seconds, "p50": report.latency(50),
             "p99": report.latency(99), "peak_rss_mb": _peak_rss_mb()}

@@ -520,6 +520,9 @@ def video(
                                                          "the stream (a normal end once frames arrived); "
                                                          "limits each wait, not the session.")] = 5.0,
     show: Annotated[bool, typer.Option(help="Also show a live window (needs a display).")] = False,
+    crf: Annotated[int, typer.Option(min=0, max=51, help="H.264 quality of a video output (x264 CRF): "
+                                                         "18 visually lossless; 23 (x264's default) "
+                                                         "smaller files, less encoder CPU.")] = 18,
     exposure: Exposure = None,
     preserve_hue: PreserveHue = False,
     highlights: Highlights = False,
@@ -535,7 +538,7 @@ def video(
 
     opts = VideoOptions(side_by_side=side_by_side, low_latency=low_latency,
                         temporal=TemporalConfig(denoise=TemporalConfig.denoise if temporal_denoise else 0.0)
-                        if temporal else None, timeout=timeout)
+                        if temporal else None, timeout=timeout, crf=crf)
 
     def on_start(src) -> None:
         bar.total = src.info.frames

@@ -67,6 +67,8 @@ class VideoOptions:
         queue_depth: frames buffered between the stages (ignored in low-latency mode).
         max_frames: stop after this many frames (``None``: the whole source).
         timeout: seconds without data that end a live stream (normally, once frames arrived).
+        crf: x264's constant rate factor for a video file: 18 (default) is visually lossless;
+            23, x264's own default, writes smaller files and costs the encoder less.
     """
 
     side_by_side: bool = False
@@ -75,6 +77,7 @@ class VideoOptions:
     queue_depth: int = 4
     max_frames: int | None = None
     timeout: float = STREAM_TIMEOUT
+    crf: int = 18
 
 
 @dataclass
@@ -435,7 +438,8 @@ def enhance_video(
         if output is not None:
             audio = info.name if info.audio else None
             sinks.append(open_sink(output, width, info.height, info.fps, info.time_base,
-                                   audio_from=audio, low_latency=opts.low_latency, protect=protect))
+                                   audio_from=audio, low_latency=opts.low_latency, crf=opts.crf,
+                                   protect=protect))
         if show:
             sinks.append(WindowSink(f"endolight: {info.name}"))
     except BaseException:

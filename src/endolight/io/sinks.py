@@ -229,13 +229,15 @@ def open_sink(
     time_base: Fraction,
     audio_from: str | Path | None = None,
     low_latency: bool = False,
+    crf: int = 18,
     protect: Iterable[Path] = (),
 ) -> VideoSink | FolderSink:
-    """A video file for a video suffix (``.mp4``, ``.mkv``...), else a folder of PNG frames."""
+    """A video file for a video suffix (``.mp4``, ``.mkv``...), else a folder of PNG frames
+    (``low_latency`` and ``crf``: as :class:`VideoSink`'s)."""
     p = Path(output)
     if p.suffix.lower() in VIDEO_SUFFIXES:
         return VideoSink(p, width, height, fps, time_base, audio_from=audio_from,
-                         low_latency=low_latency, protect=protect)
+                         low_latency=low_latency, crf=crf, protect=protect)
     if p.suffix:
         raise InputError(f"{p}: not a video file name ({', '.join(VIDEO_SUFFIXES)}) nor a folder")
     return FolderSink(p, protect=protect)
