@@ -161,22 +161,27 @@ def test_render_uint8_is_deepupe_render_rounded(illumination, blur, strength, si
     assert np.abs(out.astype(int) - frame).max() > 20  # the grid did change the frame
 
 
-@pytest.mark.parametrize("denoise", [False, True])
-def test_render_uint8_keep_mask_spans(denoise):
+# With a blurred guide (blur > 0) a row's span also reads the luma of the rows above and below it,
+# one column beyond the span (from a luma plane made once a frame).
+@pytest.mark.parametrize(("denoise", "blur"), [(False, 0.0), (True, 0.0), (True, 0.7)])
+def test_render_uint8_keep_mask_spans(denoise, blur):
     rng = np.random.default_rng(2)
     frame = _frame(rng, 6, 10)
     model = _model(2, denoise=denoise, denoise_factor=2, denoise_radius=1)
     guide, grid = GuideParams.from_module(model.guide), torch.randn(1, 12 + denoise, 8, 2, 3) * 2
-    with torch.no_grad():
-        dn = model.denoise_coeffs(torch.from_numpy(frame).permute(2, 0, 1)[None] / 255) if denoise else None
+    dn = None
+    if denoise:
+        # D = the guide itself (a = 1, b = 0, full strength): every guide pixel shows in the output.
+        dn = np.concatenate([np.ones((3, 3, 5)), np.zeros((3, 3, 5))]).astype(np.float32)
+        grid[:, 12] = 12.0
     keep = np.zeros((6, 10), bool)
     keep[0] = True  # a whole row
     keep[1, :3] = keep[2, -2:] = True  # a left span, a right span
     # Both, and a pixel inside the computed span (columns 1-5; column 5 would join the right span).
     keep[3, :1] = keep[3, -4:] = keep[3, 4] = True
-    plain = render_uint8(frame, grid, guide, EPS, denoise=dn)
     out = np.zeros_like(frame)
-    masked = render_uint8(frame, grid, guide, EPS, keep=keep, out=out, denoise=dn)
+    masked = render_uint8(frame, grid, guide, EPS, keep=keep, out=out, denoise=dn, blur=blur)
+    plain = render_uint8(frame, grid, guide, EPS, denoise=dn, blur=blur)
     assert masked is out
     np.testing.assert_array_equal(masked[keep], frame[keep])
     np.testing.assert_array_equal(masked[~keep], plain[~keep])

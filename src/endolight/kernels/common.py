@@ -119,20 +119,13 @@ def binomial3_row(above, here, below, xa, xb, out):  # pragma: no cover - compil
 
 
 @njit(**JIT_OPTIONS)
-def guide_luma_row(frame, y, xa, xb, l0, l1, l2, blur, out):  # pragma: no cover - compiled
-    """The guided filter's blurred guide on columns ``[xa, xb)`` of row ``y`` of an ``(H, W, 3)``
-    uint8 frame: ``Y + blur * (B - Y)``, ``Y`` the luma in [0, 1] and ``B`` its 3x3 binomial blur
-    (:func:`binomial3_row`; ``endolight.model.denoise.filter_guide``)."""
-    h, w = frame.shape[0], frame.shape[1]
-    f255 = np.float32(255.0)
-    c0, c1, c2 = l0 / f255, l1 / f255, l2 / f255
-    rows = np.empty((3, w), dtype=np.float32)  # the luma of rows y - 1, y, y + 1 (edges replicated)
-    for k in range(3):
-        src = frame[min(max(y - 1 + k, 0), h - 1)]
-        luma = rows[k]
-        for x in range(np.uint64(max(xa - 1, 0)), np.uint64(min(xb + 1, w))):
-            luma[x] = c0 * np.float32(src[x, 0]) + c1 * np.float32(src[x, 1]) + c2 * np.float32(src[x, 2])
-    binomial3_row(rows[0], rows[1], rows[2], xa, xb, out)
-    here = rows[1]
+def blurred_guide_row(luma, y, xa, xb, blur, out):  # pragma: no cover - compiled
+    """The guided filter's blurred guide on columns ``[xa, xb)`` of row ``y`` of an ``(H, W)``
+    luma plane in [0, 1]: ``Y + blur * (B - Y)``, ``B`` its 3x3 binomial blur (rows beyond the
+    edges replicated; :func:`binomial3_row`; ``endolight.model.denoise.filter_guide``). Reads
+    columns ``xa - 1`` to ``xb`` of rows ``y - 1`` to ``y + 1``."""
+    h = luma.shape[0]
+    here = luma[y]
+    binomial3_row(luma[max(y - 1, 0)], here, luma[min(y + 1, h - 1)], xa, xb, out)
     for x in range(np.uint64(xa), np.uint64(xb)):
         out[x] = here[x] + blur * (out[x] - here[x])
