@@ -66,10 +66,10 @@ def _row_span(keep, y, w):  # pragma: no cover - compiled
 def _luma_plane(frame, l0, l1, l2, out):  # pragma: no cover - compiled
     """The luma in [0, 1] (weights ``l0, l1, l2``) of an ``(H, W, 3)`` uint8 frame, into ``out``.
 
-    Once a frame for the blurred guide: made per row, the three rows' luma took three passes
-    over the interleaved bytes (`stage_row`'s render of a 1080p frame, one thread: 47.0-48.3
-    CPU-ms before, 42.2-43.0 after). Every pixel, the border's too: limiting it to the rows'
-    spans cost more in finding them (three per row) than it saved.
+    Once a frame, for the blurred guide: made per row, the three rows' luma took three passes
+    over the interleaved bytes (the render of a 1080p sinus frame, one thread: 47.4-47.7 CPU-ms
+    then, 42.8-42.9 now). Every pixel, the border's too: limiting it to the rows' spans cost
+    more in finding them (three per row) than it saved.
     """
     h, w = frame.shape[0], frame.shape[1]
     f255 = np.float32(255.0)
