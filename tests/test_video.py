@@ -309,6 +309,40 @@ def test_cli_video_and_errors(tmp_path, sequence):
     assert res.exit_code == 2 and "give an output" in res.output
 
 
+# In a fresh process: the compiled kernels' signatures `warm_up` leaves, against those after
+# a short stream of a real clip (printed as a list).
+NEW_SIGNATURES = """
+import importlib, pkgutil, sys
+import endolight.fov, endolight.io.yuv, endolight.kernels, endolight.planar, endolight.temporal
+from endolight.enhancer import Enhancer
+from endolight.video import VideoOptions, enhance_video, warm_up
+modules = [importlib.import_module(f"endolight.kernels.{m.name}")
+           for m in pkgutil.iter_modules(endolight.kernels.__path__)]
+modules += [endolight.fov, endolight.io.yuv, endolight.planar, endolight.temporal]
+def signatures():
+    return {(m.__name__, name, str(s)) for m in modules for name, f in vars(m).items()
+            if hasattr(f, "py_func") and hasattr(f, "signatures") for s in f.signatures}
+enhancer = Enhancer(device="cpu")
+warm_up(enhancer)
+before = signatures()
+enhance_video(sys.argv[1], sys.argv[2], enhancer, VideoOptions(max_frames=6))
+print(sorted(signatures() - before))
+"""
+
+
+def test_warm_up_leaves_no_kernel_to_load_during_a_stream(tmp_path, data_root):
+    # A live stream warms the enhancer before its source opens: loading a compiled kernel
+    # holds the GIL, so none may be left for the stream's first frames (the grid smoother's
+    # histogram was, until 6 December). The real clip's decoder planes take the planar path.
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", NEW_SIGNATURES, str(data_root / CLIP),
+                           str(tmp_path / "out.mp4")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
+
+
 def test_cli_crf_sets_the_outputs_quality(tmp_path, sequence):
     # x264's quality setting reaches the encoder: a coarser one writes a smaller file, further
     # from the lossless enhanced frames; an impossible value is refused before any work.
