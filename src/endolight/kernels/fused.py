@@ -231,11 +231,14 @@ def _denoise_row(img, row, p, q, wt, dn, r0, wy, dz, lam_off, ua, ub, luma, dh,
     w = img.shape[1]
     r1 = min(r0 + 1, dh - 1)
     lam = np.empty(w, dtype=np.float32)
+    # The taps' gathers first, then the sigmoid in a loop of its own: in one loop with the
+    # gathers the sigmoid's polynomial stayed scalar.
     for x in range(ua, ub):
         a = p[x] + lam_off
         b = q[x] + lam_off
-        v = wt[0, x] * row[a] + wt[1, x] * row[a + dz] + wt[2, x] * row[b] + wt[3, x] * row[b + dz]
-        lam[x] = sigmoid(v) * scale
+        lam[x] = wt[0, x] * row[a] + wt[1, x] * row[a + dz] + wt[2, x] * row[b] + wt[3, x] * row[b + dz]
+    for x in range(ua, ub):
+        lam[x] = sigmoid(lam[x]) * scale
     for c in range(3):
         a0, a1, b0, b1 = dn[c, r0], dn[c, r1], dn[c + 3, r0], dn[c + 3, r1]
         for x in range(ua, ub):
