@@ -21,6 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the command line sets 
 
 from endolight.allocator import configure  # noqa: E402
 from endolight.bench import CLIP_CACHE, bare_codec, cached_clip, cpu_ticks, end_to_end, stolen_share  # noqa: E402
+from endolight.io.sinks import DEFAULT_CRF  # noqa: E402
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
     parser.add_argument("size", nargs="?", default="1080p")
     parser.add_argument("frames", nargs="?", type=int, default=120)
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--crf", type=int, default=18,
+    parser.add_argument("--crf", type=int, default=DEFAULT_CRF,
                         help="endolight's x264 CRF (the command's default 18; the bare loop's is 23)")
     args = parser.parse_args()
     configure()  # as the command line does

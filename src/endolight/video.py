@@ -30,7 +30,7 @@ from endolight.device import torch_threads
 from endolight.enhancer import Enhancer
 from endolight.fov import FovTracker
 from endolight.io.images import InputError
-from endolight.io.sinks import Sink, WindowSink, open_sink
+from endolight.io.sinks import DEFAULT_CRF, Sink, WindowSink, open_sink
 from endolight.io.sources import (
     STREAM_TIMEOUT,
     FolderSource,
@@ -77,7 +77,7 @@ class VideoOptions:
     queue_depth: int = 4
     max_frames: int | None = None
     timeout: float = STREAM_TIMEOUT
-    crf: int = 18
+    crf: int = DEFAULT_CRF
 
 
 @dataclass

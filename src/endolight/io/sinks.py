@@ -23,6 +23,7 @@ from endolight.io.yuv import as_rgb, is_i420, rgb_to_i420
 
 OUTPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".ts")  # containers that hold H.264
 BT601, LIMITED_RANGE = 6, 1  # FFmpeg's AVCOL_SPC_SMPTE170M and AVCOL_RANGE_MPEG
+DEFAULT_CRF = 18  # x264's constant rate factor for video outputs: visually lossless
 
 
 def _check_target(path: Path, protect: Iterable[Path]) -> None:
@@ -60,7 +61,7 @@ class VideoSink:
         time_base: Fraction,
         audio_from: str | Path | None = None,
         preset: str = "ultrafast",
-        crf: int = 18,
+        crf: int = DEFAULT_CRF,
         low_latency: bool = False,
         faststart: bool = False,
         protect: Iterable[Path] = (),
@@ -229,7 +230,7 @@ def open_sink(
     time_base: Fraction,
     audio_from: str | Path | None = None,
     low_latency: bool = False,
-    crf: int = 18,
+    crf: int = DEFAULT_CRF,
     protect: Iterable[Path] = (),
 ) -> VideoSink | FolderSink:
     """A video file for a video suffix (``.mp4``, ``.mkv``...), else a folder of PNG frames
