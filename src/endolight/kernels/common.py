@@ -99,6 +99,19 @@ def guide_row(img, ccm, ccm_bias, shifts, slopes, mix, mix_bias, ua, ub, g):  # 
 
 
 @njit(**JIT_OPTIONS)
+def row_span(keep, y, w):  # pragma: no cover - compiled
+    """Columns ``[a, b)`` of row ``y`` of the ``(H, W)`` bool mask ``keep`` from its first to its
+    last pixel not kept (``a >= b``: the whole row is kept). The kernels compute only there and
+    copy the input on either side (the black border around a round view)."""
+    a, b = 0, w
+    while a < w and keep[y, a]:
+        a += 1
+    while b > a and keep[y, b - 1]:
+        b -= 1
+    return a, b
+
+
+@njit(**JIT_OPTIONS)
 def binomial3_row(above, here, below, xa, xb, out):  # pragma: no cover - compiled
     """``out[x]`` for ``x`` in ``[xa, xb)``: the 3x3 binomial blur (``[1, 2, 1]^T [1, 2, 1] / 16``)
     at row ``here`` given the rows above and below it (any numeric dtype, 1-D), columns beyond

@@ -27,6 +27,7 @@ from endolight.kernels.common import (
     axis_taps,
     blurred_guide_row,
     guide_row,
+    row_span,
     sigmoid,
 )
 
@@ -48,18 +49,6 @@ class GuideParams:
         arrays = {name: np.ascontiguousarray(p.detach().cpu().numpy(), dtype=np.float32)
                   for name, p in guide.named_parameters()}
         return cls(**arrays)
-
-
-@njit(**JIT_OPTIONS)
-def _row_span(keep, y, w):  # pragma: no cover - compiled
-    """Columns ``[a, b)`` of row ``y`` from its first to its last pixel not kept (``a >= b``:
-    the whole row is kept)."""
-    a, b = 0, w
-    while a < w and keep[y, a]:
-        a += 1
-    while b > a and keep[y, b - 1]:
-        b -= 1
-    return a, b
 
 
 @njit(parallel=True, **JIT_OPTIONS)
@@ -114,7 +103,7 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
         # an endoscope frame: the black border around a round view) is a copy of the input.
         xa, xb = 0, w
         if use_keep:
-            xa, xb = _row_span(keep, y, w)
+            xa, xb = row_span(keep, y, w)
             # The row's bytes, flat and unsigned: the per-pixel copy of three channels stayed
             # scalar (1.1-1.3 CPU-ms more a 1080p sinus frame, one thread).
             src, dst = frame[y].reshape(3 * w), out[y].reshape(3 * w)

@@ -42,6 +42,7 @@ from endolight.kernels.common import (
     axis_taps,
     binomial3_row,
     guide_row,
+    row_span,
     sigmoid,
 )
 
@@ -153,17 +154,13 @@ def _map_kernel(co, fit, to_ycc, scale, blur, luma, chroma):  # pragma: no cover
 
 @njit(**JIT_OPTIONS)
 def _span(keep, y0, y1, w):  # pragma: no cover - compiled
-    """Columns ``[a, b)`` of rows ``y0, y1`` that hold field of view, widened to whole blocks."""
+    """Columns ``[a, b)`` of rows ``y0, y1`` that hold field of view (:func:`row_span` of each),
+    widened to whole blocks."""
     a, b = w, 0
     for y in (y0, y1):
-        x = 0
-        while x < w and keep[y, x]:
-            x += 1
-        a = min(a, x)
-        x = w
-        while x > 0 and keep[y, x - 1]:
-            x -= 1
-        b = max(b, x)
+        ra, rb = row_span(keep, y, w)
+        if ra < rb:  # a row wholly kept adds nothing
+            a, b = min(a, ra), max(b, rb)
     return (a // 2) * 2, min(w, ((b + 1) // 2) * 2)
 
 
