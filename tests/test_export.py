@@ -13,7 +13,15 @@ from typer.testing import CliRunner
 
 from endolight.checkpoint import default_weights_path, load_model, save_weights
 from endolight.cli import app
-from endolight.export import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME, export_model, max_abs_difference, run_onnx
+from endolight.export import (
+    INPUT_NAME,
+    ONNX_OPSET,
+    OUTPUT_NAME,
+    default_graph,
+    export_model,
+    max_abs_difference,
+    run_onnx,
+)
 from endolight.io.images import read_image
 from endolight.model import DeepUPE
 from endolight.model.config import ModelConfig
@@ -164,7 +172,10 @@ def test_bad_arguments_raise(model: DeepUPE, tmp_path: Path) -> None:
         export_model(model, tmp_path / "m.onnx", layout="i420", graph="exact")
     with pytest.raises(ValueError, match="grey"):  # the maps assume one illumination per pixel
         export_model(DeepUPE(ModelConfig(illumination="rgb")), tmp_path / "m.onnx", graph="fast")
+    with pytest.raises(ValueError, match="sigmoid curve"):  # ...through the sigmoid
+        export_model(DeepUPE(ModelConfig(curve="power")), tmp_path / "m.onnx", graph="fast")
     assert not list(tmp_path.iterdir())
+    assert default_graph(DeepUPE(ModelConfig(curve="power"))) == "exact" and default_graph(model) == "fast"
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")

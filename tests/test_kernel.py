@@ -15,6 +15,7 @@ from endolight.kernels.common import axis_taps
 from endolight.kernels.fused import GuideParams, render_uint8
 from endolight.kernels.planar import box_mean_np
 from endolight.model import DeepUPE, ModelConfig
+from endolight.model.config import CURVES
 from endolight.model.denoise import box_mean
 from endolight.model.slicing import EPS
 from endolight.pairs import make_pair
@@ -43,7 +44,8 @@ def _max_diff(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
 
 
-def test_random_frames_and_grids_match_pytorch():
+@pytest.mark.parametrize("curve", CURVES)
+def test_random_frames_and_grids_match_pytorch(curve):
     # Property test: random sizes (odd, 1-pixel, wider than tall), grids, depths and strengths.
     rng = np.random.default_rng(0)
     checked = 0
@@ -51,14 +53,16 @@ def test_random_frames_and_grids_match_pytorch():
         depth = int(rng.choice([1, 2, 8]))
         grey = case % 2 == 0  # both illumination modes
         model = _model(case, ModelConfig(grid_depth=depth, guide_knots=int(rng.choice([4, 16])),
-                                         illumination="grey" if grey else "rgb", denoise=False))
+                                         illumination="grey" if grey else "rgb", denoise=False,
+                                         curve=curve))
         h, w = int(rng.integers(1, 90)), int(rng.integers(1, 130))
         frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         grid = torch.randn(1, 12, depth, int(rng.choice([1, 4, 16])), int(rng.choice([1, 8, 16])))
         grid *= float(rng.uniform(0.1, 8.0))  # up to saturating logits
         strength = float(rng.choice([1.0, 0.5, 0.0]))
         ref = _reference(model, frame, grid, strength)
-        out = _render(frame, grid, GuideParams.from_module(model.guide), strength, grey=grey)
+        out = _render(frame, grid, GuideParams.from_module(model.guide), strength, grey=grey,
+                      power=curve == "power")
         assert out.shape == frame.shape and out.dtype == np.uint8
         assert _max_diff(out, ref) <= 1, (case, h, w, depth, strength, grey)
         checked += 1
@@ -84,15 +88,16 @@ def dim_real_frames(data_root) -> list[np.ndarray]:
     return frames
 
 
+@pytest.mark.parametrize("curve", CURVES)
 @pytest.mark.parametrize("illumination", ["grey", "rgb"])
-def test_real_frames_match_pytorch(dim_real_frames, illumination):
-    model = _model(3, ModelConfig(illumination=illumination, denoise=False))
+def test_real_frames_match_pytorch(dim_real_frames, illumination, curve):
+    model = _model(3, ModelConfig(illumination=illumination, denoise=False, curve=curve))
     with torch.no_grad():
         torch.nn.init.normal_(model.coeffs.pred.weight, std=0.05)  # varied, input-driven grids
     guide, grey = GuideParams.from_module(model.guide), illumination == "grey"
     for frame in dim_real_frames:
         for grid in (model.grid(to_tensor(frame)[None]).detach(), torch.randn(1, 12, 8, 16, 16) * 3):
-            out = _render(frame, grid, guide, grey=grey)
+            out = _render(frame, grid, guide, grey=grey, power=curve == "power")
             assert _max_diff(out, _reference(model, frame, grid, 1.0)) <= 1
 
 
@@ -147,20 +152,22 @@ def _denoise_reference(model: DeepUPE, frame: np.ndarray, grid: torch.Tensor,
         return to_uint8(model.render(grid, x, strength).output[0]), model.denoise_coeffs(x)
 
 
-def test_denoising_kernel_matches_pytorch_on_random_frames_and_grids():
+@pytest.mark.parametrize("curve", CURVES)
+def test_denoising_kernel_matches_pytorch_on_random_frames_and_grids(curve):
     rng = np.random.default_rng(5)
     for case in range(16):
         depth = int(rng.choice([1, 2, 8]))
         grey = case % 2 == 0
         model = _model(case, ModelConfig(grid_depth=depth, illumination="grey" if grey else "rgb",
-                                         denoise=True, denoise_factor=int(rng.choice([2, 4]))))
+                                         denoise=True, denoise_factor=int(rng.choice([2, 4])), curve=curve))
         h, w = int(rng.integers(1, 90)), int(rng.integers(1, 130))
         frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         grid = torch.randn(1, 13, depth, int(rng.choice([1, 4, 16])), int(rng.choice([1, 8, 16])))
         grid *= float(rng.uniform(0.1, 8.0))
         strength = float(rng.choice([1.0, 0.5, 0.0, 2.0]))  # 2: the exposure solver's range
         ref, dn = _denoise_reference(model, frame, grid, strength)
-        out = _render(frame, grid, GuideParams.from_module(model.guide), strength, grey=grey, denoise=dn)
+        out = _render(frame, grid, GuideParams.from_module(model.guide), strength, grey=grey, denoise=dn,
+                      power=curve == "power")
         assert _max_diff(out, ref) <= 1, (case, h, w, depth, grey, strength)
         if strength == 0.0:
             np.testing.assert_array_equal(out, frame)

@@ -65,10 +65,12 @@ def test_apply_affine_is_matrix_times_rgb_plus_offset():
     np.testing.assert_allclose(out[0, :, 0, 0].numpy(), a[:, :3] @ rgb + a[:, 3])
 
 
-@pytest.fixture(scope="module", params=["grey", "rgb"])
+@pytest.fixture(scope="module", ids=lambda p: "-".join(p),
+                params=[("grey", "sigmoid"), ("rgb", "sigmoid"), ("grey", "power"), ("rgb", "power")])
 def model(request) -> DeepUPE:
     torch.manual_seed(0)
-    m = DeepUPE(ModelConfig(illumination=request.param))
+    illumination, curve = request.param
+    m = DeepUPE(ModelConfig(illumination=illumination, curve=curve))
     # Random, not-tiny prediction weights so the bounds are exercised away from the init.
     torch.nn.init.normal_(m.coeffs.pred.weight, std=0.5)
     return m.eval()
@@ -182,6 +184,30 @@ def test_illumination_is_the_documented_smooth_map():
     m, grey_sig = image.max(1, keepdims=True), 1 / (1 + np.exp(-logits.mean(1, keepdims=True)))
     got = illumination(torch.from_numpy(logits), torch.from_numpy(image), grey=True).numpy()
     np.testing.assert_allclose(got, np.maximum(m + (1 - m) * grey_sig, EPS), rtol=1e-12)
+
+
+def test_power_curve_is_a_per_pixel_gamma():
+    rng = np.random.default_rng(4)
+    image = rng.uniform(size=(2, 3, 2, 3))
+    logits = rng.normal(scale=2.0, size=(2, 3, 2, 3))
+    image[0, :, 0, 0] = 0.0  # black: the floor before the power
+    sig = 1 / (1 + np.exp(-logits))
+    got = illumination(torch.from_numpy(logits), torch.from_numpy(image), curve="power").numpy()
+    np.testing.assert_allclose(got, np.maximum(image, EPS) ** (1 - sig), rtol=1e-12)
+    assert np.all(got >= image) and np.all(got <= 1)
+    m, grey_sig = image.max(1, keepdims=True), 1 / (1 + np.exp(-logits.mean(1, keepdims=True)))
+    got = illumination(torch.from_numpy(logits), torch.from_numpy(image), grey=True, curve="power").numpy()
+    np.testing.assert_allclose(got, np.maximum(m, EPS) ** (1 - grey_sig), rtol=1e-12)
+    # One logit undoes a whole-frame gamma exactly (the paper protocol's darkening): sigmoid(a)
+    # = 1 / gamma gives R = I / S = (T ** gamma) ** (1 / gamma) = T, however dark T is (down to
+    # the EPS floor: T ** 4 >= 1e-4 here).
+    target = torch.from_numpy(rng.uniform(0.1, 1.0, size=(1, 3, 4, 5)))
+    for gamma in (1.5, 2.5, 4.0):
+        logit = torch.full_like(target, -np.log(gamma - 1))  # sigmoid = 1 / gamma
+        dim = target**gamma
+        torch.testing.assert_close(dim / illumination(logit, dim, curve="power"), target, rtol=1e-9, atol=0)
+    with pytest.raises(ValueError, match="curve must be one of"):
+        ModelConfig(curve="cubic")
 
 
 def test_grey_grid_is_the_mean_affine_row():
@@ -319,12 +345,13 @@ def _composed(model: DeepUPE, x: torch.Tensor, strength: float) -> tuple[torch.T
         small = shrink(x, model.cfg.denoise_factor)
         d = denoise(x, guided_coefficients(small, model.cfg.denoise_radius, model.cfg.denoise_eps), lam)
         d = d.clamp(0, 1)
-    s = illumination(apply_affine(coeffs[:, :n], d), d, grey=grey) ** strength
+    s = illumination(apply_affine(coeffs[:, :n], d), d, grey=grey, curve=model.cfg.curve) ** strength
     return d, s
 
 
-@pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(illumination="rgb", denoise=False)],
-                         ids=["grey-denoise", "rgb-plain"])
+@pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(illumination="rgb", denoise=False),
+                                 ModelConfig(illumination="rgb", denoise=False, curve="power")],
+                         ids=["grey-denoise", "rgb-plain", "rgb-power"])
 def test_render_is_the_composition_of_its_steps(cfg):
     torch.manual_seed(3)
     model = DeepUPE(cfg).eval()

@@ -19,6 +19,7 @@ from endolight.io.yuv import i420_planes, i420_to_rgb, rgb_thumbnail, rgb_to_i42
 from endolight.kernels.common import along_x, axis_taps, sigmoid
 from endolight.kernels.planar import guided_fit, render_planes
 from endolight.metrics import psnr
+from endolight.model import DeepUPE, ModelConfig
 from endolight.model.slicing import EPS
 from endolight.planar import (
     COARSE_FIT_PIXELS,
@@ -240,3 +241,15 @@ def test_field_of_view_thumbnail_from_the_small_copy(data_root, enhancer):
     assert np.abs(direct.astype(int) - shared).mean() < 1.0
     grey = np.full((3, 216, 384), 0.5, np.float32)  # a copy at the size is only rounded to levels
     assert np.all(rgb_thumbnail(grey, size) == 128)
+
+
+def test_only_the_grey_sigmoid_model_takes_the_planar_path(enhancer):
+    # The planar kernel holds one form of S: a per-channel model or the power curve goes through
+    # the RGB path (video checks `planar`), and asking for the planes directly is a clear error.
+    assert enhancer.planar
+    planes = np.full((48, 64), 128, np.uint8)
+    for cfg in (ModelConfig(curve="power"), ModelConfig(illumination="rgb")):
+        other = Enhancer(model=DeepUPE(cfg).eval(), device="cpu")
+        assert not other.planar
+        with pytest.raises(ValueError, match="grey model with the sigmoid curve"):
+            other.plan_planes(planes)

@@ -335,7 +335,7 @@ def export_cmd(
         help="fast: guide, slice and denoiser fitted on a 1/8 copy, a few operations per pixel "
              "(real time on a CPU); exact: every pixel sliced (the Python enhancer within 1/255, "
              "about 1 s per 1080p frame in ONNX Runtime). Default: fast for a grey-illumination "
-             "model, exact for a per-channel one (the paper preset).")] = None,
+             "model with the sigmoid curve, exact otherwise (the paper preset).")] = None,
     check: Annotated[bool, typer.Option(help="Compare the file with PyTorch on a 480x640 frame.")] = True,
 ) -> None:
     """Export a deployable model: uint8 frame 'frame' in, enhanced uint8 frame 'enhanced' out.

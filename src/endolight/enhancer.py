@@ -142,7 +142,8 @@ class Enhancer:
             dn = self.denoise_coeffs(frame) if self.model.cfg.denoise else None
             return render_uint8(frame, grid, self.guide_params, EPS, k, keep=keep,
                                 grey=self.model.cfg.illumination == "grey", denoise=dn,
-                                blur=self.model.cfg.guide_blur, offset=self.model.cfg.black_offset)
+                                blur=self.model.cfg.guide_blur, offset=self.model.cfg.black_offset,
+                                power=self.model.cfg.curve == "power")
         x = to_tensor(frame)[None].to(self.device)
         out = to_uint8(self.model.render(grid, x, k).output[0])
         if keep is not None:
@@ -181,8 +182,10 @@ class Enhancer:
 
     @property
     def planar(self) -> bool:
-        """:meth:`enhance_planes` can run: the fused CPU path, a grey model, no fidelity steps."""
-        return (self.guide_params is not None and self.model.cfg.illumination == "grey"
+        """:meth:`enhance_planes` can run: the fused CPU path, a grey model with the sigmoid
+        curve, no fidelity steps."""
+        cfg = self.model.cfg
+        return (self.guide_params is not None and cfg.illumination == "grey" and cfg.curve == "sigmoid"
                 and self.fidelity == FidelityConfig())
 
     def enhance_planes(self, planes: np.ndarray, strength: float | None = None,
@@ -204,7 +207,8 @@ class Enhancer:
         is the other (video runs them in two threads). ``small``: the frame's
         ``endolight.planar.small_copy`` when the caller has made it already."""
         if not self.planar:
-            raise ValueError("the planar path needs the fused CPU path, a grey model and no fidelity steps")
+            raise ValueError("the planar path needs the fused CPU path, a grey model with the sigmoid curve "
+                             "and no fidelity steps")
         k = self.strength if strength is None else strength
         keep = None
         if self.keep_border:

@@ -80,8 +80,9 @@ class FrameModel(nn.Module):
             raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
-        if graph == "fast" and model.cfg.illumination != "grey":
-            raise ValueError("the fast graph needs a grey-illumination model; use graph='exact'")
+        if graph == "fast" and not fast_graph_fits(model):
+            raise ValueError("the fast graph needs a grey-illumination model with the sigmoid curve; "
+                             "use graph='exact'")
         if layout == "i420" and graph != "fast":
             raise ValueError("the i420 layout has the fast graph only")
         self.model = model.eval()
@@ -127,9 +128,15 @@ class FrameModel(nn.Module):
                           uv_out.to(torch.uint8).reshape(n, h // 2, w)], dim=1)
 
 
+def fast_graph_fits(model: DeepUPE) -> bool:
+    """The fast graph's maps hold ``model``: one illumination for the three channels, through
+    the sigmoid curve (``ModelConfig.illumination`` and ``curve``)."""
+    return model.cfg.illumination == "grey" and model.cfg.curve == "sigmoid"
+
+
 def default_graph(model: DeepUPE) -> Graph:
-    """``"fast"`` for a grey-illumination model, else ``"exact"``."""
-    return "fast" if model.cfg.illumination == "grey" else "exact"
+    """``"fast"`` where :func:`fast_graph_fits`, else ``"exact"``."""
+    return "fast" if fast_graph_fits(model) else "exact"
 
 
 def example_frame(
@@ -153,12 +160,12 @@ def export_model(
 ) -> Path:
     """Write ``model`` as a frame-to-frame ONNX (opset 20) or TorchScript file, atomically.
 
-    ``graph`` defaults to ``"fast"`` for a grey-illumination model and ``"exact"`` otherwise
-    (the fast graph's maps assume one illumination for the three channels).
+    ``graph`` defaults to ``"fast"`` where :func:`fast_graph_fits` and ``"exact"`` otherwise
+    (the fast graph's maps assume one illumination for the three channels, sigmoid curve).
 
     Raises:
         ValueError: unknown format, layout or graph, strength outside [0, 1], the fast graph
-            of a per-channel model.
+            of a model it does not fit.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")

@@ -122,8 +122,8 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
         ``(3, h', w')`` luma maps ``P, Q, L`` and ``(8, h, w)`` chroma maps (see
         :mod:`endolight.kernels.planar`), float32.
     """
-    if model.cfg.illumination != "grey":
-        raise ValueError("the planar path needs a grey-illumination model")
+    if model.cfg.illumination != "grey" or model.cfg.curve != "sigmoid":
+        raise ValueError("the planar path needs a grey-illumination model with the sigmoid curve")
     if coarse_fit and coarsen < 2:
         raise ValueError(f"coarse_fit fits at half the small copy: maps at 1/{coarsen} would be finer")
     cells = grey_grid(grid)[0].permute(2, 3, 1, 0).numpy()  # (Gh, Gw, D, 4 [+ 1])

@@ -70,8 +70,8 @@ def _luma_plane(frame, l0, l1, l2, out):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_lo, y_w, x_lo, x_w,
-                   strength, grey, keep, eps, dn, dy_lo, dy_w, blur, luma, offset, out):  # pragma: no cover
+def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_lo, y_w, x_lo, x_w, strength,
+                   grey, keep, eps, dn, dy_lo, dy_w, blur, luma, offset, power, out):  # pragma: no cover
     h, w = frame.shape[0], frame.shape[1]
     gh, gw, depth, nc = grid.shape[0], grid.shape[1], grid.shape[2], grid.shape[3]
     one = np.float32(1.0)
@@ -177,11 +177,16 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
         # beta, 0, 1) with I' = (I + beta) / (1 + beta); grey: one S = max(m' + (1 - m') *
         # sigmoid(mean_c logit), eps) ** k, m' = (max_c I + beta) / (1 + beta) (the mean of the
         # three logits is the one logit of the collapsed grid).
+        s = np.empty(w, dtype=np.float32)
         if grey:
-            s = np.empty(w, dtype=np.float32)
-            for x in range(ua, ub):
-                m = (max(img[0, x], max(img[1, x], img[2, x])) + beta) * lift
-                s[x] = max(m + (one - m) * sigmoid(logit[0, x]), eps)
+            if power:
+                for x in range(ua, ub):
+                    s[x] = max((max(img[0, x], max(img[1, x], img[2, x])) + beta) * lift, eps)
+                _power_curve(s, logit[0], ua, ub)
+            else:
+                for x in range(ua, ub):
+                    m = (max(img[0, x], max(img[1, x], img[2, x])) + beta) * lift
+                    s[x] = max(m + (one - m) * sigmoid(logit[0, x]), eps)
             if use_pow:
                 for x in range(ua, ub):
                     s[x] = s[x] ** strength
@@ -190,9 +195,16 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
                     logit[c, x] = min(max((img[c, x] + beta) / s[x] - beta, zero), one)
         else:
             for c in range(3):
-                for x in range(ua, ub):
-                    m = (img[c, x] + beta) * lift
-                    logit[c, x] = max(m + (one - m) * sigmoid(logit[c, x]), eps)
+                if power:
+                    for x in range(ua, ub):
+                        s[x] = max((img[c, x] + beta) * lift, eps)
+                    _power_curve(s, logit[c], ua, ub)
+                    for x in range(ua, ub):
+                        logit[c, x] = s[x]
+                else:
+                    for x in range(ua, ub):
+                        m = (img[c, x] + beta) * lift
+                        logit[c, x] = max(m + (one - m) * sigmoid(logit[c, x]), eps)
                 if use_pow:  # a separate loop: the powf call would keep the common one scalar
                     for x in range(ua, ub):
                         logit[c, x] = logit[c, x] ** strength
@@ -205,6 +217,18 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
             for x in range(ua, ub):
                 if keep[y, x]:
                     out[y, x, 0], out[y, x, 1], out[y, x, 2] = frame[y, x, 0], frame[y, x, 1], frame[y, x, 2]
+
+
+@njit(**JIT_OPTIONS)
+def _power_curve(m, logit, ua, ub):  # pragma: no cover - compiled
+    """``m = m ** (1 - sigmoid(logit))`` in place over ``[ua, ub)``: ``ModelConfig.curve =
+    "power"``, ``m`` already floored at ``eps``. libm's ``powf`` keeps this loop scalar; only
+    models trained with this curve pay for it."""
+    one = np.float32(1.0)
+    for x in range(ua, ub):
+        logit[x] = one - sigmoid(logit[x])
+    for x in range(ua, ub):
+        m[x] = m[x] ** logit[x]
 
 
 @njit(**JIT_OPTIONS)
@@ -254,6 +278,7 @@ def render_uint8(
     denoise: Any = None,
     blur: float = 0.0,
     offset: float = 0.0,
+    power: bool = False,
 ) -> np.ndarray:
     """The full-res stage of ``DeepUPE.render`` in one pass, uint8 in and out.
 
@@ -272,6 +297,7 @@ def render_uint8(
             ``DeepUPE.denoise_coeffs``), array-like; needs a 13-channel grid.
         blur: the filter's guide is ``Y + blur * (binomial3x3(Y) - Y)`` (``ModelConfig.denoise_blur``).
         offset: the division's ``beta`` (``ModelConfig.black_offset``).
+        power: the illumination's power curve (``ModelConfig.curve == "power"``).
 
     Returns:
         ``(H, W, 3)`` uint8 RGB output ``R = (D + beta) / S - beta``, rounded like
@@ -320,6 +346,7 @@ def render_uint8(
     with numba.parallel_chunksize(ROW_CHUNK):
         _render_kernel(frame, cells, guide.ccm, guide.ccm_bias, guide.shifts, guide.slopes, guide.mix,
                        guide.mix_bias, y_lo, y_w, x_lo, x_w, np.float32(strength), grey, keep,
-                       np.float32(eps), dn, dy_lo, dy_w, np.float32(blur), luma, np.float32(offset), out)
+                       np.float32(eps), dn, dy_lo, dy_w, np.float32(blur), luma, np.float32(offset), power,
+                       out)
     return out
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 ILLUMINATIONS = ("grey", "rgb")
+CURVES = ("sigmoid", "power")
 DENOISE_FILTERS = ("guided", "box")
 
 
@@ -27,6 +28,12 @@ class ModelConfig:
             channel clips. ``"rgb"``: DeepUPE's per-channel ``S``, free to change colours (a
             model trained on endoscopy turns out-of-range colours, e.g. a blue chart patch,
             towards tissue pink; docs/fidelity.md).
+        curve: how the affine output ``a`` (a logit) becomes ``S`` between the pixel's bound
+            ``m`` (see ``illumination``) and 1. ``"sigmoid"`` (DeepUPE): ``S = m + (1 - m)
+            sigmoid(a)``. ``"power"``: ``S = m ** (1 - sigmoid(a))``, so ``R = D / S`` is
+            ``D ** sigmoid(a)``: a per-pixel gamma, which undoes a gamma darkening with a constant
+            ``a`` however steep the curve is near black (the sigmoid form needs ``a`` to follow
+            ``log m`` there, which one affine per grid cell cannot).
         denoise: the model divides a denoised frame: a fast guided filter (fitted on a copy
             shrunk by ``denoise_factor`` with a box of radius ``denoise_radius`` there, edge
             threshold a learned luma variance starting at ``denoise_eps``) blended in with a
@@ -61,6 +68,7 @@ class ModelConfig:
     fc_width: int = 256
     guide_knots: int = 16
     illumination: str = "grey"
+    curve: str = "sigmoid"
     denoise: bool = True
     denoise_factor: int = 4
     denoise_radius: int = 2
@@ -82,6 +90,8 @@ class ModelConfig:
             raise ValueError(f"local_blocks must be in 0..4, got {self.local_blocks}")
         if not 0 <= self.global_hist <= 256:
             raise ValueError(f"global_hist must be in 0..256, got {self.global_hist}")
+        if self.curve not in CURVES:
+            raise ValueError(f"curve must be one of {CURVES}, got {self.curve!r}")
         if self.illumination not in ILLUMINATIONS:
             raise ValueError(f"illumination must be one of {ILLUMINATIONS}, got {self.illumination!r}")
         ratio = self.lowres // self.grid_size

@@ -97,7 +97,7 @@ class DeepUPE(nn.Module):
             lam = torch.sigmoid(coeffs[:, n_affine:n_affine + 1]) * min(strength, 1.0)
             x = denoise(image, self.denoise_coeffs(image), lam, self.cfg.denoise_blur).clamp(0.0, 1.0)
         logits = apply_affine(coeffs[:, :n_affine], x)
-        s = illumination(logits, x, grey=grey, offset=self.cfg.black_offset)
+        s = illumination(logits, x, grey=grey, offset=self.cfg.black_offset, curve=self.cfg.curve)
         if strength != 1.0:
             s = s**strength
         out = divide(x, s, self.cfg.black_offset).clamp(0.0, 1.0)

@@ -92,7 +92,7 @@ def apply_affine(coeffs: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
 
 
 def illumination(logits: torch.Tensor, image: torch.Tensor, grey: bool = False,
-                 offset: float = 0.0) -> torch.Tensor:
+                 offset: float = 0.0, curve: str = "sigmoid") -> torch.Tensor:
     """Map affine outputs to an illumination ``S`` with ``I <= S <= 1`` by construction.
 
     ``S = I + (1 - I) * sigmoid(logits)``: a smooth map, so no gradient dies at the bounds
@@ -100,7 +100,8 @@ def illumination(logits: torch.Tensor, image: torch.Tensor, grey: bool = False,
     With ``grey`` one ``S`` serves all channels: ``S = m + (1 - m) * sigmoid(mean_c logits)``
     with ``m`` the pixel's largest channel, so ``I / S`` keeps the RGB ratios and stays <= 1.
     With an ``offset`` beta the bound is ``(I + beta) / (1 + beta)``, the one
-    :func:`divide` needs to stay <= 1.
+    :func:`divide` needs to stay <= 1. With ``curve="power"`` the same bound ``m`` gives
+    ``S = max(m, EPS) ** (1 - sigmoid(logits))`` (``ModelConfig.curve``).
 
     Args:
         logits: ``(B, 3, H, W)`` affine outputs.
@@ -113,6 +114,9 @@ def illumination(logits: torch.Tensor, image: torch.Tensor, grey: bool = False,
     if grey:
         logits, image = logits.mean(1, keepdim=True), image.amax(1, keepdim=True)
     image = offset_floor(image, offset)
+    if curve == "power":
+        # The floor before the power: 0 ** x has no gradient; EPS ** (1 - a) >= EPS.
+        return image.clamp(min=EPS) ** (1 - torch.sigmoid(logits))
     return torch.clamp(image + (1 - image) * torch.sigmoid(logits), min=EPS)
 
 
