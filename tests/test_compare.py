@@ -38,7 +38,7 @@ from endolight.metrics import (
 )
 from endolight.model import DeepUPE, ModelConfig
 from endolight.pairs import heldout_pairs
-from endolight.train import seed_everything
+from endolight.train import load_config, seed_everything
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -257,7 +257,12 @@ def test_each_protocol_has_its_own_cache_results_and_report():
 def test_our_same_budget_model_is_the_shipped_config_and_old_caches_still_match():
     shipped = ModelConfig.from_json(read_metadata(default_weights_path())["model_config"])
     assert CompareConfig().ours_config == shipped
-    assert compare.for_protocol(CompareConfig(), "paper").ours_config.denoise is False
+    paper = ModelConfig.from_json(read_metadata(default_weights_path("paper"))["model_config"])
+    assert compare.for_protocol(CompareConfig(), "paper").ours_config == paper
+    assert paper.illumination == "rgb" and paper != shipped  # the paper preset's per-channel model
+    # The report names the config that trained each protocol's shipped weights.
+    assert load_config(compare.TRAINING_CONFIG["paper"]).model == paper
+    assert load_config(compare.TRAINING_CONFIG["endoscope"]).protocol == "endoscope"
     # A checkpoint saved before an option existed reads as the old behaviour: still a cache hit.
     legacy = ModelConfig(illumination="rgb", denoise=False).to_json().replace(', "denoise_blur": 0.0', "")
     assert "denoise_blur" not in legacy

@@ -178,7 +178,8 @@ def test_paper_preset_loads_by_name():
     if not default_weights_path("paper").is_file():
         pytest.skip("paper preset not shipped in this checkout")
     paper = load_model("paper")
-    assert paper.cfg.illumination == "rgb" and not paper.cfg.denoise  # the paper's own model
+    # The paper's per-channel S, with the power curve and the learned denoising (README).
+    assert paper.cfg.illumination == "rgb" and paper.cfg.curve == "power" and paper.cfg.denoise
     assert Enhancer(weights="paper").model.cfg == paper.cfg
     default = load_model()
     assert default.cfg.illumination == "grey" and default.cfg.denoise

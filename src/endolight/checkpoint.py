@@ -17,7 +17,8 @@ DEFAULT_WEIGHTS = "endolight-default.safetensors"
 # Weights shipped in the package, selectable by name wherever a weights path is accepted.
 SHIPPED_WEIGHTS = {
     "default": DEFAULT_WEIGHTS,  # noise-aware model, endoscope protocol (configs/default.toml)
-    "paper": "endolight-paper.safetensors",  # DeepUPE's own model, paper protocol (configs/paper.toml)
+    # DeepUPE's per-channel model, paper protocol (configs/paper-power-denoise.toml)
+    "paper": "endolight-paper.safetensors",
 }
 
 

@@ -60,7 +60,10 @@ PROTOCOL_TEXT = {
     "endoscope": "the light cone's falloff, exposure down to 0.1, Poisson-Gaussian sensor noise, JPEG",
     "paper": "DeepUPE's whole-frame gamma on each channel, no noise",
 }
-OURS_TEXT = {"endoscope": "the noise-aware grey-illumination model", "paper": "the paper's per-channel model"}
+OURS_TEXT = {"endoscope": "the noise-aware grey-illumination model",
+             "paper": "the paper's per-channel model, with the power curve and the learned denoising"}
+# The command that trained each protocol's shipped weights (the default's first stage; README).
+TRAINING_CONFIG = {"endoscope": "configs/default.toml", "paper": "configs/paper-power-denoise.toml"}
 # The paper's Table 1 as the project brief quotes it (PSNR dB, SSIM): its own test set, so a
 # reference point for the ordering, not a number these frames can reproduce.
 PAPER_TABLE1 = {"DeepUPE (the paper)": (24.58, 0.886), "DPED (in the paper)": (23.46, 0.885)}
@@ -95,10 +98,9 @@ class CompareConfig:
 
     @property
     def ours_config(self) -> ModelConfig:
-        """Our same-budget model: the shipped default's, or the paper's own under its protocol."""
-        if self.protocol == "paper":
-            return ModelConfig(illumination="rgb", denoise=False)
-        return ModelConfig.from_json(read_metadata(default_weights_path())["model_config"])
+        """Our same-budget model: the shipped default's, or the paper preset's under its protocol."""
+        name = "paper" if self.protocol == "paper" else "default"
+        return ModelConfig.from_json(read_metadata(default_weights_path(name))["model_config"])
 
 
 def for_protocol(cfg: CompareConfig, protocol: str) -> CompareConfig:
@@ -566,7 +568,7 @@ def _report(cfg: CompareConfig, command: str, pairs: list[Pair], counts: dict[st
         "sees the same batches in the same order); Adam with a cosine decay to 5 % of the start rate. "
         "Zero-DCE/Zero-DCE++ see only the dim half of each pair (zero-reference).",
         f"- **{ours}**: `{shown_path.as_posix()}`{trained_for} — our model trained by "
-        f"`endolight train --config configs/{'paper' if cfg.protocol == 'paper' else 'default'}.toml` "
+        f"`endolight train --config {TRAINING_CONFIG[cfg.protocol]}` "
         "(256 px crops for many epochs: a far larger budget; README, 'Training the shipped weights'). "
         f"**{SAME_BUDGET}**: the same model ({OURS_TEXT[cfg.protocol]}) and losses retrained here under "
         "the common budget: the fair row against the comparators.",
