@@ -392,6 +392,9 @@ def test_config_rules_and_old_checkpoints():
     with pytest.raises(ValueError, match="denoise_filter must be one of"):
         ModelConfig(denoise_filter="median")
     assert ModelConfig().n_coeffs == 13 and ModelConfig(denoise=False).n_coeffs == 12
+    # Low-res maps (planar video, fast export graph) hold one grey S through the sigmoid only.
+    assert ModelConfig().fits_maps
+    assert not ModelConfig(curve="power").fits_maps and not ModelConfig(illumination="rgb").fits_maps
     text = ModelConfig(grid_depth=4, denoise_filter="box").to_json()
     assert json.loads(text) == {**dataclasses.asdict(ModelConfig()), "grid_depth": 4, "denoise_filter": "box"}
     assert list(json.loads(text)) == sorted(json.loads(text))  # sorted keys: one text per config

@@ -184,8 +184,7 @@ class Enhancer:
     def planar(self) -> bool:
         """:meth:`enhance_planes` can run: the fused CPU path, a grey model with the sigmoid
         curve, no fidelity steps."""
-        cfg = self.model.cfg
-        return (self.guide_params is not None and cfg.illumination == "grey" and cfg.curve == "sigmoid"
+        return (self.guide_params is not None and self.model.cfg.fits_maps
                 and self.fidelity == FidelityConfig())
 
     def enhance_planes(self, planes: np.ndarray, strength: float | None = None,

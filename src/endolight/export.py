@@ -80,7 +80,7 @@ class FrameModel(nn.Module):
             raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
-        if graph == "fast" and not fast_graph_fits(model):
+        if graph == "fast" and not model.cfg.fits_maps:
             raise ValueError("the fast graph needs a grey-illumination model with the sigmoid curve; "
                              "use graph='exact'")
         if layout == "i420" and graph != "fast":
@@ -128,15 +128,9 @@ class FrameModel(nn.Module):
                           uv_out.to(torch.uint8).reshape(n, h // 2, w)], dim=1)
 
 
-def fast_graph_fits(model: DeepUPE) -> bool:
-    """The fast graph's maps hold ``model``: one illumination for the three channels, through
-    the sigmoid curve (``ModelConfig.illumination`` and ``curve``)."""
-    return model.cfg.illumination == "grey" and model.cfg.curve == "sigmoid"
-
-
 def default_graph(model: DeepUPE) -> Graph:
-    """``"fast"`` where :func:`fast_graph_fits`, else ``"exact"``."""
-    return "fast" if fast_graph_fits(model) else "exact"
+    """``"fast"`` where the maps hold the model (``ModelConfig.fits_maps``), else ``"exact"``."""
+    return "fast" if model.cfg.fits_maps else "exact"
 
 
 def example_frame(
@@ -160,7 +154,7 @@ def export_model(
 ) -> Path:
     """Write ``model`` as a frame-to-frame ONNX (opset 20) or TorchScript file, atomically.
 
-    ``graph`` defaults to ``"fast"`` where :func:`fast_graph_fits` and ``"exact"`` otherwise
+    ``graph`` defaults to ``"fast"`` where ``ModelConfig.fits_maps`` and ``"exact"`` otherwise
     (the fast graph's maps assume one illumination for the three channels, sigmoid curve).
 
     Raises:

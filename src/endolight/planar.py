@@ -122,7 +122,7 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
         ``(3, h', w')`` luma maps ``P, Q, L`` and ``(8, h, w)`` chroma maps (see
         :mod:`endolight.kernels.planar`), float32.
     """
-    if model.cfg.illumination != "grey" or model.cfg.curve != "sigmoid":
+    if not model.cfg.fits_maps:
         raise ValueError("the planar path needs a grey-illumination model with the sigmoid curve")
     if coarse_fit and coarsen < 2:
         raise ValueError(f"coarse_fit fits at half the small copy: maps at 1/{coarsen} would be finer")

@@ -182,7 +182,7 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
             if power:
                 for x in range(ua, ub):
                     s[x] = max((max(img[0, x], max(img[1, x], img[2, x])) + beta) * lift, eps)
-                _power_curve(s, logit[0], ua, ub)
+                _power_curve(s, logit[0], ua, ub, s)
             else:
                 for x in range(ua, ub):
                     m = (max(img[0, x], max(img[1, x], img[2, x])) + beta) * lift
@@ -198,9 +198,7 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
                 if power:
                     for x in range(ua, ub):
                         s[x] = max((img[c, x] + beta) * lift, eps)
-                    _power_curve(s, logit[c], ua, ub)
-                    for x in range(ua, ub):
-                        logit[c, x] = s[x]
+                    _power_curve(s, logit[c], ua, ub, logit[c])
                 else:
                     for x in range(ua, ub):
                         m = (img[c, x] + beta) * lift
@@ -220,15 +218,16 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
 
 
 @njit(**JIT_OPTIONS)
-def _power_curve(m, logit, ua, ub):  # pragma: no cover - compiled
-    """``m = m ** (1 - sigmoid(logit))`` in place over ``[ua, ub)``: ``ModelConfig.curve =
-    "power"``, ``m`` already floored at ``eps``. libm's ``powf`` keeps this loop scalar; only
-    models trained with this curve pay for it."""
+def _power_curve(m, logit, ua, ub, out):  # pragma: no cover - compiled
+    """``out = m ** (1 - sigmoid(logit))`` over ``[ua, ub)`` (``out`` may be ``m`` or ``logit``;
+    ``logit`` is overwritten): ``ModelConfig.curve = "power"``, ``m`` already floored at ``eps``.
+    libm's ``powf`` keeps its loop scalar, so the sigmoid has a loop of its own; only models
+    trained with this curve pay for it."""
     one = np.float32(1.0)
     for x in range(ua, ub):
         logit[x] = one - sigmoid(logit[x])
     for x in range(ua, ub):
-        m[x] = m[x] ** logit[x]
+        out[x] = m[x] ** logit[x]
 
 
 @njit(**JIT_OPTIONS)

@@ -106,6 +106,12 @@ class ModelConfig:
         return 13 if self.denoise else 12
 
     @property
+    def fits_maps(self) -> bool:
+        """``S`` can be made from low-resolution maps, as the planar video path and the fast export
+        graph make it: one grey illumination for the three channels, through the sigmoid curve."""
+        return self.illumination == "grey" and self.curve == "sigmoid"
+
+    @property
     def guide_blur(self) -> float:
         """The denoiser's guide blur in effect: ``denoise_blur``, 0 without the denoiser."""
         return self.denoise_blur if self.denoise else 0.0
