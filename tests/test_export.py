@@ -174,6 +174,8 @@ def test_bad_arguments_raise(model: DeepUPE, tmp_path: Path) -> None:
         export_model(DeepUPE(ModelConfig(illumination="rgb")), tmp_path / "m.onnx", graph="fast")
     with pytest.raises(ValueError, match="sigmoid curve"):  # ...through the sigmoid
         export_model(DeepUPE(ModelConfig(curve="power")), tmp_path / "m.onnx", graph="fast")
+    with pytest.raises(ValueError, match="no dequantise"):  # ...of the frame as it is
+        export_model(DeepUPE(ModelConfig(dequantise=True)), tmp_path / "m.onnx", graph="fast")
     assert not list(tmp_path.iterdir())
     assert default_graph(DeepUPE(ModelConfig(curve="power"))) == "exact" and default_graph(model) == "fast"
 

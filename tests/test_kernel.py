@@ -17,7 +17,7 @@ from endolight.kernels.planar import box_mean_np
 from endolight.model import DeepUPE, ModelConfig
 from endolight.model.config import CURVES
 from endolight.model.denoise import box_mean
-from endolight.model.slicing import EPS
+from endolight.model.slicing import EPS, LEVEL0
 from endolight.pairs import make_pair
 
 
@@ -40,6 +40,13 @@ def _reference(model: DeepUPE, frame: np.ndarray, grid: torch.Tensor, strength: 
         return to_uint8(model.render(grid, to_tensor(frame)[None], strength).output[0])
 
 
+def _with_black(rng: np.random.Generator, frame: np.ndarray) -> np.ndarray:
+    """``frame`` with a third of its pixels' channels at level 0, where ``D`` is floored for a
+    ``ModelConfig.dequantise`` model (and with a lifting ``S`` that floor is tens of levels)."""
+    frame[rng.random(frame.shape) < 0.3] = 0
+    return frame
+
+
 def _max_diff(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
 
@@ -52,19 +59,20 @@ def test_random_frames_and_grids_match_pytorch(curve):
     for case in range(24):
         depth = int(rng.choice([1, 2, 8]))
         grey = case % 2 == 0  # both illumination modes
+        dequantise = case % 3 == 0
         model = _model(case, ModelConfig(grid_depth=depth, guide_knots=int(rng.choice([4, 16])),
                                          illumination="grey" if grey else "rgb", denoise=False,
-                                         curve=curve))
+                                         curve=curve, dequantise=dequantise))
         h, w = int(rng.integers(1, 90)), int(rng.integers(1, 130))
-        frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        frame = _with_black(rng, rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         grid = torch.randn(1, 12, depth, int(rng.choice([1, 4, 16])), int(rng.choice([1, 8, 16])))
         grid *= float(rng.uniform(0.1, 8.0))  # up to saturating logits
         strength = float(rng.choice([1.0, 0.5, 0.0]))
         ref = _reference(model, frame, grid, strength)
         out = _render(frame, grid, GuideParams.from_module(model.guide), strength, grey=grey,
-                      power=curve == "power")
+                      power=curve == "power", floor=LEVEL0 if dequantise else 0.0)
         assert out.shape == frame.shape and out.dtype == np.uint8
-        assert _max_diff(out, ref) <= 1, (case, h, w, depth, strength, grey)
+        assert _max_diff(out, ref) <= 1, (case, h, w, depth, strength, grey, dequantise)
         checked += 1
     assert checked == 24
 
@@ -158,17 +166,19 @@ def test_denoising_kernel_matches_pytorch_on_random_frames_and_grids(curve):
     for case in range(16):
         depth = int(rng.choice([1, 2, 8]))
         grey = case % 2 == 0
+        dequantise = case % 3 == 0
         model = _model(case, ModelConfig(grid_depth=depth, illumination="grey" if grey else "rgb",
-                                         denoise=True, denoise_factor=int(rng.choice([2, 4])), curve=curve))
+                                         denoise=True, denoise_factor=int(rng.choice([2, 4])), curve=curve,
+                                         dequantise=dequantise))
         h, w = int(rng.integers(1, 90)), int(rng.integers(1, 130))
-        frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        frame = _with_black(rng, rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         grid = torch.randn(1, 13, depth, int(rng.choice([1, 4, 16])), int(rng.choice([1, 8, 16])))
         grid *= float(rng.uniform(0.1, 8.0))
         strength = float(rng.choice([1.0, 0.5, 0.0, 2.0]))  # 2: the exposure solver's range
         ref, dn = _denoise_reference(model, frame, grid, strength)
         out = _render(frame, grid, GuideParams.from_module(model.guide), strength, grey=grey, denoise=dn,
-                      power=curve == "power")
-        assert _max_diff(out, ref) <= 1, (case, h, w, depth, grey, strength)
+                      power=curve == "power", floor=LEVEL0 if dequantise else 0.0)
+        assert _max_diff(out, ref) <= 1, (case, h, w, depth, grey, strength, dequantise)
         if strength == 0.0:
             np.testing.assert_array_equal(out, frame)
 

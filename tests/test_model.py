@@ -22,7 +22,15 @@ from endolight.model.denoise import (
     upsample,
 )
 from endolight.model.net import luma_histogram
-from endolight.model.slicing import EPS, apply_affine, grey_grid, illumination, slice_grid, slice_grid_gather
+from endolight.model.slicing import (
+    EPS,
+    LEVEL0,
+    apply_affine,
+    grey_grid,
+    illumination,
+    slice_grid,
+    slice_grid_gather,
+)
 
 
 def slow_slice(grid: np.ndarray, guide: np.ndarray) -> np.ndarray:
@@ -210,6 +218,34 @@ def test_power_curve_is_a_per_pixel_gamma():
         ModelConfig(curve="cubic")
 
 
+@pytest.mark.parametrize("curve", ["sigmoid", "power"])
+def test_dequantise_reads_level_0_as_the_middle_of_what_rounds_to_it(curve):
+    torch.manual_seed(5)
+    plain = DeepUPE(ModelConfig(illumination="rgb", curve=curve)).eval()
+    torch.nn.init.normal_(plain.coeffs.pred.weight, std=0.5)
+    deq = DeepUPE(ModelConfig(illumination="rgb", curve=curve, dequantise=True)).eval()
+    deq.load_state_dict(plain.state_dict())
+    x = torch.rand(1, 3, 128, 192) * 0.2 + 0.02
+    x[:, 2, 8:120, 16:96] = 0.0  # dark tissue: blue rounded to 0, red and green lit
+    x[:, :, 8:120, 96:184] = 0.0  # no light at all (a border)
+    with torch.no_grad():
+        a, b = plain(x), deq(x)
+    lit = (a.denoised.amax(1, keepdim=True) > 0).expand_as(x)
+    zero = a.denoised == 0  # away from the patches' edges the denoised value is 0 too
+    assert (zero & lit).float().mean() > 0.05 and (zero & ~lit).float().mean() > 0.05
+    # R = D / S keeps 0 at 0 whatever S; the dequantised model reads a lit pixel's 0 as LEVEL0,
+    # lifted by S like any dark value, and leaves the black pixels black.
+    assert float(a.output[zero].abs().max()) == 0.0
+    floored = zero & lit
+    torch.testing.assert_close(b.denoised[floored], torch.full_like(b.denoised[floored], LEVEL0))
+    torch.testing.assert_close(b.output[floored], (LEVEL0 / b.illumination[floored]).clamp(max=1.0))
+    assert float(b.output[floored].min()) > LEVEL0
+    assert float(b.output[zero & ~lit].abs().max()) == 0.0
+    # Above the floor both models are the same function.
+    above = (a.denoised > LEVEL0).all(1, keepdim=True).expand_as(x)
+    torch.testing.assert_close(b.output[above], a.output[above])
+
+
 def test_grey_grid_is_the_mean_affine_row():
     grid = torch.from_numpy(np.random.default_rng(4).normal(size=(2, 13, 3, 2, 5)))
     grey = grey_grid(grid)
@@ -345,13 +381,16 @@ def _composed(model: DeepUPE, x: torch.Tensor, strength: float) -> tuple[torch.T
         small = shrink(x, model.cfg.denoise_factor)
         d = denoise(x, guided_coefficients(small, model.cfg.denoise_radius, model.cfg.denoise_eps), lam)
         d = d.clamp(0, 1)
+    if model.cfg.dequantise:
+        d = torch.maximum(d, LEVEL0 * (d.amax(1, keepdim=True) > 0))
     s = illumination(apply_affine(coeffs[:, :n], d), d, grey=grey, curve=model.cfg.curve) ** strength
     return d, s
 
 
 @pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(illumination="rgb", denoise=False),
-                                 ModelConfig(illumination="rgb", denoise=False, curve="power")],
-                         ids=["grey-denoise", "rgb-plain", "rgb-power"])
+                                 ModelConfig(illumination="rgb", denoise=False, curve="power"),
+                                 ModelConfig(illumination="rgb", curve="power", dequantise=True)],
+                         ids=["grey-denoise", "rgb-plain", "rgb-power", "rgb-power-dequantise"])
 def test_render_is_the_composition_of_its_steps(cfg):
     torch.manual_seed(3)
     model = DeepUPE(cfg).eval()
@@ -395,6 +434,7 @@ def test_config_rules_and_old_checkpoints():
     # Low-res maps (planar video, fast export graph) hold one grey S through the sigmoid only.
     assert ModelConfig().fits_maps
     assert not ModelConfig(curve="power").fits_maps and not ModelConfig(illumination="rgb").fits_maps
+    assert not ModelConfig(dequantise=True).fits_maps
     text = ModelConfig(grid_depth=4, denoise_filter="box").to_json()
     assert json.loads(text) == {**dataclasses.asdict(ModelConfig()), "grid_depth": 4, "denoise_filter": "box"}
     assert list(json.loads(text)) == sorted(json.loads(text))  # sorted keys: one text per config

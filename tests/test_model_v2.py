@@ -178,11 +178,25 @@ def test_paper_preset_loads_by_name():
     if not default_weights_path("paper").is_file():
         pytest.skip("paper preset not shipped in this checkout")
     paper = load_model("paper")
-    # The paper's per-channel S, with the power curve and the learned denoising (README).
+    # The paper's per-channel S, with the power curve, the learned denoising and level 0 read as
+    # the middle of what rounds to it (README).
     assert paper.cfg.illumination == "rgb" and paper.cfg.curve == "power" and paper.cfg.denoise
+    assert paper.cfg.dequantise
     assert Enhancer(weights="paper").model.cfg == paper.cfg
     default = load_model()
     assert default.cfg.illumination == "grey" and default.cfg.denoise
+
+
+def test_the_paper_preset_reads_level_0_alike_in_the_kernel_and_in_pytorch(target):
+    # A frame darkened by gamma 4 on each channel, as the paper protocol's steepest: the weaker
+    # channels of its dark tissue round to 0, and the preset reads them as LEVEL0 (dequantise).
+    dim = to_uint8(torch.round(target**4 * 255) / 255)
+    lit_zero = (dim == 0) & (dim.max(axis=2, keepdims=True) > 0)
+    assert lit_zero.mean() > 0.05
+    fused = Enhancer(weights="paper", device="cpu", keep_border=False).enhance_array(dim)
+    reference = Enhancer(weights="paper", device="cpu", keep_border=False, fused=False).enhance_array(dim)
+    assert int(np.abs(fused.astype(np.int16) - reference.astype(np.int16)).max()) <= 4
+    assert float(fused[lit_zero].mean()) > 20  # lifted, not kept black
 
 
 @pytest.mark.parametrize("weights", sorted(SHIPPED_WEIGHTS))

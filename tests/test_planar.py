@@ -244,11 +244,12 @@ def test_field_of_view_thumbnail_from_the_small_copy(data_root, enhancer):
 
 
 def test_only_the_grey_sigmoid_model_takes_the_planar_path(enhancer):
-    # The planar kernel holds one form of S: a per-channel model or the power curve goes through
-    # the RGB path (video checks `planar`), and asking for the planes directly is a clear error.
+    # The planar kernel holds one form of S: a per-channel model, the power curve or a
+    # dequantised frame goes through the RGB path (video checks `planar`), and asking for the
+    # planes directly is a clear error.
     assert enhancer.planar
     planes = np.full((48, 64), 128, np.uint8)
-    for cfg in (ModelConfig(curve="power"), ModelConfig(illumination="rgb")):
+    for cfg in (ModelConfig(curve="power"), ModelConfig(illumination="rgb"), ModelConfig(dequantise=True)):
         other = Enhancer(model=DeepUPE(cfg).eval(), device="cpu")
         assert not other.planar
         with pytest.raises(ValueError, match="grey model with the sigmoid curve"):

@@ -17,7 +17,7 @@ DEFAULT_WEIGHTS = "endolight-default.safetensors"
 # Weights shipped in the package, selectable by name wherever a weights path is accepted.
 SHIPPED_WEIGHTS = {
     "default": DEFAULT_WEIGHTS,  # noise-aware model, endoscope protocol (configs/default.toml)
-    # DeepUPE's per-channel model, paper protocol (configs/paper-power-denoise-seed1.toml)
+    # DeepUPE's per-channel model, paper protocol (configs/paper-dequantise.toml)
     "paper": "endolight-paper.safetensors",
 }
 

@@ -32,7 +32,7 @@ from endolight.kernels.planar import guided_fit
 from endolight.metrics import mean_brightness
 from endolight.model import DeepUPE
 from endolight.model.denoise import shrink
-from endolight.model.slicing import EPS
+from endolight.model.slicing import EPS, LEVEL0
 from endolight.planar import GridFilter, PlanarPlan, filtered_grid, plan_planes, render_plan
 
 EXPOSURE_TOL = 0.005  # exposure target met to within this mean luma (data range 1)
@@ -143,7 +143,8 @@ class Enhancer:
             return render_uint8(frame, grid, self.guide_params, EPS, k, keep=keep,
                                 grey=self.model.cfg.illumination == "grey", denoise=dn,
                                 blur=self.model.cfg.guide_blur, offset=self.model.cfg.black_offset,
-                                power=self.model.cfg.curve == "power")
+                                power=self.model.cfg.curve == "power",
+                                floor=LEVEL0 if self.model.cfg.dequantise else 0.0)
         x = to_tensor(frame)[None].to(self.device)
         out = to_uint8(self.model.render(grid, x, k).output[0])
         if keep is not None:
@@ -183,7 +184,7 @@ class Enhancer:
     @property
     def planar(self) -> bool:
         """:meth:`enhance_planes` can run: the fused CPU path, a grey model with the sigmoid
-        curve, no fidelity steps."""
+        curve (``ModelConfig.fits_maps``), no fidelity steps."""
         return (self.guide_params is not None and self.model.cfg.fits_maps
                 and self.fidelity == FidelityConfig())
 
@@ -207,7 +208,7 @@ class Enhancer:
         ``endolight.planar.small_copy`` when the caller has made it already."""
         if not self.planar:
             raise ValueError("the planar path needs the fused CPU path, a grey model with the sigmoid curve "
-                             "and no fidelity steps")
+                             "(ModelConfig.fits_maps) and no fidelity steps")
         k = self.strength if strength is None else strength
         keep = None
         if self.keep_border:

@@ -81,8 +81,8 @@ class FrameModel(nn.Module):
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
         if graph == "fast" and not model.cfg.fits_maps:
-            raise ValueError("the fast graph needs a grey-illumination model with the sigmoid curve; "
-                             "use graph='exact'")
+            raise ValueError("the fast graph needs a grey-illumination model with the sigmoid curve "
+                             "and no dequantise; use graph='exact'")
         if layout == "i420" and graph != "fast":
             raise ValueError("the i420 layout has the fast graph only")
         self.model = model.eval()

@@ -123,7 +123,8 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
         :mod:`endolight.kernels.planar`), float32.
     """
     if not model.cfg.fits_maps:
-        raise ValueError("the planar path needs a grey-illumination model with the sigmoid curve")
+        raise ValueError("the planar path needs a grey-illumination model with the sigmoid curve "
+                         "and no dequantise")
     if coarse_fit and coarsen < 2:
         raise ValueError(f"coarse_fit fits at half the small copy: maps at 1/{coarsen} would be finer")
     cells = grey_grid(grid)[0].permute(2, 3, 1, 0).numpy()  # (Gh, Gw, D, 4 [+ 1])

@@ -71,7 +71,8 @@ def _luma_plane(frame, l0, l1, l2, out):  # pragma: no cover - compiled
 
 @njit(parallel=True, **JIT_OPTIONS)
 def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_lo, y_w, x_lo, x_w, strength,
-                   grey, keep, eps, dn, dy_lo, dy_w, blur, luma, offset, power, out):  # pragma: no cover
+                   grey, keep, eps, dn, dy_lo, dy_w, blur, luma, offset, power, floor,
+                   out):  # pragma: no cover
     h, w = frame.shape[0], frame.shape[1]
     gh, gw, depth, nc = grid.shape[0], grid.shape[1], grid.shape[2], grid.shape[3]
     one = np.float32(1.0)
@@ -161,6 +162,12 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
                 blurred_guide_row(luma, y, xa, xb, blur, gl)
             _denoise_row(img, row, p, q, wt, dn, dy_lo[y], dy_w[y], dz, lam_off, ua, ub, gl, dh,
                          min(strength, one))
+        if floor > zero:  # ModelConfig.dequantise: see endolight.model.slicing.dequantise
+            for x in range(ua, ub):
+                lo = floor if max(img[0, x], max(img[1, x], img[2, x])) > zero else zero
+                img[0, x] = max(img[0, x], lo)
+                img[1, x] = max(img[1, x], lo)
+                img[2, x] = max(img[2, x], lo)
         logit = np.empty((3, w), dtype=np.float32)
         for c in range(n_logit):
             for x in range(ua, ub):
@@ -278,6 +285,7 @@ def render_uint8(
     blur: float = 0.0,
     offset: float = 0.0,
     power: bool = False,
+    floor: float = 0.0,
 ) -> np.ndarray:
     """The full-res stage of ``DeepUPE.render`` in one pass, uint8 in and out.
 
@@ -297,6 +305,8 @@ def render_uint8(
         blur: the filter's guide is ``Y + blur * (binomial3x3(Y) - Y)`` (``ModelConfig.denoise_blur``).
         offset: the division's ``beta`` (``ModelConfig.black_offset``).
         power: the illumination's power curve (``ModelConfig.curve == "power"``).
+        floor: the value a channel of ``D`` at 0 takes where another channel is not
+            (``endolight.model.slicing.LEVEL0`` for a ``ModelConfig.dequantise`` model; 0: none).
 
     Returns:
         ``(H, W, 3)`` uint8 RGB output ``R = (D + beta) / S - beta``, rounded like
@@ -346,6 +356,6 @@ def render_uint8(
         _render_kernel(frame, cells, guide.ccm, guide.ccm_bias, guide.shifts, guide.slopes, guide.mix,
                        guide.mix_bias, y_lo, y_w, x_lo, x_w, np.float32(strength), grey, keep,
                        np.float32(eps), dn, dy_lo, dy_w, np.float32(blur), luma, np.float32(offset), power,
-                       out)
+                       np.float32(floor), out)
     return out
 

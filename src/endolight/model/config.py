@@ -59,6 +59,13 @@ class ModelConfig:
             undoes a dimmer light exactly (above sRGB's linear toe), saturation included; with
             0 (checkpoints from before the option) the division keeps the dim frame's R'G'B'
             ratios, which a dimmer light does not (the dim frame is more saturated).
+        dequantise: the model reads a channel at level 0 as the middle of the values that
+            round to it, ``0.25 / 255`` (``endolight.model.slicing.dequantise``), where the
+            pixel has light in another channel: ``R = D / S`` keeps a true 0 at 0 however far
+            ``S`` lifts it, and a frame darkened by a steep curve rounds the dark tissue's
+            weaker channels to 0 (under the ``paper`` protocol 16 % of tissue pixels have a
+            channel there; ``scripts/paper_ceiling.py``). Pixels black in all channels (the
+            border) stay 0.
     """
 
     lowres: int = 256
@@ -78,6 +85,7 @@ class ModelConfig:
     black_offset: float = 0.0
     local_blocks: int = 0
     global_hist: int = 0
+    dequantise: bool = False
 
     def __post_init__(self) -> None:
         if self.denoise_filter not in DENOISE_FILTERS:
@@ -108,8 +116,9 @@ class ModelConfig:
     @property
     def fits_maps(self) -> bool:
         """``S`` can be made from low-resolution maps, as the planar video path and the fast export
-        graph make it: one grey illumination for the three channels, through the sigmoid curve."""
-        return self.illumination == "grey" and self.curve == "sigmoid"
+        graph make it: one grey illumination for the three channels, through the sigmoid curve,
+        of the frame as it is (no :attr:`dequantise`)."""
+        return self.illumination == "grey" and self.curve == "sigmoid" and not self.dequantise
 
     @property
     def guide_blur(self) -> float:

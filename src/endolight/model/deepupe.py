@@ -15,6 +15,7 @@ from endolight.model.guide import GuideMap
 from endolight.model.net import N_AFFINE, CoefficientNet
 from endolight.model.slicing import (
     apply_affine,
+    dequantise,
     divide,
     grey_grid,
     illumination,
@@ -96,6 +97,8 @@ class DeepUPE(nn.Module):
         if self.cfg.denoise:
             lam = torch.sigmoid(coeffs[:, n_affine:n_affine + 1]) * min(strength, 1.0)
             x = denoise(image, self.denoise_coeffs(image), lam, self.cfg.denoise_blur).clamp(0.0, 1.0)
+        if self.cfg.dequantise:
+            x = dequantise(x)
         logits = apply_affine(coeffs[:, :n_affine], x)
         s = illumination(logits, x, grey=grey, offset=self.cfg.black_offset, curve=self.cfg.curve)
         if strength != 1.0:

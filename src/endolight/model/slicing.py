@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 EPS = 1e-4  # smallest illumination, keeps R = I / S finite on black pixels
+LEVEL0 = 0.25 / 255  # the middle of [0, 0.5 / 255), what an 8-bit 0 stands for (ModelConfig.dequantise)
 
 
 def slice_grid(grid: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
@@ -125,6 +126,13 @@ def offset_floor(m: torch.Tensor, offset: float) -> torch.Tensor:
     largest channel, for a grey ``S``); ``m`` itself for beta = 0, with no operation added (an
     exported graph would carry the no-op passes at full resolution)."""
     return (m + offset) * (1 / (1 + offset)) if offset else m
+
+
+def dequantise(image: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` -> the same with the channels at 0 of every pixel that has light in
+    another channel read as :data:`LEVEL0` (``ModelConfig.dequantise``); a pixel black in all
+    three (the border around an endoscope's view, which the enhancer keeps as it is) stays 0."""
+    return torch.maximum(image, LEVEL0 * (image.amax(1, keepdim=True) > 0).to(image.dtype))
 
 
 def divide(image: torch.Tensor, s: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
