@@ -61,7 +61,8 @@ PROTOCOL_TEXT = {
     "paper": "DeepUPE's whole-frame gamma on each channel, no noise",
 }
 OURS_TEXT = {"endoscope": "the noise-aware grey-illumination model",
-             "paper": "the paper's per-channel model, with the power curve and the learned denoising"}
+             "paper": "the paper's per-channel model, with the power curve, the learned denoising and "
+                      "level 0 read as the middle of what rounds to it"}
 # The command that trained each protocol's shipped weights (the default's first stage; README).
 TRAINING_CONFIG = {"endoscope": "configs/default.toml", "paper": "configs/paper-dequantise.toml"}
 # The paper's Table 1 as the project brief quotes it (PSNR dB, SSIM): its own test set, so a
