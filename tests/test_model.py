@@ -26,6 +26,7 @@ from endolight.model.slicing import (
     EPS,
     LEVEL0,
     apply_affine,
+    dequantise,
     grey_grid,
     illumination,
     slice_grid,
@@ -382,7 +383,7 @@ def _composed(model: DeepUPE, x: torch.Tensor, strength: float) -> tuple[torch.T
         d = denoise(x, guided_coefficients(small, model.cfg.denoise_radius, model.cfg.denoise_eps), lam)
         d = d.clamp(0, 1)
     if model.cfg.dequantise:
-        d = torch.maximum(d, LEVEL0 * (d.amax(1, keepdim=True) > 0))
+        d = dequantise(d)
     s = illumination(apply_affine(coeffs[:, :n], d), d, grey=grey, curve=model.cfg.curve) ** strength
     return d, s
 

@@ -31,6 +31,7 @@ from endolight.kernels.fused import GuideParams, render_uint8
 from endolight.kernels.planar import guided_fit
 from endolight.metrics import mean_brightness
 from endolight.model import DeepUPE
+from endolight.model.config import FITS_MAPS
 from endolight.model.denoise import shrink
 from endolight.model.slicing import EPS, LEVEL0
 from endolight.planar import GridFilter, PlanarPlan, filtered_grid, plan_planes, render_plan
@@ -207,8 +208,7 @@ class Enhancer:
         is the other (video runs them in two threads). ``small``: the frame's
         ``endolight.planar.small_copy`` when the caller has made it already."""
         if not self.planar:
-            raise ValueError("the planar path needs the fused CPU path, a grey model with the sigmoid curve "
-                             "(ModelConfig.fits_maps) and no fidelity steps")
+            raise ValueError(f"the planar path needs the fused CPU path, no fidelity steps and {FITS_MAPS}")
         k = self.strength if strength is None else strength
         keep = None
         if self.keep_border:

@@ -43,6 +43,7 @@ from torch import nn
 from endolight.io.atomic import atomic_write
 from endolight.io.images import MIN_SIDE
 from endolight.model import DeepUPE
+from endolight.model.config import FITS_MAPS
 from endolight.model.denoise import half_mean, shrink
 from endolight.model.maps import i420_maps, render_i420, render_maps, rgb_maps
 
@@ -81,8 +82,7 @@ class FrameModel(nn.Module):
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
         if graph == "fast" and not model.cfg.fits_maps:
-            raise ValueError("the fast graph needs a grey-illumination model with the sigmoid curve "
-                             "and no dequantise; use graph='exact'")
+            raise ValueError(f"the fast graph needs {FITS_MAPS}; use graph='exact'")
         if layout == "i420" and graph != "fast":
             raise ValueError("the i420 layout has the fast graph only")
         self.model = model.eval()

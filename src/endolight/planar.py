@@ -32,6 +32,7 @@ from endolight.kernels.common import along_x, axis_taps
 from endolight.kernels.fused import GuideParams
 from endolight.kernels.planar import guided_fit, map_terms, render_planes, slice_lowres
 from endolight.model import DeepUPE
+from endolight.model.config import FITS_MAPS
 from endolight.model.denoise import lowres_size
 from endolight.model.slicing import EPS, grey_grid
 from endolight.temporal import GridSmoother
@@ -123,8 +124,7 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
         :mod:`endolight.kernels.planar`), float32.
     """
     if not model.cfg.fits_maps:
-        raise ValueError("the planar path needs a grey-illumination model with the sigmoid curve "
-                         "and no dequantise")
+        raise ValueError(f"the planar path needs {FITS_MAPS}")
     if coarse_fit and coarsen < 2:
         raise ValueError(f"coarse_fit fits at half the small copy: maps at 1/{coarsen} would be finer")
     cells = grey_grid(grid)[0].permute(2, 3, 1, 0).numpy()  # (Gh, Gw, D, 4 [+ 1])

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, fields
 ILLUMINATIONS = ("grey", "rgb")
 CURVES = ("sigmoid", "power")
 DENOISE_FILTERS = ("guided", "box")
+# What ModelConfig.fits_maps asks of a model, for the errors of the paths that need it.
+FITS_MAPS = "a grey model with the sigmoid curve and no dequantise (ModelConfig.fits_maps)"
 
 
 @dataclass(frozen=True)
