@@ -32,12 +32,14 @@ from endolight.allocator import configure  # noqa: E402
 from endolight.bench import CLIP_CACHE, cached_clip, end_to_end  # noqa: E402
 from endolight.enhancer import Enhancer  # noqa: E402
 from endolight.model.net import CoefficientNet  # noqa: E402
+from endolight.network_runtime import OnnxNetwork  # noqa: E402
 
 STAGES: list[tuple[object, str, str]] = [
     (Enhancer, "plan_planes", "planner: all of it"),
     (planar, "shrunk_rgb", "  small RGB copy"),
     (planar, "network_input", "  network input"),
-    (CoefficientNet, "forward", "  network"),
+    (CoefficientNet, "forward", "  network (PyTorch)"),
+    (OnnxNetwork, "__call__", "  network (ONNX Runtime)"),
     (temporal.GridSmoother, "__call__", "  grid smoothing"),
     (planar, "planar_maps", "  maps"),
     (planar, "guided_fit", "    guided-filter fit"),

@@ -34,6 +34,7 @@ from endolight.model import DeepUPE
 from endolight.model.config import FITS_MAPS
 from endolight.model.denoise import shrink
 from endolight.model.slicing import EPS, LEVEL0
+from endolight.network_runtime import Network
 from endolight.planar import GridFilter, PlanarPlan, filtered_grid, plan_planes, render_plan
 
 EXPOSURE_TOL = 0.005  # exposure target met to within this mean luma (data range 1)
@@ -76,6 +77,9 @@ class Enhancer:
             raise ValueError("the fused kernel runs on CPU only")
         use_fused = self.device.type == "cpu" if fused is None else fused
         self.guide_params = GuideParams.from_module(self.model.guide) if use_fused else None
+        # What runs the low-res network: the module, or its ONNX Runtime twin while a video
+        # stream runs (endolight.video.stream_network).
+        self.network: Network = self.model.coeffs
         if model is None and self.device.type == "cpu":
             # oneDNN's convolutions run the low-res network 30 % faster on channels-last
             # weights (measured 3.2 -> 2.3 ms a frame, one thread; outputs within 3e-6). Only
@@ -105,7 +109,7 @@ class Enhancer:
         """Bilateral grid ``(1, 12, D, Gh, Gw)`` of a ``(H, W, 3)`` uint8 frame, and the low-res
         ``(1, 3, h, w)`` float frame the network saw (:meth:`lowres`)."""
         lowres = self.lowres(frame, exclude)
-        return self.model.coeffs(lowres), lowres
+        return self.network(lowres), lowres
 
     def lowres(self, frame: np.ndarray, exclude: np.ndarray | None = None) -> torch.Tensor:
         """The network's ``(1, 3, h, w)`` float input from a ``(H, W, 3)`` uint8 frame; pixels
@@ -175,7 +179,7 @@ class Enhancer:
             exclude = np.zeros(frame.shape[:2], bool) if spots is None else spots.copy()
             if fid.mask_stats and fov is not None:
                 exclude |= ~fov
-        grid = filtered_grid(self.model, self.lowres(frame, exclude), grid_filter)
+        grid = filtered_grid(self.network, self.lowres(frame, exclude), grid_filter)
         if fid.exposure is None:
             out = self.render(frame, grid, k, keep)
         else:
@@ -213,7 +217,8 @@ class Enhancer:
         keep = None
         if self.keep_border:
             keep = ~(fov_mask(i420_to_rgb(planes)) if fov is None else fov)
-        return plan_planes(self.model, self.guide_params, planes, k, keep, grid_filter, small=small)
+        return plan_planes(self.model, self.guide_params, planes, k, keep, grid_filter, small=small,
+                           network=self.network)
 
     def _render_exposure(self, frame: np.ndarray, grid: torch.Tensor, fov: np.ndarray | None,
                          keep: np.ndarray | None, target: float) -> np.ndarray:

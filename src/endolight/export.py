@@ -32,6 +32,8 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -182,19 +184,26 @@ def _export_onnx(wrapped: FrameModel, example: torch.Tensor, path: str) -> None:
         h_axis, w_axis = (1, 2) if wrapped.layout == "nhwc" else (2, 3)
         dims = {0: batch, h_axis: torch.export.Dim("H", min=MIN_SIDE),
                 w_axis: torch.export.Dim("W", min=MIN_SIDE)}
-    # The exporter warns about its own internals (optional torchvision ops, pytree deprecations);
-    # none concern this graph, and the library does not print.
+    with quiet_exporter():
+        torch.onnx.export(
+            wrapped, (example,), path, dynamo=True, opset_version=ONNX_OPSET, verbose=False,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_shapes={INPUT_NAME: dims}, external_data=False,
+        )
+
+
+@contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """``torch.onnx.export`` without its messages, under ``torch.no_grad``. The exporter warns
+    about its own internals (optional torchvision ops, pytree deprecations); none concern our
+    graphs, and the library does not print."""
     registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registry_log.level
     registry_log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore", category=FutureWarning)
-            torch.onnx.export(
-                wrapped, (example,), path, dynamo=True, opset_version=ONNX_OPSET, verbose=False,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes={INPUT_NAME: dims}, external_data=False,
-            )
+            yield
     finally:
         registry_log.setLevel(level)
 

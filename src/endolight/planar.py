@@ -35,6 +35,7 @@ from endolight.model import DeepUPE
 from endolight.model.config import FITS_MAPS
 from endolight.model.denoise import lowres_size
 from endolight.model.slicing import EPS, grey_grid
+from endolight.network_runtime import Network
 from endolight.temporal import GridSmoother
 
 # (grid (1, C, D, Gh, Gw), low-res frame (1, 3, h, w)) -> grid, e.g. temporal.GridSmoother
@@ -42,14 +43,15 @@ GridFilter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def filtered_grid(model: DeepUPE, lowres: torch.Tensor, grid_filter: GridFilter | None) -> torch.Tensor:
-    """The network's grid of ``lowres`` through ``grid_filter``; a smoother that holds a grid
-    for this frame (:meth:`GridSmoother.held`) spares the network."""
+def filtered_grid(network: Network, lowres: torch.Tensor, grid_filter: GridFilter | None) -> torch.Tensor:
+    """The grid ``network`` (a model's ``coeffs`` or its :mod:`~endolight.network_runtime` twin)
+    makes of ``lowres``, through ``grid_filter``; a smoother that holds a grid for this frame
+    (:meth:`GridSmoother.held`) spares the network."""
     if isinstance(grid_filter, GridSmoother):
         held = grid_filter.held(lowres)
         if held is not None:
             return held
-    grid = model.coeffs(lowres)
+    grid = network(lowres)
     return grid if grid_filter is None else grid_filter(grid, lowres)
 
 # The maps are made at half the guided filter's fitting size (1/8 of the frame): measured on
@@ -177,7 +179,8 @@ def small_copy(model: DeepUPE, buf: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: float = 1.0,
                 keep: np.ndarray | None = None, grid_filter: GridFilter | None = None,
-                denoise: bool = True, small: np.ndarray | None = None) -> PlanarPlan:
+                denoise: bool = True, small: np.ndarray | None = None,
+                network: Network | None = None) -> PlanarPlan:
     """The low-resolution half of the planar path for one ``(3H/2, W)`` uint8 I420 frame
     (network, slice, guided-filter fit).
 
@@ -189,11 +192,12 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
         grid_filter: sees the grid before it is used (temporal smoothing).
         denoise: as in :func:`planar_maps`.
         small: the frame's :func:`small_copy` when the caller has made it already.
+        network: what runs ``model.coeffs`` (default: the module itself).
     """
     y, u, v = i420_planes(buf)
     h, w = y.shape
     small = small_copy(model, buf) if small is None else small
-    grid = filtered_grid(model, network_input(y, u, v, model.cfg.lowres), grid_filter)
+    grid = filtered_grid(network or model.coeffs, network_input(y, u, v, model.cfg.lowres), grid_filter)
     coarsen = 2 * COARSEN if h * w >= COARSER_MAPS_PIXELS else COARSEN
     luma, chroma = planar_maps(model, guide, grid, small, strength, coarsen, denoise,
                                coarse_fit=h * w >= COARSE_FIT_PIXELS)
