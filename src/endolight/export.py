@@ -203,6 +203,7 @@ def quiet_exporter() -> Iterator[None]:
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.simplefilter("ignore", category=DeprecationWarning)  # the TorchScript exporter's
             yield
     finally:
         registry_log.setLevel(level)

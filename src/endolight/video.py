@@ -143,7 +143,7 @@ def stream_threads(enhancer: Enhancer) -> Iterator[None]:
 def stream_network(enhancer: Enhancer) -> Iterator[None]:
     """The low-res network in ONNX Runtime while a fused-path stream runs
     (:mod:`endolight.network_runtime`: ~1.1 CPU-ms less a run), the module again after. The
-    session is made on the first stream of a model (~3 s); where ONNX Runtime is not installed
+    session is made on the first stream of a model (~1 s); where ONNX Runtime is not installed
     the module runs."""
     onnx = None
     if enhancer.guide_params is not None:
