@@ -540,10 +540,12 @@ def stage_row(enhancer: Enhancer, frame: np.ndarray, size: str, repeats: int = 5
             if enhancer.planar and frame.shape[0] % 2 == 0 and frame.shape[1] % 2 == 0:
                 planes = rgb_to_i420(frame)
                 model, guide = enhancer.model, enhancer.guide_params
-                plan = plan_planes(model, guide, planes)
-                planar = (cpu_ms(lambda: plan_planes(model, guide, planes)),
-                          cpu_ms(lambda: plan_planes(model, guide, planes, denoise=False)),
-                          cpu_ms(lambda: render_plan(plan)))
+                with stream_network(enhancer):  # the network as video runs it
+                    net = enhancer.network
+                    plan = plan_planes(model, guide, planes, network=net)
+                    planar = (cpu_ms(lambda: plan_planes(model, guide, planes, network=net)),
+                              cpu_ms(lambda: plan_planes(model, guide, planes, denoise=False, network=net)),
+                              cpu_ms(lambda: render_plan(plan)))
     finally:
         numba.set_num_threads(threads)
     return StageRow(size, render, coeffs, plain, *planar)
