@@ -177,8 +177,8 @@ def test_held_grids_halve_the_network_runs_and_keep_the_output(data_root, enhanc
     frames = [rgb_to_i420(_dim(load_frame(FrameRef(p, "sinus"))))
               for p in expand_sources(data_root / "sinus/clip-a")[5:11]]
     fov = fov_mask(i420_to_rgb(frames[0]))
-    runs = []
-    hook = enhancer.model.coeffs.register_forward_hook(lambda *_: runs.append(1))
+    runs, network = [], enhancer.network
+    enhancer.network = lambda x: runs.append(1) or network(x)  # the same network, its runs counted
     try:
         outs = {}
         for every in (1, 2):
@@ -186,7 +186,7 @@ def test_held_grids_halve_the_network_runs_and_keep_the_output(data_root, enhanc
             outs[every] = [enhancer.enhance_planes(p, grid_filter=smoother, fov=fov) for p in frames]
             outs[every, "runs"] = len(runs) - before
     finally:
-        hook.remove()
+        enhancer.network = network
     assert outs[1, "runs"] == 6 and outs[2, "runs"] == 3
     psnrs = [_psnr(i420_to_rgb(a), i420_to_rgb(b)) for a, b in zip(outs[1], outs[2], strict=True)]
     assert min(psnrs) > 40

@@ -43,7 +43,7 @@ from endolight.metrics import flicker, psnr
 from endolight.model.slicing import EPS
 from endolight.planar import plan_planes, render_plan
 from endolight.temporal import GridSmoother, TemporalConfig, TemporalDenoiser
-from endolight.video import VideoOptions, enhance_video, stream_network, stream_threads, warm_up
+from endolight.video import VideoOptions, enhance_video, stream_threads, warm_up
 
 SINUS = "sinus/clip-a"  # real 1920x1080 frames, round view: the "1080p sinus" clip
 # name -> (source, frame size; None: the file as it is)
@@ -285,7 +285,7 @@ def _compute_only(enhancer: Enhancer, frames: list[Frame], n: int) -> float:
             return enhancer.enhance_planes(frame.planes, grid_filter=smoother, fov=fov)
         return enhancer.enhance_array(frame.image, grid_filter=smoother, fov=fov)
 
-    with stream_threads(enhancer), stream_network(enhancer):
+    with stream_threads(enhancer):
         one(frames[0])
         t0 = time.perf_counter()
         for i in range(n):
@@ -540,12 +540,11 @@ def stage_row(enhancer: Enhancer, frame: np.ndarray, size: str, repeats: int = 5
             if enhancer.planar and frame.shape[0] % 2 == 0 and frame.shape[1] % 2 == 0:
                 planes = rgb_to_i420(frame)
                 model, guide = enhancer.model, enhancer.guide_params
-                with stream_network(enhancer):  # the network as video runs it
-                    net = enhancer.network
-                    plan = plan_planes(model, guide, planes, network=net)
-                    planar = (cpu_ms(lambda: plan_planes(model, guide, planes, network=net)),
-                              cpu_ms(lambda: plan_planes(model, guide, planes, denoise=False, network=net)),
-                              cpu_ms(lambda: render_plan(plan)))
+                net = enhancer.network  # as video runs it
+                plan = plan_planes(model, guide, planes, network=net)
+                planar = (cpu_ms(lambda: plan_planes(model, guide, planes, network=net)),
+                          cpu_ms(lambda: plan_planes(model, guide, planes, denoise=False, network=net)),
+                          cpu_ms(lambda: render_plan(plan)))
     finally:
         numba.set_num_threads(threads)
     return StageRow(size, render, coeffs, plain, *planar)

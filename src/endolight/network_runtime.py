@@ -1,6 +1,6 @@
-"""The low-res coefficient network run by ONNX Runtime, for video streams on the CPU.
+"""The low-res coefficient network run by ONNX Runtime, for the enhancer's fused CPU path.
 
-A stream runs the network on one thread, every frame or every other one. PyTorch runs its
+A video stream runs the network on one thread, every frame or every other one. PyTorch runs its
 16x16 convolutions on a reference path and the dilated ones on ``slow_conv_dilated2d``: 2.65 ms
 a 256x256 input on this project's CPU (one thread), against 1.50 ms for the same graph in ONNX
 Runtime (its MLAS kernels; the grids agree within 1e-5). The graph is exported from the model in

@@ -42,7 +42,6 @@ from endolight.io.sources import (
     open_source,
 )
 from endolight.io.yuv import as_rgb, rgb_thumbnail, rgb_to_i420, thumbnail
-from endolight.network_runtime import onnx_network
 from endolight.planar import PlanarPlan, render_plan, small_copy
 from endolight.temporal import GridSmoother, TemporalConfig, TemporalDenoiser
 
@@ -137,25 +136,6 @@ def stream_threads(enhancer: Enhancer) -> Iterator[None]:
             yield
     finally:
         cv2.setNumThreads(cv_threads)
-
-
-@contextmanager
-def stream_network(enhancer: Enhancer) -> Iterator[None]:
-    """The low-res network in ONNX Runtime while a fused-path stream runs
-    (:mod:`endolight.network_runtime`: ~1.1 CPU-ms less a run), the module again after. The
-    session is made on the first stream of a model (~1 s); where ONNX Runtime is not installed
-    the module runs."""
-    onnx = None
-    if enhancer.guide_params is not None:
-        onnx = onnx_network(enhancer.model.coeffs, enhancer.model.cfg.lowres)
-    if onnx is None:
-        yield
-        return
-    network, enhancer.network = enhancer.network, onnx
-    try:
-        yield
-    finally:
-        enhancer.network = network
 
 
 def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
@@ -341,12 +321,10 @@ _WARM: weakref.WeakSet[Enhancer] = weakref.WeakSet()
 
 def warm_up(enhancer: Enhancer) -> None:
     """Run one small frame through ``enhancer`` once, as a stream does (loads the compiled
-    kernels, the grid smoother's included). Before a live source opens: loading holds the GIL
-    for seconds, which would stall the reader."""
+    kernels, the grid smoother's included, and makes the network's ONNX Runtime session). Before
+    a live source opens: loading holds the GIL for seconds, which would stall the reader."""
     if enhancer in _WARM:
         return
-    if enhancer.guide_params is not None:
-        onnx_network(enhancer.model.coeffs, enhancer.model.cfg.lowres)
     tiny = np.full((64, 64, 3), 40, np.uint8)
     fov = np.ones(tiny.shape[:2], bool)
     pairs = [(tiny, enhancer.enhance_array(tiny, fov=fov, grid_filter=GridSmoother()))]
@@ -376,12 +354,7 @@ def process(
         the report; ``report.error`` says what ended the stream early (a decoding, enhancing or
         writing fault); the frames before it are in the outputs.
     """
-    with stream_network(enhancer):
-        return _process(source, sinks, enhancer, options or VideoOptions(), on_frame)
-
-
-def _process(source: Source, sinks: list[Sink], enhancer: Enhancer, opts: VideoOptions,
-             on_frame: Callable[[VideoReport], None] | None) -> VideoReport:
+    opts = options or VideoOptions()
     depth = live_backlog(source.info.fps) if opts.low_latency else max(1, opts.queue_depth)
     q_in: queue.Queue = queue.Queue(depth)
     q_out: queue.Queue = queue.Queue(depth)
