@@ -25,3 +25,19 @@ def real_frames(data_root) -> list[np.ndarray]:
             seen.add(ref.organ)
             frames.append(load_frame(ref, 256))
     return frames
+
+
+@pytest.fixture(scope="session", autouse=True)
+def network_cache(tmp_path_factory):
+    """The exported network graphs (endolight.network_runtime) go to a folder of the test run,
+    not the user's cache."""
+    import os
+
+    folder = tmp_path_factory.mktemp("endolight-cache")
+    saved = os.environ.get("ENDOLIGHT_CACHE")
+    os.environ["ENDOLIGHT_CACHE"] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop("ENDOLIGHT_CACHE", None)
+    else:
+        os.environ["ENDOLIGHT_CACHE"] = saved

@@ -71,3 +71,44 @@ def test_the_fused_cpu_path_runs_the_network_in_onnx_runtime_and_the_pytorch_pat
     with torch.no_grad():
         assert (fused.network(x) - pytorch.network(x)).abs().max().item() < 1e-4
 
+
+
+def test_a_later_process_loads_the_graph_from_the_cache(model, tmp_path, monkeypatch):
+    import endolight.network_runtime as runtime
+
+    monkeypatch.setenv("ENDOLIGHT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(runtime, "_SESSIONS", {})
+    first = onnx_network(model.coeffs, model.cfg.lowres)
+    (graph,) = (tmp_path / "cache").glob("network-*.onnx")
+    assert graph.stat().st_size > 100_000  # the network's weights are in it
+    # A new process (no session in memory) must not export again: the cached graph is loaded.
+    monkeypatch.setattr(runtime, "_SESSIONS", {})
+    monkeypatch.setattr(runtime, "export_graph", lambda *a: pytest.fail("exported again"))
+    second = onnx_network(model.coeffs, model.cfg.lowres)
+    assert second is not first
+    x = torch.full((1, 3, model.cfg.lowres, model.cfg.lowres), 0.4)
+    assert torch.equal(first(x), second(x))
+
+
+def test_a_damaged_cache_is_exported_again_and_an_unwritable_one_passed_over(model, tmp_path, monkeypatch):
+    import endolight.network_runtime as runtime
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ENDOLIGHT_CACHE", str(cache))
+    monkeypatch.setattr(runtime, "_SESSIONS", {})
+    onnx_network(model.coeffs, model.cfg.lowres)
+    (graph,) = cache.glob("network-*.onnx")
+    good = graph.read_bytes()
+    graph.write_bytes(b"not an onnx graph")
+    monkeypatch.setattr(runtime, "_SESSIONS", {})
+    network = onnx_network(model.coeffs, model.cfg.lowres)
+    x = torch.full((1, 3, model.cfg.lowres, model.cfg.lowres), 0.4)
+    with torch.no_grad():
+        assert (network(x) - model.coeffs(x)).abs().max().item() < 1e-4
+    assert graph.read_bytes() == good  # written again, whole
+    # A cache path that cannot be a folder (a file is in the way): the session is still made.
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("ENDOLIGHT_CACHE", str(blocked / "cache"))
+    monkeypatch.setattr(runtime, "_SESSIONS", {})
+    assert isinstance(onnx_network(model.coeffs, model.cfg.lowres), OnnxNetwork)

@@ -106,7 +106,7 @@ class Enhancer:
     def network(self) -> Network:
         """What runs the low-res network: on the fused CPU path its ONNX Runtime twin
         (:mod:`endolight.network_runtime`: 1.5 against 2.65 CPU-ms a run; made on first use,
-        ~0.9 s once per set of weights in a process), else, or without ONNX Runtime, the module."""
+        from a cached graph or exported, ~0.9 s), else, or without ONNX Runtime, the module."""
         if self._network is None:
             self._network = onnx_network(self.model.coeffs, self.model.cfg.lowres) or self.model.coeffs
         return self._network
