@@ -112,3 +112,23 @@ def test_a_damaged_cache_is_exported_again_and_an_unwritable_one_passed_over(mod
     monkeypatch.setenv("ENDOLIGHT_CACHE", str(blocked / "cache"))
     monkeypatch.setattr(runtime, "_SESSIONS", {})
     assert isinstance(onnx_network(model.coeffs, model.cfg.lowres), OnnxNetwork)
+
+
+def test_the_cache_keeps_the_graphs_used_last(model, tmp_path, monkeypatch):
+    import os
+
+    import endolight.network_runtime as runtime
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("ENDOLIGHT_CACHE", str(cache))
+    monkeypatch.setattr(runtime, "_SESSIONS", {})
+    monkeypatch.setattr(runtime, "MAX_CACHED", 3)
+    for i in range(4):  # older graphs of other weights, the oldest first
+        stale = cache / f"network-old{i}-256.onnx"
+        stale.write_bytes(b"x")
+        os.utime(stale, (1000 + i, 1000 + i))
+    onnx_network(model.coeffs, model.cfg.lowres)
+    kept = sorted(p.name for p in cache.glob("network-*.onnx"))
+    assert len(kept) == 3 and "network-old3-256.onnx" in kept and "network-old2-256.onnx" in kept
+    assert not any(name.startswith("network-old0") or name.startswith("network-old1") for name in kept)

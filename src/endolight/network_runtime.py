@@ -25,6 +25,7 @@ from endolight.io.atomic import atomic_write
 Network = Callable[[torch.Tensor], torch.Tensor]  # (1, 3, L, L) low-res frame -> grid
 
 MAX_SESSIONS = 4  # sessions kept per process, the oldest dropped first (a few MB each)
+MAX_CACHED = 16  # graphs kept in the cache folder (2.5 MB each for the shipped network)
 _SESSIONS: dict[tuple[str, int], OnnxNetwork] = {}
 
 
@@ -96,7 +97,9 @@ def onnx_network(net: nn.Module, side: int) -> Network | None:
 
 def _cached_session(net: nn.Module, side: int, path: Path) -> OnnxNetwork:
     try:
-        return OnnxNetwork(path.read_bytes(), side)
+        session = OnnxNetwork(path.read_bytes(), side)
+        os.utime(path)  # used now: pruned last
+        return session
     except ImportError:
         raise
     except Exception:  # noqa: BLE001 - absent, unreadable or damaged: export it again
@@ -106,9 +109,17 @@ def _cached_session(net: nn.Module, side: int, path: Path) -> OnnxNetwork:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: Path(tmp).write_bytes(graph))
+        _prune(path.parent)
     except OSError:
         pass  # a read-only home: every process exports
     return session
+
+
+def _prune(folder: Path) -> None:
+    """Keep the ``MAX_CACHED`` graphs used last (evaluating many checkpoints adds one each)."""
+    graphs = sorted(folder.glob("network-*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in graphs[MAX_CACHED:]:
+        old.unlink(missing_ok=True)
 
 
 def _digest(net: nn.Module) -> str:
