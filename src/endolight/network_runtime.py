@@ -10,6 +10,7 @@ network stays in PyTorch where ONNX Runtime or ``onnx`` is not installed (the ``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -98,12 +99,14 @@ def onnx_network(net: nn.Module, side: int) -> Network | None:
 def _cached_session(net: nn.Module, side: int, path: Path) -> OnnxNetwork:
     try:
         session = OnnxNetwork(path.read_bytes(), side)
-        os.utime(path)  # used now: pruned last
-        return session
     except ImportError:
         raise
     except Exception:  # noqa: BLE001 - absent, unreadable or damaged: export it again
-        pass
+        session = None
+    if session is not None:
+        with contextlib.suppress(OSError):  # a read-only cache is still read
+            os.utime(path)  # used now: pruned last
+        return session
     graph = export_graph(net, side)
     session = OnnxNetwork(graph, side)  # only a graph that loads is kept
     try:
