@@ -34,7 +34,6 @@ def main() -> None:
     args = parser.parse_args()
     configure()  # as the command line does
     clip = cached_clip(args.size, args.frames)
-    end_to_end(clip, CLIP_CACHE / "out.mp4", 30, True, None, args.crf)  # the network's session made
     for _ in range(args.runs):
         ticks = cpu_ticks()
         _, bare_ms = bare_codec(clip, CLIP_CACHE / "bare.mp4", args.frames)

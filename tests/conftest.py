@@ -31,13 +31,7 @@ def real_frames(data_root) -> list[np.ndarray]:
 def network_cache(tmp_path_factory):
     """The exported network graphs (endolight.network_runtime) go to a folder of the test run,
     not the user's cache."""
-    import os
-
     folder = tmp_path_factory.mktemp("endolight-cache")
-    saved = os.environ.get("ENDOLIGHT_CACHE")
-    os.environ["ENDOLIGHT_CACHE"] = str(folder)
-    yield folder
-    if saved is None:
-        os.environ.pop("ENDOLIGHT_CACHE", None)
-    else:
-        os.environ["ENDOLIGHT_CACHE"] = saved
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ENDOLIGHT_CACHE", str(folder))
+        yield folder

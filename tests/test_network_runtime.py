@@ -1,11 +1,15 @@
-"""The low-res network in ONNX Runtime (endolight.network_runtime) and its use by video streams."""
+"""The low-res network in ONNX Runtime (endolight.network_runtime), its graph cache, and its use
+by the enhancer's fused CPU path."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
 
 from endolight import Enhancer
+from endolight import network_runtime as runtime
 from endolight.checkpoint import load_model
 from endolight.network_runtime import OnnxNetwork, onnx_network
 
@@ -72,10 +76,7 @@ def test_the_fused_cpu_path_runs_the_network_in_onnx_runtime_and_the_pytorch_pat
         assert (fused.network(x) - pytorch.network(x)).abs().max().item() < 1e-4
 
 
-
 def test_a_later_process_loads_the_graph_from_the_cache(model, tmp_path, monkeypatch):
-    import endolight.network_runtime as runtime
-
     monkeypatch.setenv("ENDOLIGHT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(runtime, "_SESSIONS", {})
     first = onnx_network(model.coeffs, model.cfg.lowres)
@@ -91,8 +92,6 @@ def test_a_later_process_loads_the_graph_from_the_cache(model, tmp_path, monkeyp
 
 
 def test_a_damaged_cache_is_exported_again_and_an_unwritable_one_passed_over(model, tmp_path, monkeypatch):
-    import endolight.network_runtime as runtime
-
     cache = tmp_path / "cache"
     monkeypatch.setenv("ENDOLIGHT_CACHE", str(cache))
     monkeypatch.setattr(runtime, "_SESSIONS", {})
@@ -115,10 +114,6 @@ def test_a_damaged_cache_is_exported_again_and_an_unwritable_one_passed_over(mod
 
 
 def test_the_cache_keeps_the_graphs_used_last(model, tmp_path, monkeypatch):
-    import os
-
-    import endolight.network_runtime as runtime
-
     cache = tmp_path / "cache"
     cache.mkdir()
     monkeypatch.setenv("ENDOLIGHT_CACHE", str(cache))

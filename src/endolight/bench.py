@@ -123,6 +123,11 @@ class CodecRow:
         """The median of :attr:`ratios`."""
         return float(np.median(self.ratios))
 
+    @property
+    def per_round(self) -> str:
+        """:attr:`ratios` as printed: ``"0.82, 0.79, 0.80"``."""
+        return ", ".join(f"{r:.2f}" for r in self.ratios)
+
 
 @dataclass
 class FlickerRow:
@@ -620,9 +625,8 @@ def markdown(result: BenchResult) -> str:
                   "per round | CPU stolen by the host |",
                   "|---|---:|---:|---:|---:|---:|---|---:|"]
         for c in result.codec:
-            rounds = ", ".join(f"{r:.2f}" for r in c.ratios)
             lines.append(f"| {c.size} | {c.frames} | {c.ms_per_frame:.1f} | {c.fps:.1f} | "
-                         f"{c.endolight_fps:.1f} | {c.ratio:.2f} | {rounds} | {100 * c.stolen:.0f} % |")
+                         f"{c.endolight_fps:.1f} | {c.ratio:.2f} | {c.per_round} | {100 * c.stolen:.0f} % |")
     if result.flicker:
         lines += ["", "| clip | temporal smoothing | flicker (1 = as steady as the input) | PSNR dB |",
                   "|---|---|---:|---:|"]

@@ -597,10 +597,9 @@ def bench(
             tqdm.write(f"flicker  {row.clip}, smoothing {'on' if row.temporal else 'off'}: "
                        f"{row.flicker:.3f}  PSNR {row.psnr:.2f} dB")
         elif isinstance(row, CodecRow):
-            rounds = ", ".join(f"{r:.2f}" for r in row.ratios)
             tqdm.write(f"{row.size:>5} bare decode+encode {row.ms_per_frame:8.1f} ms/frame "
                        f"{row.fps:7.1f} fps, endolight / bare {row.ratio:.2f} "
-                       f"(rounds {rounds}; CPU stolen by the host {100 * row.stolen:.0f} %)")
+                       f"(rounds {row.per_round}; CPU stolen by the host {100 * row.stolen:.0f} %)")
         elif isinstance(row, StageRow):
             tqdm.write(f"{row.size} full-res stage: {row.render_ms:.1f} CPU ms with the learned denoising "
                        f"(its coefficients {row.coeffs_ms:.1f}), {row.no_denoise_ms:.1f} without; planar "
