@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from endolight.border import border_fill_planes
 from endolight.data import FrameRef, load_frame
 from endolight.enhancer import Enhancer
 from endolight.fov import fov_mask
@@ -114,13 +115,22 @@ def test_border_kept_and_strength(data_root, enhancer):
     planes = rgb_to_i420(dim)
     fov = fov_mask(i420_to_rgb(planes))
     assert 0.2 < (~fov).mean() < 0.8  # a round view with a real border
+    y = i420_planes(planes)[0]
+    y[:12, :40] = 200  # an overlay in the border's corner
     out = enhancer.enhance_planes(planes, fov=fov)
     (oy, ou, ov), (y, u, v) = i420_planes(out), i420_planes(planes)
-    np.testing.assert_array_equal(oy[~fov], y[~fov])  # the border, to the byte
+    # The border, to the byte: its noise flattened to the fill (endolight.border), the rest copied.
+    fy, fu, fv, below = border_fill_planes(y, u, v, ~fov)
+    noise = ~fov & (y < below)
+    assert 0.9 < noise.sum() / (~fov).sum() < 1  # the noise, not the overlay
+    assert np.all(oy[noise] == fy) and np.all(oy[~fov & ~noise] == y[~fov & ~noise])
+    assert np.all(oy[:12, :40] == 200)
     h, w = fov.shape
-    outside = (~fov).reshape(h // 2, 2, w // 2, 2).all(axis=(1, 3))
-    np.testing.assert_array_equal(ou[outside], u[outside])
-    np.testing.assert_array_equal(ov[outside], v[outside])
+    blocks = lambda m: m.reshape(h // 2, 2, w // 2, 2).all(axis=(1, 3))  # noqa: E731
+    flat, outside = blocks(noise), blocks(~fov)
+    assert np.all(ou[flat] == fu) and np.all(ov[flat] == fv)
+    np.testing.assert_array_equal(ou[outside & ~flat], u[outside & ~flat])
+    np.testing.assert_array_equal(ov[outside & ~flat], v[outside & ~flat])
     lifted = float(oy[fov].mean()) - float(y[fov].mean())
     assert lifted > 30  # measured +60 levels inside the view; strength 0.5 gives 0.34 of it
     np.testing.assert_array_equal(enhancer.enhance_planes(planes, strength=0.0, fov=fov), planes)

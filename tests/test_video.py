@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from endolight.bench import moving_clip, static_clip
+from endolight.border import fill_border
 from endolight.checkpoint import default_weights_path, save_weights
 from endolight.cli import app
 from endolight.data import CLIP, FrameRef, load_frame
@@ -366,8 +367,8 @@ def test_cli_crf_sets_the_outputs_quality(tmp_path, sequence):
 
 
 def test_border_follows_the_clips_accumulated_view(tmp_path, data_root, enhancer):
-    # A real clip with a round view, dimmed and noisy: the pipeline keeps every pixel outside
-    # the view of the frames seen so far (1, 3, 4, 8: the tracker's schedule) to the byte.
+    # A real clip with a round view, dimmed and noisy: every pixel outside the view of the
+    # frames seen so far (1, 3, 4, 8: the tracker's schedule) is the border's, to the byte.
     from endolight.data import list_frames
     from endolight.degrade import DegradeConfig
     from endolight.pairs import make_pair
@@ -383,8 +384,13 @@ def test_border_follows_the_clips_accumulated_view(tmp_path, data_root, enhancer
     for k in (0, 5, 11):
         view = _view_in_force(frames, k)
         assert 0.6 < view.mean() < 0.95
-        assert np.array_equal(outs[k][~view], frames[k][~view])
+        assert np.array_equal(outs[k][~view], _border_written(frames[k], ~view))
         assert np.abs(outs[k][view].astype(int) - frames[k][view]).mean() > 1  # inside: enhanced
+
+
+def _border_written(frame: np.ndarray, border: np.ndarray) -> np.ndarray:
+    """The pixels of ``border`` as the enhancer writes them (:func:`endolight.border.fill_border`)."""
+    return fill_border(np.zeros_like(frame), frame, border)[border]
 
 
 def _view_in_force(frames: list[np.ndarray], k: int) -> np.ndarray:
@@ -452,13 +458,14 @@ def test_cli_video_options_change_the_output_as_documented(tmp_path, data_root):
     # (Denoising of lifted regions is the model's own, in every frame: no option.)
     flat = flat_regions(clean, view)
     plain = _cli_frames(src, tmp_path / "plain", "--no-temporal")
-    # --no-keep-border: the border is brightened too; by default it is the input's to the byte.
+    # --no-keep-border: the border is brightened too; by default it is not enhanced (to the byte:
+    # the input, its noise flattened by endolight.border).
     # The video's view is accumulated over the scene's first frames (FovTracker), re-derived on
     # frames 1, 3, 4, 8...: frame k keeps the border of the view built from its first `seen` frames.
     for k in range(len(frames)):
         border = ~_view_in_force(frames, k)
         for outs in (plain, base):
-            np.testing.assert_array_equal(outs[k][border], frames[k][border])
+            np.testing.assert_array_equal(outs[k][border], _border_written(frames[k], border))
     free = _cli_frames(src, tmp_path / "nokeep", "--no-keep-border")
     assert free[0][~view].mean() > frames[0][~view].mean() + 1
     # --no-temporal: each frame is enhanced on its own (what enhance_array gives per frame);
@@ -492,10 +499,10 @@ def test_scene_cut_resets_the_field_of_view(tmp_path, data_root, enhancer):
     # kept); from frame 5 on the view is the new scope's: enhanced where the old scope's border
     # was (kept to the byte had the old mask stayed), and its own border kept.
     old_view = detect_fov(scope_a)  # the view accumulated over the first scene (4 frames)
-    np.testing.assert_array_equal(outs[4][~old_view], scope_b[0][~old_view])
+    np.testing.assert_array_equal(outs[4][~old_view], _border_written(scope_b[0], ~old_view))
     newly_seen = view_b & ~view_a
     assert np.abs(outs[5][newly_seen].astype(int) - scope_b[1][newly_seen]).mean() > 5
-    np.testing.assert_array_equal(outs[5][~view_b], scope_b[1][~view_b])
+    np.testing.assert_array_equal(outs[5][~view_b], _border_written(scope_b[1], ~view_b))
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -49,6 +49,8 @@ Exposure = Annotated[float | None, typer.Option(
     min=0.01, max=0.99, help="Target mean brightness (0-1) of the view; sets the strength per frame.")]
 PreserveHue = Annotated[bool, typer.Option(help="Keep the input's colours; brightness from the model.")]
 Highlights = Annotated[bool, typer.Option(help="Detect specular highlights; keep them from being stretched.")]
+KeepBorder = Annotated[bool, typer.Option(
+    help="Leave the black border outside the view unenhanced (its noise flattened, overlays kept).")]
 
 
 def _fidelity(exposure: float | None, preserve_hue: bool, highlights: bool):
@@ -65,7 +67,7 @@ def enhance(
     weights: Weights = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="0 = input, 1 = full.")] = 1.0,
-    keep_border: Annotated[bool, typer.Option(help="Leave black borders untouched.")] = True,
+    keep_border: KeepBorder = True,
     exposure: Exposure = None,
     preserve_hue: PreserveHue = False,
     highlights: Highlights = False,
@@ -379,7 +381,7 @@ def serve(
     weights: Weights = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="Initial strength.")] = 1.0,
-    keep_border: Annotated[bool, typer.Option(help="Leave black borders untouched.")] = True,
+    keep_border: KeepBorder = True,
     max_upload_mb: Annotated[float, typer.Option(min=0.1, help="Largest accepted upload.")] = 32.0,
     live_max_side: Annotated[int, typer.Option(min=64, help="Shrink live frames to this side.")] = 720,
 ) -> None:
@@ -508,7 +510,7 @@ def video(
     weights: Weights = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="0 = input, 1 = full.")] = 1.0,
-    keep_border: Annotated[bool, typer.Option(help="Leave black borders untouched.")] = True,
+    keep_border: KeepBorder = True,
     temporal: Annotated[bool, typer.Option(help="Smooth the illumination over time (cut-aware).")] = True,
     temporal_denoise: Annotated[bool, typer.Option(
         help="Temporal noise reduction: average still tissue over frames, never moving parts.")] = True,

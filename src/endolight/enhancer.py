@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from endolight.border import border_fill, border_noise, fill_border
 from endolight.checkpoint import load_model
 from endolight.device import resolve_device
 from endolight.fidelity import (
@@ -48,7 +49,9 @@ class Enhancer:
         weights: a ``.safetensors`` file written by ``endolight train``; default: shipped weights.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         strength: 0 returns the input, 1 the full model (illumination ``S ** strength``).
-        keep_border: leave pixels outside the field of view (black borders) untouched.
+        keep_border: leave pixels outside the field of view (black borders) unenhanced, their
+            sensor noise flattened to the border's mean colour and overlays kept
+            (:mod:`endolight.border`).
         fused: render uint8 frames with the fused CPU kernel; default: on CPU only.
         fidelity: optional steps around the model for uint8 frames (highlights, hue,
             exposure target; see :class:`~endolight.fidelity.FidelityConfig`).
@@ -89,8 +92,8 @@ class Enhancer:
         """Enhance ``(B, 3, H, W)`` float in [0, 1]; returns the same shape, float in [0, 1].
 
         With ``keep_border`` each image's field of view is detected (on its 8-bit copy) and the
-        pixels outside it are returned unchanged, as :meth:`enhance_array` does. The
-        ``fidelity`` steps are uint8-only and do not apply here.
+        pixels outside it are not enhanced, their noise flattened (:mod:`endolight.border`), as
+        :meth:`enhance_array` does. The ``fidelity`` steps are uint8-only and do not apply here.
         """
         k = self.strength if strength is None else strength
         if k == 0.0:
@@ -98,8 +101,14 @@ class Enhancer:
         x = image.to(self.device, torch.float32)
         out = self.model(x, strength=k).output.to(image.device, image.dtype)
         if self.keep_border:
-            fov = np.stack([fov_mask(to_uint8(im)) for im in image.detach().cpu()])
-            out = torch.where(torch.from_numpy(fov)[:, None].to(out.device), out, image)
+            for i, frame in enumerate(to_uint8(im) for im in image.detach().cpu()):
+                border = ~fov_mask(frame)
+                out[i] = torch.where(torch.from_numpy(border).to(out.device), image[i], out[i])
+                fill = border_fill(frame, border)
+                if fill is not None:
+                    noise = torch.from_numpy(border_noise(frame, border, fill)).to(out.device)
+                    colour = torch.from_numpy(fill[:3] / 255).to(out)[:, None]
+                    out[i][:, noise] = colour.expand(3, int(noise.sum()))
         return out
 
     @property
@@ -153,20 +162,20 @@ class Enhancer:
     def render(self, frame: np.ndarray, grid: torch.Tensor, strength: float | None = None,
                keep: np.ndarray | None = None) -> np.ndarray:
         """Full-res stage for a given grid: ``(H, W, 3)`` uint8 frame -> uint8 output; pixels
-        where the ``(H, W)`` bool mask ``keep`` is True stay as in ``frame``."""
+        where the ``(H, W)`` bool mask ``keep`` is True (the border) are not enhanced, their
+        noise flattened (:mod:`endolight.border`)."""
         k = self.strength if strength is None else strength
         if self.guide_params is not None:
             dn = self.denoise_coeffs(frame) if self.model.cfg.denoise else None
-            return render_uint8(frame, grid, self.guide_params, EPS, k, keep=keep,
+            fill = None if keep is None else border_fill(frame, keep)
+            return render_uint8(frame, grid, self.guide_params, EPS, k, keep=keep, fill=fill,
                                 grey=self.model.cfg.illumination == "grey", denoise=dn,
                                 blur=self.model.cfg.guide_blur, offset=self.model.cfg.black_offset,
                                 power=self.model.cfg.curve == "power",
                                 floor=LEVEL0 if self.model.cfg.dequantise else 0.0)
         x = to_tensor(frame)[None].to(self.device)
         out = to_uint8(self.model.render(grid, x, k).output[0])
-        if keep is not None:
-            np.copyto(out, frame, where=keep[..., None])
-        return out
+        return out if keep is None else fill_border(out, frame, keep)
 
     def enhance_array(self, image: np.ndarray, strength: float | None = None,
                       grid_filter: GridFilter | None = None, fov: np.ndarray | None = None) -> np.ndarray:
@@ -257,7 +266,7 @@ class Enhancer:
         if fid.preserve_hue:
             out = preserve_hue(out, frame)
         if keep is not None and (spots is not None or fid.preserve_hue):
-            np.copyto(out, frame, where=keep[..., None])
+            fill_border(out, frame, keep)
         return out
 
     @torch.no_grad()

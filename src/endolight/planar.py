@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from endolight.border import border_fill_planes
 from endolight.io.yuv import i420_planes, shrunk_rgb, ycc_to_rgb
 from endolight.kernels.common import along_x, axis_taps
 from endolight.kernels.fused import GuideParams
@@ -163,6 +164,7 @@ class PlanarPlan:
     chroma: np.ndarray  # (8, h, W/2)
     strength: float
     keep: np.ndarray | None
+    fill: np.ndarray | None = None  # the border's fill (endolight.border.border_fill_planes)
     blur: float = 0.0  # the denoiser's guide blur (ModelConfig.denoise_blur)
     offset: float = 0.0  # the division's beta (ModelConfig.black_offset)
 
@@ -188,7 +190,8 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
         model: a grey-illumination model (on the CPU).
         guide: its guide map's weights as arrays.
         strength: ``k`` in ``S ** k``.
-        keep: optional ``(H, W)`` bool mask of pixels left as they are (the black border).
+        keep: optional ``(H, W)`` bool mask of the black border: not enhanced, its noise
+            flattened (:mod:`endolight.border`).
         grid_filter: sees the grid before it is used (temporal smoothing).
         denoise: as in :func:`planar_maps`.
         small: the frame's :func:`small_copy` when the caller has made it already.
@@ -202,7 +205,8 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
     luma, chroma = planar_maps(model, guide, grid, small, strength, coarsen, denoise,
                                coarse_fit=h * w >= COARSE_FIT_PIXELS)
     blur = model.cfg.guide_blur if denoise else 0.0  # without the denoiser the kernel skips the blur
-    return PlanarPlan(buf, along_x(luma, w), along_x(chroma, w // 2), strength, keep, blur,
+    fill = None if keep is None else border_fill_planes(y, u, v, keep)
+    return PlanarPlan(buf, along_x(luma, w), along_x(chroma, w // 2), strength, keep, fill, blur,
                       model.cfg.black_offset)
 
 
@@ -213,5 +217,6 @@ def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:
     h, hl = y.shape[0], plan.luma.shape[1]
     out = np.empty_like(plan.buf) if out is None else out
     render_planes(y, u, v, plan.luma, plan.chroma, axis_taps(h, hl), axis_taps(h // 2, hl), EPS,
-                  plan.strength, plan.keep, out=i420_planes(out), blur=plan.blur, offset=plan.offset)
+                  plan.strength, plan.keep, plan.fill, out=i420_planes(out), blur=plan.blur,
+                  offset=plan.offset)
     return out

@@ -11,6 +11,7 @@ from numba import njit
 
 ROW_CHUNK = 16  # rows per parallel work item
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601: the denoiser's guide (endolight.model.denoise.LUMA)
+LUMA8 = (77, 150, 29)  # the same in 1/256, summing to 256: the border's noise test (endolight.border)
 
 
 @lru_cache(maxsize=32)
@@ -109,6 +110,18 @@ def row_span(keep, y, w):  # pragma: no cover - compiled
     while b > a and keep[y, b - 1]:
         b -= 1
     return a, b
+
+
+@njit(**JIT_OPTIONS)
+def border_pixel(src, dst, x, fill):  # pragma: no cover - compiled
+    """Pixel ``x`` of a ``(W, 3)`` uint8 row outside the view (:mod:`endolight.border`): the
+    fill's colour where the pixel's luma x 256 is below ``fill[3]`` (the border's noise), else the
+    input (an overlay)."""
+    r, g, b = src[x, 0], src[x, 1], src[x, 2]
+    if LUMA8[0] * np.int32(r) + LUMA8[1] * np.int32(g) + LUMA8[2] * np.int32(b) < fill[3]:
+        dst[x, 0], dst[x, 1], dst[x, 2] = np.uint8(fill[0]), np.uint8(fill[1]), np.uint8(fill[2])
+    else:
+        dst[x, 0], dst[x, 1], dst[x, 2] = r, g, b
 
 
 @njit(**JIT_OPTIONS)

@@ -26,6 +26,7 @@ from endolight.kernels.common import (
     along_x,
     axis_taps,
     blurred_guide_row,
+    border_pixel,
     guide_row,
     row_span,
     sigmoid,
@@ -71,7 +72,7 @@ def _luma_plane(frame, l0, l1, l2, out):  # pragma: no cover - compiled
 
 @njit(parallel=True, **JIT_OPTIONS)
 def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_lo, y_w, x_lo, x_w, strength,
-                   grey, keep, eps, dn, dy_lo, dy_w, blur, luma, offset, power, floor,
+                   grey, keep, fill, eps, dn, dy_lo, dy_w, blur, luma, offset, power, floor,
                    out):  # pragma: no cover
     h, w = frame.shape[0], frame.shape[1]
     gh, gw, depth, nc = grid.shape[0], grid.shape[1], grid.shape[2], grid.shape[3]
@@ -99,6 +100,7 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
     l0, l1, l2 = np.float32(LUMA[0]), np.float32(LUMA[1]), np.float32(LUMA[2])
     use_pow = strength != one
     use_keep = keep.shape[0] == h
+    use_fill = fill.shape[0] == 4
     for y in prange(h):
         # Only the span of the row that holds field of view is computed; the rest (often half
         # an endoscope frame: the black border around a round view) is a copy of the input.
@@ -107,11 +109,17 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
             xa, xb = row_span(keep, y, w)
             # The row's bytes, flat and unsigned: the per-pixel copy of three channels stayed
             # scalar (1.1-1.3 CPU-ms more a 1080p sinus frame, one thread).
-            src, dst = frame[y].reshape(3 * w), out[y].reshape(3 * w)
-            for i in range(np.uint64(0), np.uint64(3 * min(xa, xb))):
-                dst[i] = src[i]
-            for i in range(np.uint64(3 * xb), np.uint64(3 * w)):
-                dst[i] = src[i]
+            if use_fill:
+                for x in range(min(xa, xb)):
+                    border_pixel(frame[y], out[y], x, fill)
+                for x in range(xb, w):
+                    border_pixel(frame[y], out[y], x, fill)
+            else:
+                src, dst = frame[y].reshape(3 * w), out[y].reshape(3 * w)
+                for i in range(np.uint64(0), np.uint64(3 * min(xa, xb))):
+                    dst[i] = src[i]
+                for i in range(np.uint64(3 * xb), np.uint64(3 * w)):
+                    dst[i] = src[i]
             if xa >= xb:
                 continue
         # Unsigned bounds: numba then knows x >= 0 and drops its negative-index wraparound
@@ -221,7 +229,10 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
         if use_keep:
             for x in range(ua, ub):
                 if keep[y, x]:
-                    out[y, x, 0], out[y, x, 1], out[y, x, 2] = frame[y, x, 0], frame[y, x, 1], frame[y, x, 2]
+                    if use_fill:
+                        border_pixel(frame[y], out[y], x, fill)
+                    else:
+                        out[y, x, :] = frame[y, x, :]
 
 
 @njit(**JIT_OPTIONS)
@@ -268,6 +279,7 @@ def _denoise_row(img, row, p, q, wt, dn, r0, wy, dz, lam_off, ua, ub, luma, dh,
 
 
 _NO_KEEP = np.zeros((0, 0), dtype=np.bool_)
+_NO_FILL = np.zeros(0, dtype=np.int32)
 _NO_DENOISE = np.zeros((0, 1, 1), dtype=np.float32)
 _NO_LUMA = np.zeros((0, 0), dtype=np.float32)
 
@@ -279,6 +291,7 @@ def render_uint8(
     eps: float,
     strength: float = 1.0,
     keep: np.ndarray | None = None,
+    fill: np.ndarray | None = None,
     out: np.ndarray | None = None,
     grey: bool = False,
     denoise: Any = None,
@@ -298,6 +311,8 @@ def render_uint8(
         strength: ``k`` in ``S ** k``; the denoising strength is scaled by ``min(k, 1)``.
         keep: optional ``(H, W)`` bool mask of pixels copied from ``frame`` unchanged (e.g.
             the black border outside the field of view).
+        fill: optional ``(4,)`` int32 (``endolight.border.border_fill``): ``keep`` pixels below
+            its luma threshold take its colour instead (the border's noise flattened).
         out: optional ``(H, W, 3)`` uint8 buffer to write into.
         grey: one illumination for all channels (``ModelConfig.illumination == "grey"``).
         denoise: the guided filter's low-res coefficients ``(6, h, w)`` (or ``(1, 6, h, w)``,
@@ -355,6 +370,7 @@ def render_uint8(
     with numba.parallel_chunksize(ROW_CHUNK):
         _render_kernel(frame, cells, guide.ccm, guide.ccm_bias, guide.shifts, guide.slopes, guide.mix,
                        guide.mix_bias, y_lo, y_w, x_lo, x_w, np.float32(strength), grey, keep,
+                       _NO_FILL if fill is None else np.asarray(fill, dtype=np.int32),
                        np.float32(eps), dn, dy_lo, dy_w, np.float32(blur), luma, np.float32(offset), power,
                        np.float32(floor), out)
     return out

@@ -164,8 +164,33 @@ def _span(keep, y0, y1, w):  # pragma: no cover - compiled
     return (a // 2) * 2, min(w, ((b + 1) // 2) * 2)
 
 
+@njit(**JIT_OPTIONS)
+def _border_luma(row_in, row_out, a, b, fill):  # pragma: no cover - compiled
+    """Y′ of columns ``[a, b)`` outside the view (:mod:`endolight.border`): the fill's where the
+    input is below its threshold (the border's noise), else the input (an overlay)."""
+    fy, below = np.uint8(fill[0]), fill[3]
+    for x in range(np.uint64(a), np.uint64(b)):
+        v = row_in[x]
+        row_out[x] = fy if np.int32(v) < below else v
+
+
+@njit(**JIT_OPTIONS)
+def _border_chroma(ya, yb, ur, vr, uo, vo, a, b, fill):  # pragma: no cover - compiled
+    """Cb, Cr of the 2x2 blocks ``[a, b)`` outside the view: the fill's where all four of the
+    block's Y′ (rows ``ya``, ``yb``) are below its threshold, else the input."""
+    fu, fv, below = np.uint8(fill[1]), np.uint8(fill[2]), fill[3]
+    u1 = np.uint64(1)
+    for i in range(np.uint64(a), np.uint64(b)):
+        e = i + i
+        e1 = e + u1
+        if np.int32(max(max(ya[e], ya[e1]), max(yb[e], yb[e1]))) < below:
+            uo[i], vo[i] = fu, fv
+        else:
+            uo[i], vo[i] = ur[i], vr[i]
+
+
 @njit(parallel=True, **JIT_OPTIONS)
-def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo, lc_w, keep, eps,
+def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo, lc_w, keep, fill, eps,
                    strength, blur, offset, y_out, u_out, v_out):  # pragma: no cover - compiled
     h, w = y_in.shape
     hl = luma_maps.shape[1]
@@ -178,20 +203,30 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
     lift = one / (one + beta)
     use_pow = strength != one
     use_keep = keep.shape[0] == h
+    use_fill = fill.shape[0] == 4
+    fy, below = np.uint8(fill[0]) if use_fill else np.uint8(0), fill[3] if use_fill else np.int32(0)
     use_blur = blur != zero
     for j in prange(h // 2):
         y0, y1 = 2 * j, 2 * j + 1
         xa, xb = 0, w
         if use_keep:
             xa, xb = _span(keep, y0, y1, w)
-            # Outside the view's span: the input, untouched.
-            for y in (y0, y1):
-                y_out[y, :xa] = y_in[y, :xa]
-                y_out[y, xb:] = y_in[y, xb:]
-            u_out[j, :xa // 2] = u_in[j, :xa // 2]
-            u_out[j, xb // 2:] = u_in[j, xb // 2:]
-            v_out[j, :xa // 2] = v_in[j, :xa // 2]
-            v_out[j, xb // 2:] = v_in[j, xb // 2:]
+            # Outside the view's span: the input, its noise flattened with a fill.
+            if use_fill:
+                xl = min(xa, xb)
+                for y in (y0, y1):
+                    _border_luma(y_in[y], y_out[y], 0, xl, fill)
+                    _border_luma(y_in[y], y_out[y], xb, w, fill)
+                for a, b in ((0, xl // 2), (xb // 2, w // 2)):
+                    _border_chroma(y_in[y0], y_in[y1], u_in[j], v_in[j], u_out[j], v_out[j], a, b, fill)
+            else:
+                for y in (y0, y1):
+                    y_out[y, :xa] = y_in[y, :xa]
+                    y_out[y, xb:] = y_in[y, xb:]
+                u_out[j, :xa // 2] = u_in[j, :xa // 2]
+                u_out[j, xb // 2:] = u_in[j, xb // 2:]
+                v_out[j, :xa // 2] = v_in[j, :xa // 2]
+                v_out[j, xb // 2:] = v_in[j, xb // 2:]
             if xa >= xb:
                 continue
         ca, cb = xa // 2, xb // 2
@@ -288,7 +323,8 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
                 row_keep = keep[y]
                 for x in range(ua, ub):
                     if row_keep[x]:
-                        row_out[x] = row_in[x]
+                        v = row_in[x]
+                        row_out[x] = fy if use_fill and np.int32(v) < below else v
                         row_inv[x] = one
         i0, i1, uo, vo = inv[0], inv[1], u_out[j], v_out[j]
         for i in range(uc, ud):
@@ -305,7 +341,10 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
                 e = i + i
                 e1 = e + u1
                 if k0[e] & k0[e1] & k1[e] & k1[e1]:
-                    uo[i], vo[i] = ur[i], vr[i]
+                    if use_fill:
+                        _border_chroma(ya, yb, ur, vr, uo, vo, i, i + u1, fill)
+                    else:
+                        uo[i], vo[i] = ur[i], vr[i]
 
 
 # This and the guided filter's kernels run on the calling thread: on maps of 1/8 (1/4) of a
@@ -456,6 +495,7 @@ def guided_fit(small: np.ndarray, radius: int, eps: float) -> np.ndarray:
 
 
 _NO_KEEP = np.zeros((0, 0), dtype=np.bool_)
+_NO_FILL = np.zeros(0, dtype=np.int32)
 
 
 def render_planes(
@@ -469,6 +509,7 @@ def render_planes(
     eps: float,
     strength: float = 1.0,
     keep: np.ndarray | None = None,
+    fill: np.ndarray | None = None,
     out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     blur: float = 0.0,
     offset: float = 0.0,
@@ -486,6 +527,9 @@ def render_planes(
         eps: the illumination's floor. strength: ``k`` in ``S ** k``.
         keep: optional ``(H, W)`` bool mask of pixels left as they are (the black border); a
             2x2 block keeps its chroma when all four of its pixels are kept.
+        fill: optional ``(4,)`` int32 (``endolight.border.border_fill_planes``): ``keep``
+            pixels below its Y′ threshold take its Y′, and kept blocks whose four pixels do its
+            Cb, Cr (the border's noise flattened).
         out: optional output planes to write into.
         blur: the denoiser's guide is ``Y + blur * (binomial3x3(Y) - Y)``
             (``ModelConfig.denoise_blur``; the luma and the 2x2 means the chroma is guided by).
@@ -512,5 +556,6 @@ def render_planes(
         _planar_kernel(y, u, v, np.ascontiguousarray(luma_maps, dtype=np.float32),
                        np.ascontiguousarray(chroma_maps, dtype=np.float32), luma_taps[0], luma_taps[1],
                        chroma_taps[0], chroma_taps[1], np.ascontiguousarray(keep, dtype=np.bool_),
+                       _NO_FILL if fill is None else np.asarray(fill, dtype=np.int32),
                        np.float32(eps), np.float32(strength), np.float32(blur), np.float32(offset), *out)
     return out
