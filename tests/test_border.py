@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from endolight.border import BORDER_NOISE, border_fill, border_fill_planes, border_noise
+from endolight.degrade import protocol_config
 from endolight.enhancer import Enhancer
 from endolight.fov import fov_mask
 from endolight.io.tensors import to_tensor, to_uint8
@@ -57,6 +58,31 @@ def test_fill_is_the_noises_mean_colour_and_the_threshold_sits_above_it():
     assert abs(below - np.median(y[border]) - BORDER_NOISE * 219 / 255) <= 1
     assert abs(fu - u[10:, :20].mean()) <= 1 and abs(fv - v[10:, :20].mean()) <= 1
     assert np.all(y[:20, :40] >= below) and np.all(y[20:, :40] < below)
+
+
+def test_a_clean_border_is_copied():
+    # No noise to flatten (neighbours differ by under NOISE_MIN levels on average): a darkened
+    # border's gradient, as the paper protocol's noise-free pairs have, is kept as it is.
+    ramp = np.tile(np.linspace(0, 6, 40).astype(np.uint8)[None, :, None], (96, 1, 3))
+    image = np.full((96, 128, 3), 90, np.uint8)
+    image[:, :40] = ramp
+    border = np.zeros((96, 128), bool)
+    border[:, :40] = True
+    assert border_fill(image, border) is None
+    assert border_fill_planes(*i420_planes(rgb_to_i420(image)), border) is None
+    noisy = image.copy()
+    noisy[:, :40] += np.random.default_rng(0).integers(0, 3, (96, 40, 3), dtype=np.uint8)
+    assert border_fill(noisy, border) is not None
+
+
+def test_the_paper_protocols_clean_borders_are_copied(data_root):
+    # Its pairs are darkened without noise: every border pixel passes through, as before.
+    enhancer = Enhancer("paper", device="cpu")
+    pairs = [p for p in heldout_pairs(384, data_root, protocol_config("paper")) if p.organ == "sinus"][:3]
+    for pair in pairs:
+        border = ~fov_mask(pair.dim)
+        assert border.mean() > 0.3
+        np.testing.assert_array_equal(enhancer.enhance_array(pair.dim)[border], pair.dim[border])
 
 
 def test_border_noise_is_flattened_and_overlays_kept_on_real_frames(sinus_pairs, enhancer):

@@ -112,9 +112,14 @@ def test_kernel_formula_on_a_uniform_frame():
 
 def test_border_kept_and_strength(data_root, enhancer):
     dim = _dim(load_frame(FrameRef(expand_sources(data_root / "sinus/clip-a")[0], "sinus"), 640))
-    planes = rgb_to_i420(dim)
-    fov = fov_mask(i420_to_rgb(planes))
+    # Noise-free, the border is clean and copied to the byte.
+    clean = rgb_to_i420(dim)
+    fov = fov_mask(i420_to_rgb(clean))
     assert 0.2 < (~fov).mean() < 0.8  # a round view with a real border
+    np.testing.assert_array_equal(i420_planes(enhancer.enhance_planes(clean, fov=fov))[0][~fov],
+                                  i420_planes(clean)[0][~fov])
+    noise = np.random.default_rng(0).normal(0, 3, dim.shape)
+    planes = rgb_to_i420(np.clip(dim + noise, 0, 255).astype(np.uint8))
     y = i420_planes(planes)[0]
     y[:12, :40] = 200  # an overlay in the border's corner
     out = enhancer.enhance_planes(planes, fov=fov)

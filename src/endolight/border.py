@@ -1,12 +1,13 @@
-"""What the enhancer writes outside the field of view: the border's noise flattened to the
-border's mean colour, the processor's overlays (text, status bars) kept.
+"""What the enhancer writes outside the field of view: the border's sensor noise flattened to
+its mean colour, the processor's overlays (text, status bars) kept.
 
 The border is not lifted (that would make it glow), and copying it as it is kept the dim
-frame's sensor noise next to a denoised view. A border pixel whose luma is less than
-``BORDER_NOISE`` levels above the border's median is taken for that noise and written as the
-noise's mean colour; anything brighter (an overlay) is copied. Measured on the held-out split at 384 px with
-the shipped weights: SSIM 0.7253 -> 0.738, sinus 0.702 -> 0.768, and no organ down by more than
-0.01 dB; filling with black instead loses colonoscopy (its scope's border is dark grey).
+frame's sensor noise next to a denoised view. Where the border is noisy, a border pixel whose
+luma is less than ``BORDER_NOISE`` levels above the border's median is taken for that noise and
+written as the noise's mean colour; anything brighter (an overlay) is copied. A clean border
+(no noise to speak of: neighbouring pixels differ by under ``NOISE_MIN`` levels on average) is
+copied as it is, since flattening would only erase its detail. docs/fidelity.md ("The border's
+noise, flattened") has the measurements behind each choice.
 
 A fill is four integers, what the kernels take (``endolight.kernels``): the colour, and the
 luma (Rec. 601 in 1/256 levels for RGB, ``77 R + 150 G + 29 B``, exact in integers; Y′ for
@@ -19,24 +20,28 @@ import numpy as np
 
 from endolight.kernels.common import LUMA8
 
-BORDER_NOISE = 16.0  # levels above the border's mean luma still taken for its noise
+BORDER_NOISE = 16.0  # levels above the border's median luma still taken for its noise
+NOISE_MIN = 0.5  # mean |difference| of neighbouring noise pixels (levels) below which a border is clean
 SAMPLES = 16384  # the border is measured on a grid of about this many pixels of the frame
+Y_LEVEL = 219 / 255  # one 8-bit level in Y′ (limited range)
 
 
-def _step(border: np.ndarray) -> int:
-    """The sampling grid's step: even (a chroma plane takes half of it), ~``SAMPLES`` points."""
-    return 2 * max(1, round((border.size / SAMPLES) ** 0.5 / 2))
+def _grid(border: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """The sampling grid's (even) step, ~``SAMPLES`` points over the frame, and the border on
+    it (the columns that have a right-hand neighbour); a step of 2 where that grid misses the
+    border (a thin one); None without a border."""
+    for step in (2 * max(1, round((border.size / SAMPLES) ** 0.5 / 2)), 2):
+        sampled = border[::step, : border.shape[1] - 1 : step]
+        if sampled.any():
+            return step, sampled
+    return None
 
 
-def _sample(plane: np.ndarray, border: np.ndarray, scale: int = 1) -> np.ndarray | None:
-    """Values of ``plane`` (``scale``: 2 for a chroma plane of a ``(H, W)`` ``border``) where the
-    border is True, on the sampling grid (:func:`_step`); the whole border where the grid
-    misses it (a thin border); None without a border."""
-    step = _step(border)
-    sampled = border[::step, ::step]
-    if sampled.any():
-        return plane[::step // scale, ::step // scale][sampled]
-    return plane[border[::scale, ::scale]] if border.any() else None
+def _sample(plane: np.ndarray, step: int, sampled: np.ndarray, scale: int = 1, shift: int = 0) -> np.ndarray:
+    """``plane``'s values on the border's grid points (``shift``: 1 for their right-hand
+    neighbours; ``scale``: 2 for a chroma plane, whose grid step is half the luma's)."""
+    s = step // scale
+    return plane[::s, shift::s][: sampled.shape[0], : sampled.shape[1]][sampled]
 
 
 def _threshold(luma: np.ndarray, noise: float) -> int:
@@ -51,26 +56,41 @@ def _mean(values: np.ndarray, picked: np.ndarray, count: int) -> float:
     return float(np.dot(values.astype(np.int32), picked)) / count
 
 
+def _noisy(luma: np.ndarray, right: np.ndarray, below: int, level: float) -> tuple[np.ndarray, int] | None:
+    """The grid points taken for noise (both they and their neighbours below ``below``) and their
+    count, or None when they are too few or their neighbours differ by under ``NOISE_MIN``
+    levels (of ``level`` luma units) on average: a clean border."""
+    noise = (luma < below) & (right < below)
+    count = int(noise.sum())
+    if count < 16:
+        return None
+    step = np.abs(luma.astype(np.int32) - right.astype(np.int32))
+    return (noise, count) if _mean(step, noise, count) >= NOISE_MIN * level else None
+
+
 def border_fill(image: np.ndarray, border: np.ndarray) -> np.ndarray | None:
     """The fill of one frame's border: ``(4,)`` int32 ``R, G, B, luma threshold x 256``; the
     threshold is ``BORDER_NOISE`` levels above the border's median luma, the colour the mean of
-    the pixels below it (an overlay counts in neither).
+    the noise below it (an overlay counts in neither).
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB.
         border: ``(H, W)`` bool, True outside the field of view.
 
     Returns:
-        the fill, or None when the frame has no border.
+        the fill, or None when the frame has no border or a clean one (copied as it is).
     """
-    pixels = _sample(image, border)
-    if pixels is None:
+    grid = _grid(border)
+    if grid is None:
         return None
-    luma = pixels.astype(np.int32) @ np.array(LUMA8, np.int32)
+    pixels, right = _sample(image, *grid), _sample(image, *grid, shift=1)
+    weights = np.array(LUMA8, np.int32)
+    luma, luma_right = pixels.astype(np.int32) @ weights, right.astype(np.int32) @ weights
     below = _threshold(luma, 256 * BORDER_NOISE)
-    noise = luma < below
-    count = int(noise.sum())
-    return np.array([*(round(_mean(pixels[:, c], noise, count)) for c in range(3)), below], dtype=np.int32)
+    noisy = _noisy(luma, luma_right, below, 256)
+    if noisy is None:
+        return None
+    return np.array([*(round(_mean(pixels[:, c], *noisy)) for c in range(3)), below], dtype=np.int32)
 
 
 def border_fill_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, border: np.ndarray) -> np.ndarray | None:
@@ -82,15 +102,18 @@ def border_fill_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, border: np.n
         border: ``(H, W)`` bool, True outside the field of view.
 
     Returns:
-        the fill, or None when the frame has no border.
+        the fill, or None when the frame has no border or a clean one.
     """
-    luma = _sample(y, border)
-    if luma is None:
+    grid = _grid(border)
+    if grid is None:
         return None
-    below = _threshold(luma, BORDER_NOISE * 219 / 255)
-    noise = luma < below
-    count = int(noise.sum())
-    colour = [_mean(luma, noise, count), *(_mean(_sample(c, border, 2), noise, count) for c in (u, v))]
+    luma, right = _sample(y, *grid), _sample(y, *grid, shift=1)
+    below = _threshold(luma, BORDER_NOISE * Y_LEVEL)
+    noisy = _noisy(luma, right, below, Y_LEVEL)
+    if noisy is None:
+        return None
+    chroma = (_sample(c, *grid, scale=2) for c in (u, v))
+    colour = [_mean(luma, *noisy), *(_mean(c, *noisy) for c in chroma)]
     return np.array([*(round(c) for c in colour), below], dtype=np.int32)
 
 
