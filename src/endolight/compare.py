@@ -573,7 +573,8 @@ def _report(cfg: CompareConfig, command: str, pairs: list[Pair], counts: dict[st
         "(256 px crops for many epochs: a far larger budget; README, 'Training the shipped weights'). "
         f"**{SAME_BUDGET}**: the same model ({OURS_TEXT[cfg.protocol]}) and losses retrained here under "
         "the common budget: the fair row against the comparators.",
-        "- Our rows keep pixels outside the field of view untouched (as `endolight enhance` does); the "
+        "- Our rows leave pixels outside the field of view unenhanced, a noisy border's noise flattened "
+        "(`endolight.border`, as `endolight enhance` does); the "
         "comparators run as published, on the whole frame.",
         f"- Speed: median wall time of one call on a {cfg.timing_size[0]}x{cfg.timing_size[1]} real frame, "
         "uint8 in and out, after a warm-up call, on this CPU while other jobs shared it (indicative only).",

@@ -2,7 +2,7 @@
 
 Endoscope frames show the tissue inside a round, elliptical, octagonal or clipped-circle view
 on a black background, often with the processor's text and status bars on it. The enhancer
-must leave that background untouched (brightening it would make borders glow and amplify
+must leave that background unenhanced (brightening it would make borders glow and amplify
 noise), and metrics and statistics must ignore it.
 
 Detection runs on a shrunk, median-filtered copy of the frame's max-channel level (averaging
