@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from endolight.border import BORDER_NOISE, border_fill, border_fill_planes, border_noise
+from endolight.border import BORDER_NOISE, border_fill, border_fill_planes, border_noise, fill_border
 from endolight.degrade import protocol_config
 from endolight.enhancer import Enhancer
 from endolight.fov import fov_mask
@@ -117,6 +117,12 @@ def test_every_path_writes_the_same_border(sinus_pairs, enhancer):
     pair = sinus_pairs[0]
     border = ~fov_mask(pair.dim)
     dim, _ = _with_overlay(pair.dim, border)
+    dim[border] = np.clip(dim[border].astype(int) + (6, 0, 12), 0, 255)  # a tinted border: R, G, B differ
+    border = ~fov_mask(dim)  # as every path finds it
+    fill = border_fill(dim, border)
+    assert fill[0] != fill[1] != fill[2]
+    np.testing.assert_array_equal(enhancer.enhance_array(dim, fov=~border)[border],
+                                  fill_border(np.zeros_like(dim), dim, border)[border])
     fused = enhancer.enhance_array(dim)
     torch_path = Enhancer(device="cpu", fused=False).enhance_array(dim)
     np.testing.assert_array_equal(torch_path[border], fused[border])
