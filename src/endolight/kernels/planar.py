@@ -204,7 +204,6 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
     use_pow = strength != one
     use_keep = keep.shape[0] == h
     use_fill = fill.shape[0] == 4
-    fy, below = np.uint8(fill[0]) if use_fill else np.uint8(0), fill[3] if use_fill else np.int32(0)
     use_blur = blur != zero
     for j in prange(h // 2):
         y0, y1 = 2 * j, 2 * j + 1
@@ -323,8 +322,10 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
                 row_keep = keep[y]
                 for x in range(ua, ub):
                     if row_keep[x]:
-                        v = row_in[x]
-                        row_out[x] = fy if use_fill and np.int32(v) < below else v
+                        if use_fill:
+                            _border_luma(row_in, row_out, x, x + u1, fill)
+                        else:
+                            row_out[x] = row_in[x]
                         row_inv[x] = one
         i0, i1, uo, vo = inv[0], inv[1], u_out[j], v_out[j]
         for i in range(uc, ud):
