@@ -64,8 +64,8 @@ def _noisy(luma: np.ndarray, right: np.ndarray, below: int, level: float) -> tup
     count = int(noise.sum())
     if count < 16:
         return None
-    step = np.abs(luma.astype(np.int32) - right.astype(np.int32))
-    return (noise, count) if _mean(step, noise, count) >= NOISE_MIN * level else None
+    diffs = np.abs(luma.astype(np.int32) - right.astype(np.int32))
+    return (noise, count) if _mean(diffs, noise, count) >= NOISE_MIN * level else None
 
 
 def border_fill(image: np.ndarray, border: np.ndarray) -> np.ndarray | None:
