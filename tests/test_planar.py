@@ -221,9 +221,9 @@ def test_plan_picks_the_fit_and_the_maps_size_by_frame_size(data_root, enhancer,
     h, w = i420_planes(planes)[0].shape
     assert (h * w >= COARSE_FIT_PIXELS, h * w >= COARSER_MAPS_PIXELS) == (coarse, coarsen > COARSEN)
     plan = plan_planes(model, guide, planes)
-    with torch.no_grad():
-        grid = model.coeffs(network_input(*i420_planes(planes), model.cfg.lowres))
     small, same = small_copy(model, planes), []
+    with torch.no_grad():
+        grid = model.coeffs(network_input(*i420_planes(planes), model.cfg.lowres, small))
     for fit in (True, False):
         for c in (COARSEN, 2 * COARSEN):
             luma, _ = planar_maps(model, guide, grid, small, 1.0, c, coarse_fit=fit)
@@ -232,17 +232,25 @@ def test_plan_picks_the_fit_and_the_maps_size_by_frame_size(data_root, enhancer,
     assert same == [(coarse, coarsen)]
 
 
-@pytest.mark.parametrize("width", [640, 1280, 1920])
+@pytest.mark.parametrize("width", [640, 1280, 1920, 3840])
 def test_network_input_from_the_planes_matches_the_rgb_paths(data_root, enhancer, width):
     # The grid is sensitive to how its 256 px input was shrunk. From the planes (the luma first
-    # averaged over 2x2 blocks from 720p up) it stays within 50 dB of the RGB path's input
-    # (measured 54.2-55.8 dB, at most 4.7 levels); a swapped plane or a wrong scale costs 20+ dB.
+    # averaged over 2x2 blocks from 720p up; from 1080p up the small copy) it stays within 50 dB
+    # of the RGB path's input (measured 54.2-55.8 dB, at most 4.7 levels); a swapped plane or a
+    # wrong scale costs 20+ dB, and the small copy below 1080p (upsampled) 33-44 dB.
     image = load_frame(FrameRef(expand_sources(data_root / "sinus/clip-a")[0], "sinus"))
     planes = rgb_to_i420(_dim(cv2.resize(image, (width, width * 9 // 16), interpolation=cv2.INTER_AREA)))
-    got = network_input(*i420_planes(planes), enhancer.model.cfg.lowres)
+    small = small_copy(enhancer.model, planes)
+    got = network_input(*i420_planes(planes), enhancer.model.cfg.lowres, small)
     want = enhancer.lowres(i420_to_rgb(planes))
     assert got.shape == want.shape == (1, 3, 256, 256)
     assert float(psnr(got, want)) > 50
+    from_planes = network_input(*i420_planes(planes), enhancer.model.cfg.lowres)
+    # From 1080p up the small copy is resized, and it is the closer of the two (measured
+    # 1920: 55.8 against 54.7 dB, 3840: 58.8 against 55.5); below, the planes.
+    assert torch.equal(got, from_planes) == (width < 1920)
+    if width >= 1920:
+        assert float(psnr(got, want)) > float(psnr(from_planes, want))
 
 
 def test_field_of_view_thumbnail_from_the_small_copy(data_root, enhancer):

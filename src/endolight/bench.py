@@ -248,11 +248,12 @@ def bare_codec(clip: Path, out: Path, n: int) -> tuple[int, float]:
 
 
 def bench_clip(size: str, root: Path, tmp: Path, n: int) -> Path:
-    """The benchmark clip ``size`` (see ``SIZES``); upscaled ones are encoded once into ``tmp``."""
+    """The benchmark clip ``size`` (see ``SIZES``); upscaled ones are encoded once into ``tmp``,
+    named by their frame count (a shorter clip cached for another run must not stand in for it)."""
     source, frame_size = SIZES[size]
     if frame_size is None:
         return root / CLIP
-    path = tmp / f"{size.replace(' ', '-')}.mp4"
+    path = tmp / f"{size.replace(' ', '-')}-{n}.mp4"
     if not path.exists():
         frames = _sinus_frames(root) if source == "sinus" else [f.image for f in _decoded(root / CLIP, n)]
         write_clip(frames, path, frame_size, n)
