@@ -314,10 +314,11 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
             if use_pow:  # a separate loop: the powf call would keep the common one scalar
                 for x in range(ua, ub):
                     s[x] = s[x] ** strength
-            for x in range(ua, ub):
-                v = np.float32(16.0) + np.float32(219.0) * ((p[x] + beta) / s[x] - beta) + half
+            for x in range(ua, ub):  # one division a pixel: the quotient is times its 1 / S
+                g = one / s[x]
+                v = np.float32(16.0) + np.float32(219.0) * ((p[x] + beta) * g - beta) + half
                 row_out[x] = np.uint8(min(max(v, zero), np.float32(255.0)))
-                row_inv[x] = one / s[x]
+                row_inv[x] = g
             if use_keep:
                 row_keep = keep[y]
                 for x in range(ua, ub):
