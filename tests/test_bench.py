@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 
+import av
 import pytest
 from typer.testing import CliRunner
 
@@ -128,3 +129,15 @@ def test_bench_flicker_rows(output):
     assert rows and states.count("on") == states.count("off") == len(rows) // 2  # each clip: off and on
     for r in rows:
         assert math.isfinite(float(r["PSNR dB"])) and 0 < float(r["flicker (1 = as steady as the input)"])
+
+
+def test_cached_clips_are_keyed_on_their_frame_count(data_root, tmp_path):
+    # The timing scripts share encoded clips between runs: a 3-frame clip made for one run must
+    # not stand in for another run's 5 frames (it did: a 60-frame clip timed as 200).
+    short = bench.bench_clip("1080p", data_root, tmp_path, 3)
+    longer = bench.bench_clip("1080p", data_root, tmp_path, 5)
+    assert short != longer
+    for path, n in ((short, 3), (longer, 5)):
+        with av.open(str(path)) as container:
+            assert sum(1 for _ in container.decode(video=0)) == n
+    assert bench.bench_clip("1080p", data_root, tmp_path, 3) == short  # reused, not re-encoded
