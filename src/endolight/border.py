@@ -123,12 +123,17 @@ def border_noise(frame: np.ndarray, border: np.ndarray, fill: np.ndarray) -> np.
     return border & (frame.astype(np.int32) @ np.array(LUMA8, np.int32) < fill[3])
 
 
-def fill_border(out: np.ndarray, frame: np.ndarray, border: np.ndarray) -> np.ndarray:
+def write_border(out: np.ndarray, frame: np.ndarray, border: np.ndarray,
+                 fill: np.ndarray | None) -> np.ndarray:
     """Write ``frame``'s border into ``out`` (both ``(H, W, 3)`` uint8 RGB) in place, as the
-    fused kernel does with :func:`border_fill`'s fill: its noise flattened, overlays copied.
-    Returns ``out``."""
+    fused kernel does with ``fill`` (:func:`border_fill` of this frame and border; None: a clean
+    border, copied): its noise flattened, overlays copied. Returns ``out``."""
     np.copyto(out, frame, where=border[..., None])
-    fill = border_fill(frame, border)
     if fill is not None:
         out[border_noise(frame, border, fill)] = fill[:3].astype(np.uint8)
     return out
+
+
+def fill_border(out: np.ndarray, frame: np.ndarray, border: np.ndarray) -> np.ndarray:
+    """:func:`write_border` with the frame's own fill, measured here."""
+    return write_border(out, frame, border, border_fill(frame, border))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from endolight.border import border_fill, border_noise, fill_border
+from endolight.border import border_fill, border_noise, write_border
 from endolight.checkpoint import load_model
 from endolight.device import resolve_device
 from endolight.fidelity import (
@@ -164,10 +164,15 @@ class Enhancer:
         """Full-res stage for a given grid: ``(H, W, 3)`` uint8 frame -> uint8 output; pixels
         where the ``(H, W)`` bool mask ``keep`` is True (the border) are not enhanced, their
         noise flattened (:mod:`endolight.border`)."""
+        return self._render(frame, grid, strength, keep, None if keep is None else border_fill(frame, keep))
+
+    def _render(self, frame: np.ndarray, grid: torch.Tensor, strength: float | None, keep: np.ndarray | None,
+                fill: np.ndarray | None) -> np.ndarray:
+        """:meth:`render` with the border's fill given (``border_fill`` of ``frame`` and ``keep``,
+        measured once per frame by :meth:`enhance_array` for every render and the last restore)."""
         k = self.strength if strength is None else strength
         if self.guide_params is not None:
             dn = self.denoise_coeffs(frame) if self.model.cfg.denoise else None
-            fill = None if keep is None else border_fill(frame, keep)
             return render_uint8(frame, grid, self.guide_params, EPS, k, keep=keep, fill=fill,
                                 grey=self.model.cfg.illumination == "grey", denoise=dn,
                                 blur=self.model.cfg.guide_blur, offset=self.model.cfg.black_offset,
@@ -175,7 +180,7 @@ class Enhancer:
                                 floor=LEVEL0 if self.model.cfg.dequantise else 0.0)
         x = to_tensor(frame)[None].to(self.device)
         out = to_uint8(self.model.render(grid, x, k).output[0])
-        return out if keep is None else fill_border(out, frame, keep)
+        return out if keep is None else write_border(out, frame, keep, fill)
 
     def enhance_array(self, image: np.ndarray, strength: float | None = None,
                       grid_filter: GridFilter | None = None, fov: np.ndarray | None = None) -> np.ndarray:
@@ -193,6 +198,7 @@ class Enhancer:
         if fov is None and (self.keep_border or fid.mask_stats or fid.exposure is not None):
             fov = fov_mask(frame)
         keep = ~fov if self.keep_border else None
+        fill = None if keep is None else border_fill(frame, keep)
         # Fidelity steps before the model: highlights and border out of the low-res statistics.
         spots = highlight_mask(frame, fov) if fid.highlights else None
         exclude = None
@@ -202,10 +208,10 @@ class Enhancer:
                 exclude |= ~fov
         grid = filtered_grid(self.network, self.lowres(frame, exclude), grid_filter)
         if fid.exposure is None:
-            out = self.render(frame, grid, k, keep)
+            out = self._render(frame, grid, k, keep, fill)
         else:
-            out = self._render_exposure(frame, grid, fov, keep, fid.exposure)
-        return self._finish(out, frame, spots, keep)
+            out = self._render_exposure(frame, grid, fov, keep, fill, fid.exposure)
+        return self._finish(out, frame, spots, keep, fill)
 
     @property
     def planar(self) -> bool:
@@ -242,22 +248,22 @@ class Enhancer:
                            network=self.network)
 
     def _render_exposure(self, frame: np.ndarray, grid: torch.Tensor, fov: np.ndarray | None,
-                         keep: np.ndarray | None, target: float) -> np.ndarray:
+                         keep: np.ndarray | None, fill: np.ndarray | None, target: float) -> np.ndarray:
         """Render at the strength that meets the exposure target: solved on a small copy, then
         once more with the target corrected by the full-res render's measured offset (noise and
         clipping make the small copy's mean differ slightly)."""
         mask = None if fov is None else torch.from_numpy(fov)[None, None]
         k = self.exposure_strength(frame, grid, fov, target)
-        out = self.render(frame, grid, k, keep)
+        out = self._render(frame, grid, k, keep, fill)
         got = float(mean_brightness(to_tensor(out)[None], mask)[0])
         if abs(got - target) > EXPOSURE_TOL:
             # The small copy met the target, so the full-res offset is got - target.
             k = self.exposure_strength(frame, grid, fov, target, offset=got - target)
-            out = self.render(frame, grid, k, keep)
+            out = self._render(frame, grid, k, keep, fill)
         return out
 
     def _finish(self, out: np.ndarray, frame: np.ndarray, spots: np.ndarray | None,
-                keep: np.ndarray | None) -> np.ndarray:
+                keep: np.ndarray | None, fill: np.ndarray | None) -> np.ndarray:
         """Fidelity steps after the model (highlight gain cap, hue); the border is
         restored last, since filters reach across the view's edge."""
         fid = self.fidelity
@@ -266,7 +272,7 @@ class Enhancer:
         if fid.preserve_hue:
             out = preserve_hue(out, frame)
         if keep is not None and (spots is not None or fid.preserve_hue):
-            fill_border(out, frame, keep)
+            write_border(out, frame, keep, fill)
         return out
 
     @torch.no_grad()
