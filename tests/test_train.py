@@ -50,9 +50,11 @@ def _interrupt(_log) -> None:
     raise _Interrupted  # after epoch 1's checkpoints are written, like a kill between epochs
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path, data_root):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_matches_an_uninterrupted_run(tmp_path, data_root, ema):
     # Same seed, same config: two epochs straight vs. one epoch, a stop, and --resume. Resume
-    # restores weights, Adam's moments, the cosine schedule and the best PSNR, so the weights
+    # restores weights, Adam's moments, the cosine schedule and the best PSNR (and, with a
+    # moving average of the weights, both the training weights and the average), so the weights
     # are bit-exact (CPU, one process); restoring any of them wrongly changes epoch 2. The
     # straight run's epoch-1 weights also show that one seed gives one set of weights.
     snapshots = []
@@ -60,12 +62,12 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, data_root):
     def snapshot(_log) -> None:
         snapshots.append(load_file(str(tmp_path / "full" / "run" / "last.safetensors")))
 
-    full = train(_cfg(tmp_path / "full", epochs=2), on_epoch=snapshot)
+    full = train(_cfg(tmp_path / "full", epochs=2, ema=ema), on_epoch=snapshot)
     with pytest.raises(_Interrupted):
-        train(_cfg(tmp_path / "cut", epochs=2), on_epoch=_interrupt)
+        train(_cfg(tmp_path / "cut", epochs=2, ema=ema), on_epoch=_interrupt)
     after_one = load_file(str(tmp_path / "cut" / "run" / "last.safetensors"))
     assert all(torch.equal(snapshots[0][k], after_one[k]) for k in after_one)  # same seed, same run
-    resumed = train(_cfg(tmp_path / "cut", epochs=2), resume=True)
+    resumed = train(_cfg(tmp_path / "cut", epochs=2, ema=ema), resume=True)
     assert [log.epoch for log in resumed] == [2]  # epoch 1 was not redone
     assert resumed[0].train_loss == full[1].train_loss and resumed[0].lr == full[1].lr
     want = load_file(str(tmp_path / "full" / "run" / "last.safetensors"))
@@ -80,7 +82,44 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, data_root):
     with (tmp_path / "cut" / "run" / "log.csv").open() as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2]
     # Without resume a run starts over, even where a finished run left its state.
-    assert [log.epoch for log in train(_cfg(tmp_path / "cut", epochs=1))] == [1]
+    assert [log.epoch for log in train(_cfg(tmp_path / "cut", epochs=1, ema=ema))] == [1]
+
+
+def test_ema_keeps_the_moving_average_of_the_training_weights(tmp_path, data_root, monkeypatch):
+    # The averaged run trains exactly as the plain one (the average never feeds back), keeps
+    # its training weights for --resume, and validates and saves their exponential moving
+    # average over the optimizer steps: recomputed here from the plain run's weights after
+    # every step, seen through a model that records itself.
+    made = []
+
+    class Recorded(DeepUPE):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(train_module, "DeepUPE", Recorded)
+    decay, want = 0.8, {}
+
+    def step(*_) -> None:
+        weights = {k: v.detach().clone() for k, v in made[0].state_dict().items()}
+        for k, v in weights.items():  # the first step's weights start the average
+            want[k] = v if k not in want else decay * want[k] + (1 - decay) * v
+
+    plain = train(_cfg(tmp_path / "plain", epochs=1), on_step=step)
+    averaged = train(_cfg(tmp_path / "ema", epochs=1, ema=decay))
+    assert averaged[0].train_loss == plain[0].train_loss  # the same training
+    raw = train_module.load_trainer_state(tmp_path / "ema" / "run" / "last.state.pt")["raw"]
+    final = load_file(str(tmp_path / "plain" / "run" / "last.safetensors"))
+    assert all(torch.equal(raw[k], final[k]) for k in final)
+    got = load_file(str(tmp_path / "ema" / "run" / "last.safetensors"))
+    assert got.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-6)
+    moved = max(float((got[k] - final[k]).abs().max()) for k in got)
+    assert moved > 1e-3  # the average is not the last step's weights
+    assert averaged[0].val_loss != plain[0].val_loss  # and it is what was validated
+    with pytest.raises(ValueError, match="ema"):
+        _cfg(tmp_path, ema=1.0)
 
 
 # The held-out split as the data README spells it (not as endolight.data computes it, so a

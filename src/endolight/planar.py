@@ -19,6 +19,7 @@ convention of the rest of the video path (decoded RGB, the written stream's tag)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,21 +40,30 @@ from endolight.model.slicing import EPS, grey_grid
 from endolight.network_runtime import Network
 from endolight.temporal import GridSmoother
 
-# (grid (1, C, D, Gh, Gw), low-res frame (1, 3, h, w)) -> grid, e.g. temporal.GridSmoother
+# (grid (1, C, D, Gh, Gw), the frame as the filter sees it (1, 3, h, w)) -> grid, e.g.
+# temporal.GridSmoother (which measures the change between frames on it)
 GridFilter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def filtered_grid(network: Network, lowres: torch.Tensor, grid_filter: GridFilter | None) -> torch.Tensor:
+def filtered_grid(network: Network, lowres: torch.Tensor | Callable[[], torch.Tensor],
+                  grid_filter: GridFilter | None, seen: torch.Tensor | None = None) -> torch.Tensor:
     """The grid ``network`` (a model's ``coeffs`` or its :mod:`~endolight.network_runtime` twin)
     makes of ``lowres``, through ``grid_filter``; a smoother that holds a grid for this frame
-    (:meth:`GridSmoother.held`) spares the network."""
+    (:meth:`GridSmoother.held`) spares the network.
+
+    ``lowres`` may be a function that makes the network's input, called only when the network
+    runs; ``seen`` is then the copy of the frame ``grid_filter`` sees (default: the network's
+    input), the same kind of copy on every frame of a stream."""
+    if seen is None:
+        lowres = lowres() if callable(lowres) else lowres
+        seen = lowres
     if isinstance(grid_filter, GridSmoother):
-        held = grid_filter.held(lowres)
+        held = grid_filter.held(seen)
         if held is not None:
             return held
-    grid = network(lowres)
-    return grid if grid_filter is None else grid_filter(grid, lowres)
+    grid = network(lowres() if callable(lowres) else lowres)
+    return grid if grid_filter is None else grid_filter(grid, seen)
 
 # The maps are made at half the guided filter's fitting size (1/8 of the frame): measured on
 # real frames nearly as close to the RGB path as at 1/4 (47.2 vs 47.4 dB at 1080p, with an
@@ -117,6 +127,15 @@ def _resize3(hwc: np.ndarray, side: int) -> np.ndarray:
     """``(h, w, 3)`` uint8 -> ``(3, side, side)`` uint8, bilinear with antialiasing."""
     return F.interpolate(torch.from_numpy(hwc).permute(2, 0, 1)[None], size=(side, side), mode="bilinear",
                          antialias=True, align_corners=False)[0].numpy()
+
+
+def seen_copy(small: np.ndarray, side: int) -> torch.Tensor:
+    """What a video's grid filter sees of a frame on the planar path: its ``(3, h, w)`` small copy
+    as ``(1, 3, h', w')``, every ``n``-th pixel on each axis so that it has at most about as many
+    pixels as the network's ``side x side`` input (the smoother's histograms then cost what
+    they did on that input, and the input need not be made on the frames it holds)."""
+    n = max(1, math.ceil(math.sqrt(small.shape[1] * small.shape[2] / side**2)))
+    return torch.from_numpy(small[:, ::n, ::n])[None]
 
 
 @torch.no_grad()
@@ -215,8 +234,9 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
     y, u, v = i420_planes(buf)
     h, w = y.shape
     small = small_copy(model, buf) if small is None else small
-    grid = filtered_grid(network or model.coeffs, network_input(y, u, v, model.cfg.lowres, small),
-                         grid_filter)
+    # The network's input is made only when it runs; the smoother sees the small copy.
+    grid = filtered_grid(network or model.coeffs, lambda: network_input(y, u, v, model.cfg.lowres, small),
+                         grid_filter, seen=seen_copy(small, model.cfg.lowres))
     coarsen = 2 * COARSEN if h * w >= COARSER_MAPS_PIXELS else COARSEN
     luma, chroma = planar_maps(model, guide, grid, small, strength, coarsen, denoise,
                                coarse_fit=h * w >= COARSE_FIT_PIXELS)

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from endolight.checkpoint import load_trainer_state, save_trainer_state, save_weights
@@ -66,6 +67,10 @@ class TrainConfig:
     lr: float = 5e-4
     lr_min: float = 1e-5  # cosine schedule from lr to lr_min over all epochs
     weight_decay: float = 0.0
+    # Decay per step of an exponential moving average of the weights (0: none). With one, the
+    # average is what is validated, kept as best / last and shipped: single epochs' weights
+    # scatter by ~0.3 dB of validation PSNR around the plateau, and their average sits above it.
+    ema: float = 0.0
     val_max_side: int = 384
     seed: int = 0
     device: str = "auto"
@@ -81,6 +86,8 @@ class TrainConfig:
         check_crop_area(self.crop_area)  # a bad config fails when loaded, not mid-run
         if self.wide_crop_area is not None:
             check_crop_area(self.wide_crop_area)
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
 
 
 def _build(cls: type, data: dict[str, Any]) -> Any:
@@ -262,9 +269,10 @@ def _train(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr_min)
     start, best = 0, -float("inf")
     state_path = out / "last.state.pt"
-    if resume and state_path.is_file():
-        state = load_trainer_state(state_path)
-        model.load_state_dict(load_file(str(out / "last.safetensors"), device=str(device)))
+    state = load_trainer_state(state_path) if resume and state_path.is_file() else None
+    if state is not None:
+        last = load_file(str(out / "last.safetensors"), device=str(device))
+        model.load_state_dict(state.get("raw", last))  # with an average, last holds the average
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         # Resuming with another ``epochs`` continues on a cosine schedule that ends there (the
@@ -274,7 +282,14 @@ def _train(
         torch.set_rng_state(state["torch_rng"])
     elif cfg.init_weights:
         _load_init_weights(model, cfg.init_weights, device)
-    net = model  # the bare network: validated and saved; ``model`` is what trains
+    net = model  # the bare network; ``model`` is what trains
+    average = None
+    if cfg.ema:
+        average = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
+        if state is not None and "raw" in state:
+            average.module.load_state_dict(last)
+            average.n_averaged.fill_(state["averaged"])
+    kept = net if average is None else average.module  # what is validated and saved
     if world > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     main = rank == 0
@@ -315,6 +330,8 @@ def _train(
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()
+            if average is not None:
+                average.update_parameters(net)
             run_loss.append(terms["loss"].item())
             if on_step:
                 with torch.no_grad():
@@ -329,18 +346,18 @@ def _train(
             train_loss = float(mean) / world
         if not main:
             continue
-        v_loss, v_psnr, v_ssim = validate(net, val_pairs, cfg, device)
+        v_loss, v_psnr, v_ssim = validate(kept, val_pairs, cfg, device)
         log = EpochLog(epoch + 1, train_loss, v_loss, v_psnr, v_ssim, lr, time.time() - t0)
         meta = {"epoch": epoch + 1, "val_psnr": v_psnr, "val_ssim": v_ssim}
         if v_psnr > best:
             best = v_psnr
-            save_weights(net, out / "best.safetensors", meta)
-        save_weights(net, out / "last.safetensors", meta)
-        save_trainer_state(
-            {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
-             "best_psnr": best, "torch_rng": torch.get_rng_state()},
-            state_path,
-        )
+            save_weights(kept, out / "best.safetensors", meta)
+        save_weights(kept, out / "last.safetensors", meta)
+        trainer = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                   "best_psnr": best, "torch_rng": torch.get_rng_state()}
+        if average is not None:  # the training weights themselves, to resume from
+            trainer.update(raw=net.state_dict(), averaged=int(average.n_averaged))
+        save_trainer_state(trainer, state_path)
         _append_csv(out / "log.csv", log)
         logs.append(log)
         if on_epoch:
