@@ -188,6 +188,49 @@ def train(
 
 
 @app.command()
+def soup(
+    weights: Annotated[list[Path], typer.Argument(help="Two or more weights files of one model.")],
+    output: Annotated[Path, typer.Option("--output", "-o",
+                                         help="Where the averaged weights go (.safetensors).")],
+    config: Annotated[Path | None, typer.Option(
+        help="Training config whose validation pairs score each file and the average first.")] = None,
+) -> None:
+    """Average the weights of several runs of one model (a "model soup", Wortsman et al. 2022):
+    runs fine-tuned from the same weights, or a run and the weights it started from. The shipped
+    default weights are made this way (README, "Training the shipped weights").
+    """
+    from endolight.checkpoint import save_weights
+    from endolight.soup import average_weights
+
+    if output.suffix != ".safetensors":
+        _fail(f"{output}: the output must be a .safetensors file")
+    if any(output.resolve() == w.resolve() for w in weights):
+        _fail(f"{output} is one of the inputs; write the average elsewhere")
+    try:
+        model = average_weights(weights)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+        _fail(str(exc).strip("'\""))
+    meta: dict[str, object] = {"soup": [str(w) for w in weights]}
+    if config is not None:
+        import torch
+
+        from endolight.checkpoint import load_model
+        from endolight.train import load_config, validate, validation_pairs
+
+        try:
+            cfg = load_config(config)
+        except (OSError, ValueError, TypeError) as exc:
+            _fail(str(exc))
+        pairs = validation_pairs(cfg)
+        for name, net in [*((str(w), load_model(w)) for w in weights), ("average", model)]:
+            _, val_psnr, val_ssim = validate(net, pairs, cfg, torch.device("cpu"))
+            typer.echo(f"{name}: val PSNR {val_psnr:.3f} dB  SSIM {val_ssim:.4f}")
+        meta.update(val_psnr=val_psnr, val_ssim=val_ssim)
+    save_weights(model, output, meta)
+    typer.echo(f"averaged weights in {output}")
+
+
+@app.command()
 def adapt(
     source: Annotated[str, typer.Argument(help="Well-lit footage of your scope: video file, or folder or "
                                                "glob of frames in time order.")],

@@ -1,0 +1,39 @@
+"""Weight averaging: one model from several trained weights files of the same model.
+
+A "model soup" (Wortsman et al., ICML 2022): runs fine-tuned from the same weights stay in one
+basin of the loss, where the average of their weights scores above each of them; averaging a
+fine-tuned model with the weights it started from (WiSE-FT, Wortsman et al., CVPR 2022) keeps
+part of what the start generalised to. The shipped default weights are such an average (README,
+"Training the shipped weights").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from endolight.checkpoint import load_model
+from endolight.model import DeepUPE
+
+
+def average_weights(paths: Sequence[str | Path]) -> DeepUPE:
+    """The uniform average of the weights in ``paths`` (files or shipped names), as a model.
+
+    Raises:
+        ValueError: fewer than two files, or files of different model configurations.
+        FileNotFoundError: a file does not exist.
+    """
+    if len(paths) < 2:
+        raise ValueError(f"averaging needs at least two weights files, got {len(paths)}")
+    models = [load_model(p) for p in paths]
+    first = models[0]
+    for path, model in zip(paths[1:], models[1:], strict=True):
+        if model.cfg != first.cfg:
+            raise ValueError(f"{path} is another model than {paths[0]} (model configs differ)")
+    states = [m.state_dict() for m in models]
+    # Summed and divided in float64, rounded to float32 once.
+    average = {k: (sum(s[k].double() for s in states) / len(states)).to(v.dtype)
+               for k, v in states[0].items()}
+    first.load_state_dict(average)
+    return first
+
