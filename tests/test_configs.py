@@ -43,18 +43,21 @@ def test_a_config_states_only_what_differs_from_its_base(tmp_path):
         load_config(tmp_path / "mid.toml")
 
 
-def _chain(weights: str) -> tuple[list[Path], str]:
-    """README's config chain for the shipped file ``endolight-{weights}.safetensors``: the
-    ``endolight train --config`` lines before its ``cp``, from the last line that does not
-    continue earlier weights; and the file the ``cp`` copies."""
+def _chain(weights: str) -> tuple[list[tuple], str]:
+    """README's chain for the shipped file ``endolight-{weights}.safetensors``: its steps from the
+    last ``endolight train --config`` line that does not continue earlier weights, each
+    ``("train", config path)`` or ``("soup", input files, output file)``; and the file the
+    ``cp`` copies."""
     block = (ROOT / "README.md").read_text().split("## Training the shipped weights")[1]
-    configs: list[Path] = []
+    steps: list[tuple] = []
     for line in block.split("```")[1].splitlines():
         if m := re.match(r"endolight train --config (\S+)", line):
             path = ROOT / m.group(1)
-            configs = [*configs, path] if load_config(path).init_weights else [path]
+            steps = [*steps, ("train", path)] if load_config(path).init_weights else [("train", path)]
+        elif m := re.match(r"endolight soup (.+?) -o (\S+)", line):
+            steps.append(("soup", m.group(1).split(), m.group(2)))
         elif m := re.match(rf"cp (\S+) src/endolight/weights/endolight-{weights}\.safetensors", line):
-            return configs, m.group(1)
+            return steps, m.group(1)
     raise AssertionError(f"README copies no endolight-{weights}.safetensors")
 
 
@@ -69,15 +72,31 @@ def _log(cfg: TrainConfig) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize("weights", ["default", "paper"])
 def test_readme_chain_made_the_shipped_weights(weights):
-    configs, copied = _chain(weights)
-    cfgs = [load_config(p) for p in configs]
-    for before, after in zip(cfgs[:-1], cfgs[1:], strict=True):
-        assert after.init_weights == f"{before.out_dir}/best.safetensors"
-    last = cfgs[-1]
-    kept = Path(copied).name
-    assert Path(copied).parent == Path(last.out_dir) and kept in ("best.safetensors", "last.safetensors")
+    # Every stage starts from weights an earlier step of the chain made (a stage's best or last
+    # checkpoint, or an average of them), every average averages such weights, and the shipped
+    # file is the chain's product: a stage's checkpoint, with its model config and the best (or
+    # last) validation PSNR of its committed log, or an average, naming the files it averaged.
+    steps, copied = _chain(weights)
+    made: set[str] = set()
+    last = None
+    for step in steps:
+        if step[0] == "train":
+            cfg = load_config(step[1])
+            assert cfg.init_weights is None or cfg.init_weights in made, (step, cfg.init_weights)
+            made |= {f"{cfg.out_dir}/best.safetensors", f"{cfg.out_dir}/last.safetensors"}
+            last = cfg
+        else:
+            assert set(step[1]) <= made, step
+            made.add(step[2])
+    assert copied in made
     meta = read_metadata(default_weights_path(weights))
     assert ModelConfig.from_json(meta["model_config"]) == last.model
+    soups = {step[2]: step[1] for step in steps if step[0] == "soup"}
+    if copied in soups:
+        assert meta["soup"] == soups[copied]
+        return
+    kept = Path(copied).name
+    assert Path(copied).parent == Path(last.out_dir) and kept in ("best.safetensors", "last.safetensors")
     rows = _log(last)
     psnr = [float(r["val_psnr"]) for r in rows]
     expected = max(psnr) if kept == "best.safetensors" else psnr[-1]
