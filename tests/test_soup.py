@@ -52,9 +52,12 @@ def test_cli_soup_writes_scores_and_refuses_bad_input(tmp_path, data_root):
     assert psnrs[1] < psnrs[2] < psnrs[0]  # ...and their average with them in between
     meta = read_metadata(out)
     assert meta["soup"] == ["default", str(other)] and abs(meta["val_psnr"] - psnrs[2]) < 1e-3
-    # Refused with a clear message: another model, an output that is an input, too few files.
+    # Refused with a clear message: another model, an output that is an input, too few files,
+    # a file that is not a weights file.
+    junk = tmp_path / "junk.safetensors"
+    junk.write_text("not tensors")
     for args, words in ((["default", "paper"], "model configs differ"), (["default", str(other)], "inputs"),
-                        (["default"], "at least two")):
+                        (["default"], "at least two"), (["default", str(junk)], "not a weights file")):
         target = other if words == "inputs" else tmp_path / "x.safetensors"
         r = runner.invoke(app, ["soup", *args, "-o", str(target)])
         assert r.exit_code == 2 and words in r.output, r.output

@@ -208,8 +208,8 @@ def soup(
         _fail(f"{output} is one of the inputs; write the average elsewhere")
     try:
         model = average_weights(weights)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
-        _fail(str(exc).strip("'\""))
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
     meta: dict[str, object] = {"soup": [str(w) for w in weights]}
     if config is not None:
         import torch

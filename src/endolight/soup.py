@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from endolight.checkpoint import load_model
 from endolight.model import DeepUPE
 
@@ -20,12 +22,13 @@ def average_weights(paths: Sequence[str | Path]) -> DeepUPE:
     """The uniform average of the weights in ``paths`` (files or shipped names), as a model.
 
     Raises:
-        ValueError: fewer than two files, or files of different model configurations.
+        ValueError: fewer than two files, a file that is not a weights file, or files of
+            different model configurations.
         FileNotFoundError: a file does not exist.
     """
     if len(paths) < 2:
         raise ValueError(f"averaging needs at least two weights files, got {len(paths)}")
-    models = [load_model(p) for p in paths]
+    models = [_load(p) for p in paths]
     first = models[0]
     for path, model in zip(paths[1:], models[1:], strict=True):
         if model.cfg != first.cfg:
@@ -37,3 +40,11 @@ def average_weights(paths: Sequence[str | Path]) -> DeepUPE:
     first.load_state_dict(average)
     return first
 
+
+
+def _load(path: str | Path) -> DeepUPE:
+    """:func:`load_model`, a file that is not one of its weights files said so."""
+    try:
+        return load_model(path)
+    except (SafetensorError, KeyError, RuntimeError) as exc:  # not safetensors, no config, other tensors
+        raise ValueError(f"{path}: not a weights file of this project ({exc})") from None
