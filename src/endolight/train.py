@@ -68,8 +68,9 @@ class TrainConfig:
     lr_min: float = 1e-5  # cosine schedule from lr to lr_min over all epochs
     weight_decay: float = 0.0
     # Decay per step of an exponential moving average of the weights (0: none). With one, the
-    # average is what is validated, kept as best / last and shipped: single epochs' weights
-    # scatter by ~0.3 dB of validation PSNR around the plateau, and their average sits above it.
+    # average is what is validated and kept as best / last (single epochs' weights scatter by
+    # ~0.3 dB of validation PSNR around the plateau). Measured at 0.998 on the twentieth stage:
+    # smooth, but below averaging a stage's end with its start (README, training).
     ema: float = 0.0
     val_max_side: int = 384
     seed: int = 0
