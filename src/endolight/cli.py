@@ -629,13 +629,19 @@ def bench(
     weights: Weights = None,
     output: Annotated[Path | None, typer.Option("-o", "--output",
                                                 help="Also write the tables here (.md).")] = None,
+    rounds: Annotated[int | None, typer.Option(
+        min=1, help="Rounds of the bare codec and endolight alternated per clip, their median "
+                    "ratio reported (default 3; --quick 1). Single rounds spread by ~0.1.")] = None,
 ) -> None:
     """Video speed (ms/frame, fps, peak RSS, latency) at 720p, 1080p and 4K, compute-only and
     file -> file, for the fused CPU kernel and the plain PyTorch path; and flicker with and
     without temporal smoothing. Numbers are for this machine: stop other work first.
     """
     _passive_openmp()
+    from dataclasses import replace
+
     from endolight.bench import QUICK, BenchConfig, CodecRow, DenoiseRow, FlickerRow, StageRow, markdown, run
+    from endolight.io.atomic import write_text
 
     def on_row(row) -> None:
         if isinstance(row, FlickerRow):
@@ -660,8 +666,9 @@ def bench(
             tqdm.write(f"{row.size:>5} {row.path:<7} {row.mode:<10} {row.ms_per_frame:8.1f} ms/frame "
                        f"{row.fps:7.1f} fps{rss}")
 
+    cfg = QUICK if quick else BenchConfig()
     try:
-        result = run(QUICK if quick else BenchConfig(), weights, on_row)
+        result = run(cfg if rounds is None else replace(cfg, rounds=rounds), weights, on_row)
     except (FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc))
     table = markdown(result)
@@ -669,7 +676,7 @@ def bench(
     typer.echo(table)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(table + "\n")
+        write_text(output, table + "\n")
 
 
 def main() -> None:
