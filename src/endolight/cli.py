@@ -200,21 +200,21 @@ def soup(
     default weights are made this way (README, "Training the shipped weights").
     """
     from endolight.checkpoint import save_weights
-    from endolight.soup import average_weights
+    from endolight.soup import average, load_all
 
     if output.suffix != ".safetensors":
         _fail(f"{output}: the output must be a .safetensors file")
     if any(output.resolve() == w.resolve() for w in weights):
         _fail(f"{output} is one of the inputs; write the average elsewhere")
     try:
-        model = average_weights(weights)
+        models = load_all(weights)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
+    model = average(models)
     meta: dict[str, object] = {"soup": [str(w) for w in weights]}
     if config is not None:
         import torch
 
-        from endolight.checkpoint import load_model
         from endolight.train import load_config, validate, validation_pairs
 
         try:
@@ -222,9 +222,15 @@ def soup(
         except (OSError, ValueError, TypeError) as exc:
             _fail(str(exc))
         pairs = validation_pairs(cfg)
-        for name, net in [*((str(w), load_model(w)) for w in weights), ("average", model)]:
+
+        def score(name: str, net) -> tuple[float, float]:
             _, val_psnr, val_ssim = validate(net, pairs, cfg, torch.device("cpu"))
             typer.echo(f"{name}: val PSNR {val_psnr:.3f} dB  SSIM {val_ssim:.4f}")
+            return val_psnr, val_ssim
+
+        for w, net in zip(weights, models, strict=True):
+            score(str(w), net)
+        val_psnr, val_ssim = score("average", model)
         meta.update(val_psnr=val_psnr, val_ssim=val_ssim)
     save_weights(model, output, meta)
     typer.echo(f"averaged weights in {output}")

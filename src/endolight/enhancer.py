@@ -206,7 +206,8 @@ class Enhancer:
             exclude = np.zeros(frame.shape[:2], bool) if spots is None else spots.copy()
             if fid.mask_stats and fov is not None:
                 exclude |= ~fov
-        grid = filtered_grid(self.network, self.lowres(frame, exclude), grid_filter)
+        lowres = self.lowres(frame, exclude)
+        grid = filtered_grid(self.network, lambda: lowres, lowres, grid_filter)
         if fid.exposure is None:
             out = self._render(frame, grid, k, keep, fill)
         else:

@@ -46,23 +46,18 @@ GridFilter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def filtered_grid(network: Network, lowres: torch.Tensor | Callable[[], torch.Tensor],
-                  grid_filter: GridFilter | None, seen: torch.Tensor | None = None) -> torch.Tensor:
+def filtered_grid(network: Network, make_input: Callable[[], torch.Tensor], seen: torch.Tensor,
+                  grid_filter: GridFilter | None) -> torch.Tensor:
     """The grid ``network`` (a model's ``coeffs`` or its :mod:`~endolight.network_runtime` twin)
-    makes of ``lowres``, through ``grid_filter``; a smoother that holds a grid for this frame
-    (:meth:`GridSmoother.held`) spares the network.
-
-    ``lowres`` may be a function that makes the network's input, called only when the network
-    runs; ``seen`` is then the copy of the frame ``grid_filter`` sees (default: the network's
-    input), the same kind of copy on every frame of a stream."""
-    if seen is None:
-        lowres = lowres() if callable(lowres) else lowres
-        seen = lowres
+    makes of its input, through ``grid_filter``; a smoother that holds a grid for this frame
+    (:meth:`GridSmoother.held`) spares the network, and ``make_input`` is called only when the
+    network runs. ``seen`` is the copy of the frame ``grid_filter`` sees: the same kind of copy
+    on every frame of a stream (the network's input on the RGB path, :func:`seen_copy` here)."""
     if isinstance(grid_filter, GridSmoother):
         held = grid_filter.held(seen)
         if held is not None:
             return held
-    grid = network(lowres() if callable(lowres) else lowres)
+    grid = network(make_input())
     return grid if grid_filter is None else grid_filter(grid, seen)
 
 # The maps are made at half the guided filter's fitting size (1/8 of the frame): measured on
@@ -236,7 +231,7 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
     small = small_copy(model, buf) if small is None else small
     # The network's input is made only when it runs; the smoother sees the small copy.
     grid = filtered_grid(network or model.coeffs, lambda: network_input(y, u, v, model.cfg.lowres, small),
-                         grid_filter, seen=seen_copy(small, model.cfg.lowres))
+                         seen_copy(small, model.cfg.lowres), grid_filter)
     coarsen = 2 * COARSEN if h * w >= COARSER_MAPS_PIXELS else COARSEN
     luma, chroma = planar_maps(model, guide, grid, small, strength, coarsen, denoise,
                                coarse_fit=h * w >= COARSE_FIT_PIXELS)

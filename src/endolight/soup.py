@@ -18,8 +18,8 @@ from endolight.checkpoint import load_model
 from endolight.model import DeepUPE
 
 
-def average_weights(paths: Sequence[str | Path]) -> DeepUPE:
-    """The uniform average of the weights in ``paths`` (files or shipped names), as a model.
+def load_all(paths: Sequence[str | Path]) -> list[DeepUPE]:
+    """The models in ``paths`` (files or shipped names), checked to be two or more of one model.
 
     Raises:
         ValueError: fewer than two files, a file that is not a weights file, or files of
@@ -29,17 +29,25 @@ def average_weights(paths: Sequence[str | Path]) -> DeepUPE:
     if len(paths) < 2:
         raise ValueError(f"averaging needs at least two weights files, got {len(paths)}")
     models = [_load(p) for p in paths]
-    first = models[0]
     for path, model in zip(paths[1:], models[1:], strict=True):
-        if model.cfg != first.cfg:
+        if model.cfg != models[0].cfg:
             raise ValueError(f"{path} is another model than {paths[0]} (model configs differ)")
-    states = [m.state_dict() for m in models]
-    # Summed and divided in float64, rounded to float32 once.
-    average = {k: (sum(s[k].double() for s in states) / len(states)).to(v.dtype)
-               for k, v in states[0].items()}
-    first.load_state_dict(average)
-    return first
+    return models
 
+
+def average(models: Sequence[DeepUPE]) -> DeepUPE:
+    """A new model whose weights are the uniform average of ``models``' (one configuration),
+    summed and divided in float64 and rounded to float32 once."""
+    states = [m.state_dict() for m in models]
+    out = DeepUPE(models[0].cfg).eval()
+    out.load_state_dict({k: (sum(s[k].double() for s in states) / len(states)).to(v.dtype)
+                         for k, v in states[0].items()})
+    return out
+
+
+def average_weights(paths: Sequence[str | Path]) -> DeepUPE:
+    """:func:`average` of :func:`load_all` (its errors)."""
+    return average(load_all(paths))
 
 
 def _load(path: str | Path) -> DeepUPE:
