@@ -21,6 +21,7 @@ from endolight.kernels import clear_stale_cache
 from endolight.kernels.common import along_x, axis_taps, guide_row, sigmoid
 from endolight.kernels.fused import GuideParams, render_uint8
 from endolight.kernels.planar import (
+    ALIGN,
     _span,
     box_mean_np,
     guided_fit,
@@ -28,6 +29,7 @@ from endolight.kernels.planar import (
     planar_terms,
     render_planes,
     slice_lowres,
+    view_spans,
 )
 from endolight.model import DeepUPE, ModelConfig
 from endolight.model.denoise import box_mean, guided_coefficients
@@ -493,6 +495,48 @@ def test_render_planes_keep_mask_and_out_planes():
     assert got[1][1, 1] != plain[1][1, 1] or got[2][1, 1] != plain[2][1, 1]
     with pytest.raises(ValueError, match=r"^keep mask must be \(8, 12\), got \(8, 10\)$"):
         _render_planes(y, u, v, luma, chroma, keep=keep[:, 2:])
+
+
+def test_view_spans_per_block_row_with_holes():
+    keep = np.ones((6, 10), bool)  # block row 0: all kept
+    keep[2, 3:7] = keep[3, 2:8] = False  # block row 1: a convex view, columns 2..7
+    keep[4, 1:9] = keep[5, 1:9] = False
+    keep[5, 5] = True  # block row 2: a kept pixel inside its span
+    spans = view_spans(keep)
+    assert spans.shape == (3, 7) and spans.dtype == np.int64
+    assert spans[0, 0] >= spans[0, 1] and spans[0, 2] >= spans[0, 3] and spans[0, 6] == 0
+    assert spans[1].tolist() == [2, 8, 3, 7, 2, 8, 0]  # row 2's kept columns 2 and 7: its edge
+    assert spans[2].tolist() == [0, 10, 1, 9, 1, 9, 1]  # 1..8 widened to whole blocks; a hole
+    keep[4:6] = True
+    keep[4, 1:3] = keep[5, 6:9] = False  # two rows' spans apart: block 3..4 kept whole
+    assert view_spans(keep)[2].tolist() == [0, 10, 1, 3, 6, 9, 1]
+    with pytest.raises(ValueError, match=r"^need an \(H, W\) mask with H even, got \(5, 10\)$"):
+        view_spans(keep[1:])
+
+
+@pytest.mark.parametrize("fill", [None, (20, 120, 130, 24)])
+def test_render_planes_round_view_off_the_vector_grid(fill):
+    # Wider than the kernel's ALIGN runs, so each block row computes from a run's start before
+    # its view (overwritten after) to a run's end past it; a hole inside the view is kept.
+    h, w = 40, 5 * ALIGN + 6
+    y, u, v, luma, chroma = _planes_case(9, h, w, 4, 11)
+    yy, xx = np.mgrid[:h, :w]
+    keep = (yy - h / 2) ** 2 + ((xx - w / 2) / 4) ** 2 > (h / 2 - 3) ** 2
+    keep[20, 81] = keep[24:26, 100:102] = True
+    assert (view_spans(keep)[:, 0] % ALIGN != 0).any() and view_spans(keep)[:, 6].sum() == 2
+    got = _render_planes(y, u, v, luma, chroma, keep=keep,
+                         fill=None if fill is None else np.array(fill, np.int32))
+    ref = _planes_reference(y, u, v, along_x(luma, w), along_x(chroma, w // 2), 1.0, keep)
+    blocks = keep.reshape(h // 2, 2, w // 2, 2).all(axis=(1, 3))
+    for plane, want, mask in zip(got, ref, (~keep, ~blocks, ~blocks), strict=True):
+        assert np.abs(plane[mask] - np.clip(want[mask], 0, 255)).max() <= ROUNDED
+    if fill is None:
+        np.testing.assert_array_equal(got[0][keep], y[keep])
+        np.testing.assert_array_equal(got[1][blocks], u[blocks])
+    else:  # below the fill's threshold the fill's level, else the input
+        np.testing.assert_array_equal(got[0][keep], np.where(y[keep] < fill[3], fill[0], y[keep]))
+    with pytest.raises(ValueError, match=r"^spans must be \(20, 7\), got \(19, 7\)$"):
+        _render_planes(y, u, v, luma, chroma, keep=keep, spans=view_spans(keep[2:]))
 
 
 def test_render_planes_eps_floors_the_illumination():

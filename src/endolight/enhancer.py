@@ -29,7 +29,7 @@ from endolight.io.images import validate_frame
 from endolight.io.tensors import to_tensor, to_uint8
 from endolight.io.yuv import i420_to_rgb
 from endolight.kernels.fused import GuideParams, render_uint8
-from endolight.kernels.planar import guided_fit
+from endolight.kernels.planar import guided_fit, view_spans
 from endolight.metrics import mean_brightness
 from endolight.model import DeepUPE
 from endolight.model.config import FITS_MAPS
@@ -81,6 +81,7 @@ class Enhancer:
         use_fused = self.device.type == "cpu" if fused is None else fused
         self.guide_params = GuideParams.from_module(self.model.guide) if use_fused else None
         self._network: Network | None = None if use_fused else self.model.coeffs
+        self._view: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # see _kept
         if model is None and self.device.type == "cpu":
             # oneDNN's convolutions run the low-res network 30 % faster on channels-last
             # weights (measured 3.2 -> 2.3 ms a frame, one thread; outputs within 3e-6). Only
@@ -242,11 +243,20 @@ class Enhancer:
         if not self.planar:
             raise ValueError(f"the planar path needs the fused CPU path, no fidelity steps and {FITS_MAPS}")
         k = self.strength if strength is None else strength
-        keep = None
+        keep = spans = None
         if self.keep_border:
-            keep = ~(fov_mask(i420_to_rgb(planes)) if fov is None else fov)
+            keep, spans = self._kept(fov_mask(i420_to_rgb(planes)) if fov is None else fov)
         return plan_planes(self.model, self.guide_params, planes, k, keep, grid_filter, small=small,
-                           network=self.network)
+                           network=self.network, spans=spans)
+
+    def _kept(self, fov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The border mask of a field of view and its ``view_spans``, kept while a stream passes
+        the same mask (it changes only at a scene's first frames)."""
+        view = self._view
+        if view is None or view[0] is not fov:
+            keep = ~fov
+            view = self._view = (fov, keep, view_spans(keep))
+        return view[1], view[2]
 
     def _render_exposure(self, frame: np.ndarray, grid: torch.Tensor, fov: np.ndarray | None,
                          keep: np.ndarray | None, fill: np.ndarray | None, target: float) -> np.ndarray:

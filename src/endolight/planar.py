@@ -196,6 +196,7 @@ class PlanarPlan:
     fill: np.ndarray | None = None  # the border's fill (endolight.border.border_fill_planes)
     blur: float = 0.0  # the denoiser's guide blur (ModelConfig.denoise_blur)
     offset: float = 0.0  # the division's beta (ModelConfig.black_offset)
+    spans: np.ndarray | None = None  # keep's kernels.planar.view_spans (made by the kernel if None)
 
 
 def small_copy(model: DeepUPE, buf: np.ndarray) -> np.ndarray:
@@ -211,7 +212,7 @@ def small_copy(model: DeepUPE, buf: np.ndarray) -> np.ndarray:
 def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: float = 1.0,
                 keep: np.ndarray | None = None, grid_filter: GridFilter | None = None,
                 denoise: bool = True, small: np.ndarray | None = None,
-                network: Network | None = None) -> PlanarPlan:
+                network: Network | None = None, spans: np.ndarray | None = None) -> PlanarPlan:
     """The low-resolution half of the planar path for one ``(3H/2, W)`` uint8 I420 frame
     (network, slice, guided-filter fit).
 
@@ -225,6 +226,7 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
         denoise: as in :func:`planar_maps`.
         small: the frame's :func:`small_copy` when the caller has made it already.
         network: what runs ``model.coeffs`` (default: the module itself).
+        spans: ``keep``'s ``view_spans`` when the caller keeps them from frame to frame.
     """
     y, u, v = i420_planes(buf)
     h, w = y.shape
@@ -238,7 +240,7 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
     blur = model.cfg.guide_blur if denoise else 0.0  # without the denoiser the kernel skips the blur
     fill = None if keep is None else border_fill_planes(y, u, v, keep)
     return PlanarPlan(buf, along_x(luma, w), along_x(chroma, w // 2), strength, keep, fill, blur,
-                      model.cfg.black_offset)
+                      model.cfg.black_offset, spans)
 
 
 def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:
@@ -249,5 +251,5 @@ def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:
     out = np.empty_like(plan.buf) if out is None else out
     render_planes(y, u, v, plan.luma, plan.chroma, axis_taps(h, hl), axis_taps(h // 2, hl), EPS,
                   plan.strength, plan.keep, plan.fill, out=i420_planes(out), blur=plan.blur,
-                  offset=plan.offset)
+                  offset=plan.offset, spans=plan.spans)
     return out
