@@ -30,8 +30,8 @@ from endolight.bench import cached_clip  # noqa: E402
 from endolight.enhancer import Enhancer  # noqa: E402
 from endolight.fov import fov_mask  # noqa: E402
 from endolight.io.sources import open_source  # noqa: E402
-from endolight.io.yuv import i420_to_rgb  # noqa: E402
-from endolight.planar import render_plan  # noqa: E402
+from endolight.io.yuv import i420_to_rgb, ycc_to_rgb  # noqa: E402
+from endolight.planar import render_plan, small_planes  # noqa: E402
 from endolight.temporal import GridSmoother, TemporalDenoiser  # noqa: E402
 
 
@@ -40,11 +40,12 @@ def one_pass(enhancer: Enhancer, frames: list[np.ndarray], fov: np.ndarray) -> n
     smoother, denoiser, spent = GridSmoother(), TemporalDenoiser(), np.zeros(3)
     for planes in frames:
         t0 = time.process_time()
-        plan = enhancer.plan_planes(planes, grid_filter=smoother, fov=fov)
+        ycc = small_planes(enhancer.model, planes)  # as video: the small luma goes on to the filter
+        plan = enhancer.plan_planes(planes, grid_filter=smoother, fov=fov, small=ycc_to_rgb(*ycc))
         t1 = time.process_time()
         out = render_plan(plan)
         t2 = time.process_time()
-        denoiser(planes, out, fov)
+        denoiser(planes, out, fov, ycc[0])
         spent += (t1 - t0, t2 - t1, time.process_time() - t2)
     return spent * 1e3 / len(frames)
 

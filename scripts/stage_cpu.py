@@ -36,7 +36,7 @@ from endolight.network_runtime import OnnxNetwork  # noqa: E402
 
 STAGES: list[tuple[object, str, str]] = [
     (Enhancer, "plan_planes", "planner: all of it"),
-    (planar, "shrunk_rgb", "  small RGB copy"),
+    (planar, "shrunk_planes", "  small copy (planes)"),
     (planar, "network_input", "  network input"),
     (CoefficientNet, "forward", "  network (PyTorch)"),
     (OnnxNetwork, "__call__", "  network (ONNX Runtime)"),

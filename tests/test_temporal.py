@@ -15,6 +15,7 @@ from endolight.fov import fov_mask
 from endolight.io.images import expand_sources
 from endolight.io.yuv import i420_planes, i420_to_rgb, rgb_to_i420
 from endolight.kernels.common import axis_taps
+from endolight.planar import small_planes
 from endolight.temporal import (
     _NONE,
     GridSmoother,
@@ -425,6 +426,23 @@ def test_denoiser_motion_map_view_and_new_layout():
     denoiser(still, still)
     planes = np.full((h * 3 // 2, w), 100, np.uint8)
     assert denoiser(planes, planes) is planes
+
+
+def test_denoiser_takes_the_small_luma_video_made(data_root):
+    # Video hands the filter the planar path's small luma (small_planes): the filtered stream is
+    # the one the filter makes from the planes itself; a copy of another size is not used.
+    enhancer = Enhancer(weights="default")
+    frames = [rgb_to_i420(f) for f in static_clip(data_root, 4, 160)[0]]
+    made, given, wrong = TemporalDenoiser(), TemporalDenoiser(), TemporalDenoiser()
+    for planes in frames:
+        out = enhancer.enhance_planes(planes)
+        luma = small_planes(enhancer.model, planes)[0]
+        h, w = i420_planes(planes)[0].shape
+        assert luma.shape == (-(-h // 4), w // 4)  # the motion map's size
+        want = made(planes, out)
+        np.testing.assert_array_equal(given(planes, out, shrunk=luma), want)
+        np.testing.assert_array_equal(wrong(planes, out, shrunk=luma[1:]), want)
+    assert (want != out).any()  # the filter did something on the last frame
 
 
 @pytest.mark.parametrize("layout", ["rgb", "i420"])

@@ -26,7 +26,8 @@ from endolight.io.sources import Frame, open_source
 from endolight.io.tensors import to_tensor
 from endolight.metrics import flicker, mean_brightness, psnr
 from endolight.model import DeepUPE, ModelConfig
-from endolight.temporal import GridSmoother, TemporalConfig
+from endolight.planar import render_plan
+from endolight.temporal import GridSmoother, TemporalConfig, TemporalDenoiser
 from endolight.video import VideoError, VideoOptions, enhance_video, process, stream_threads
 
 SEQUENCE = "laparoscopy/sequence-320x240"  # 20 consecutive real frames
@@ -565,3 +566,36 @@ def test_stream_threads_sets_one_torch_and_one_opencv_thread_then_restores(enhan
     finally:
         cv2.setNumThreads(saved[0])
         torch.set_num_threads(saved[1])
+
+
+class _Kept:
+    """A sink that keeps the frames it is given."""
+
+    def __init__(self) -> None:
+        self.images: list[np.ndarray] = []
+
+    def write(self, frame: Frame, image: np.ndarray) -> None:
+        self.images.append(image.copy())
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_stream_is_its_stages_run_frame_by_frame(tmp_path, data_root):
+    # What `process` writes from decoded planes is the planar path's two halves, the grid
+    # smoother and the temporal filter run on each frame in order: the small luma the planner
+    # hands the filter is the filter's own motion map.
+    path = tmp_path / "clip.mp4"
+    _write_clip(path, moving_clip(data_root, 6, 320)[0], Fraction(25), Fraction(1, 25), 1)
+    enhancer = Enhancer(weights="default", keep_border=False)
+    sink = _Kept()
+    report = process(open_source(path), [sink], enhancer)
+    assert report.error is None and report.enhanced == 6
+    smoother, denoiser = GridSmoother(TemporalConfig()), TemporalDenoiser(TemporalConfig())
+    source = open_source(path)
+    want = [denoiser(f.planes, render_plan(enhancer.plan_planes(f.planes, grid_filter=smoother)))
+            for f in source]
+    source.close()
+    assert len(sink.images) == len(want) == 6
+    for got, expected in zip(sink.images, want, strict=True):
+        np.testing.assert_array_equal(got, expected)

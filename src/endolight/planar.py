@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from endolight.border import border_fill_planes
-from endolight.io.yuv import i420_planes, shrunk_rgb, ycc_to_rgb
+from endolight.io.yuv import i420_planes, shrunk_planes, ycc_to_rgb
 from endolight.kernels.common import along_x, axis_taps
 from endolight.kernels.fused import GuideParams
 from endolight.kernels.planar import guided_fit, map_terms, render_planes, slice_lowres
@@ -201,11 +201,18 @@ class PlanarPlan:
 
 def small_copy(model: DeepUPE, buf: np.ndarray) -> np.ndarray:
     """The ``(3, h, w)`` float32 RGB copy of a ``(3H/2, W)`` I420 frame that the planar path
-    works from: area averages of each full plane at ``1 / cfg.denoise_factor`` of each side (a
-    detour through a rounded half-size luma measured 2 dB further from the RGB path)."""
+    works from: :func:`small_planes` in RGB."""
+    return ycc_to_rgb(*small_planes(model, buf))
+
+
+def small_planes(model: DeepUPE, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Area averages of each full plane of a ``(3H/2, W)`` I420 frame at ``1 / cfg.denoise_factor``
+    of each side, ``(h, w)`` float32 levels of Y′, Cb, Cr (a detour through a rounded half-size
+    luma measured 2 dB further from the RGB path). Video keeps the luma for the temporal filter's
+    motion map."""
     h, w = i420_planes(buf)[0].shape
     hs, ws = lowres_size(h, w, model.cfg.denoise_factor)
-    return shrunk_rgb(buf, (ws, hs))
+    return shrunk_planes(buf, (ws, hs))
 
 
 @torch.no_grad()

@@ -41,8 +41,8 @@ from endolight.io.sources import (
     is_live,
     open_source,
 )
-from endolight.io.yuv import as_rgb, rgb_thumbnail, rgb_to_i420, thumbnail
-from endolight.planar import PlanarPlan, render_plan, small_copy
+from endolight.io.yuv import as_rgb, rgb_thumbnail, rgb_to_i420, thumbnail, ycc_to_rgb
+from endolight.planar import PlanarPlan, render_plan, small_planes
 from endolight.temporal import GridSmoother, TemporalConfig, TemporalDenoiser
 
 _END = object()  # end of stream marker on a queue
@@ -273,7 +273,8 @@ def _plan(q_in: queue.Queue, q_plan: queue.Queue, enhancer: Enhancer, temporal: 
         for frame, t0 in _items(q_in, failed):
             # The decoder's planes when it gave them (no RGB frame is ever made), else RGB.
             planar = frame.planes is not None and enhancer.planar
-            small = small_copy(enhancer.model, frame.planes) if planar else None
+            ycc = small_planes(enhancer.model, frame.planes) if planar else None
+            small = None if ycc is None else ycc_to_rgb(*ycc)
             if scene is not None:
                 fov = scene(frame, small)
             if planar:
@@ -282,7 +283,8 @@ def _plan(q_in: queue.Queue, q_plan: queue.Queue, enhancer: Enhancer, temporal: 
                 work = enhancer.enhance_array(frame.image, grid_filter=smoother, fov=fov)
             report.cuts = smoother.cuts if smoother else 0
             planned += 1
-            if not _put(q_plan, (frame, work, fov, t0), stop):
+            # The small luma goes on to the temporal filter's motion map.
+            if not _put(q_plan, (frame, work, fov, None if ycc is None else ycc[0], t0), stop):
                 return
     except KeyboardInterrupt:
         report.interrupted = True
@@ -297,13 +299,13 @@ def _render(q_plan: queue.Queue, q_out: queue.Queue, enhancer: Enhancer, tempora
     """The calling thread's loop: the full-resolution half of each planned frame and the
     temporal noise reduction, in order, for the writer."""
     denoiser = TemporalDenoiser(temporal) if temporal and temporal.denoise > 0 else None
-    for frame, work, fov, t0 in _items(q_plan, failed):
+    for frame, work, fov, shrunk, t0 in _items(q_plan, failed):
         if isinstance(work, PlanarPlan):
             out, source = render_plan(work), frame.planes
         else:
             out, source = work, frame.image
         if denoiser:
-            out = denoiser(source, out, fov if enhancer.keep_border else None)
+            out = denoiser(source, out, fov if enhancer.keep_border else None, shrunk)
         if side_by_side:
             out = np.concatenate([frame.image, as_rgb(out)], axis=1)
         report.enhanced += 1

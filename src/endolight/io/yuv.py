@@ -76,8 +76,14 @@ def _ycc_to_rgb(y, cb, cr, out):  # pragma: no cover - compiled
 def shrunk_rgb(buf: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """An I420 frame shrunk to ``size = (w, h)`` (area averages of each full plane) as
     ``(3, h, w)`` float32 RGB in [0, 1], without the full-resolution RGB frame."""
+    return ycc_to_rgb(*shrunk_planes(buf, size))
+
+
+def shrunk_planes(buf: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each plane of an I420 frame area-averaged to ``size = (w, h)`` (:func:`shrunk_plane`):
+    ``(h, w)`` float32 levels of Y′, Cb, Cr."""
     y, u, v = i420_planes(buf)
-    return ycc_to_rgb(shrunk_plane(y, size), shrunk_plane(u, size), shrunk_plane(v, size))
+    return shrunk_plane(y, size), shrunk_plane(u, size), shrunk_plane(v, size)
 
 
 def shrunk_plane(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
