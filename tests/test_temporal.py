@@ -15,8 +15,10 @@ from endolight.fov import fov_mask
 from endolight.io.images import expand_sources
 from endolight.io.yuv import i420_planes, i420_to_rgb, rgb_to_i420
 from endolight.kernels.common import axis_taps
+from endolight.kernels.planar import ALIGN
 from endolight.planar import small_planes
 from endolight.temporal import (
+    _NO_SPANS,
     _NONE,
     GridSmoother,
     TemporalConfig,
@@ -24,6 +26,7 @@ from endolight.temporal import (
     _across,
     _blend,
     _border_weights,
+    _borders,
     _median,
     colour_histogram,
     histogram_distance,
@@ -401,7 +404,7 @@ def test_denoiser_motion_map_view_and_new_layout():
     denoiser = TemporalDenoiser()
     # The view at the motion map's size is the nearest quarter-size pixel of the view (4 x 4
     # blocks here: their top-left pixel).
-    view, border, _ = denoiser._masks(fov, (w // 4, h // 4))
+    view, border = denoiser._masks(fov, (w // 4, h // 4))[:2]
     np.testing.assert_array_equal(view, fov[::4, ::4])
     np.testing.assert_array_equal(border, np.where(fov, 0, 128))
     assert denoiser._masks(fov, (w // 4, h // 4))[0] is view  # derived once per mask
@@ -445,6 +448,55 @@ def test_denoiser_takes_the_small_luma_video_made(data_root):
     assert (want != out).any()  # the filter did something on the last frame
 
 
+def test_blend_with_row_spans_is_the_blend_with_border_weights():
+    # Spans (the view's columns per row, and whether a border pixel lies inside) give the
+    # filter's output byte for byte as the border weights do: the rows are blended over whole
+    # runs of ALIGN columns from before the view's start, the border outside written after.
+    rng = np.random.default_rng(3)
+    h, w = 24, 3 * ALIGN + 10
+    image, past = (rng.integers(0, 256, (h, w), dtype=np.uint8) for _ in range(2))
+    view = np.zeros((h, w), bool)
+    for y in range(h):
+        view[y, ALIGN + 5 + y % 3:w - 4 - y % 5] = True  # edges off the run grid, row by row
+    view[6, 60:63] = view[7, 61] = False  # border pixels inside the view
+    view[20:22] = False  # whole rows of border
+    border = np.where(view, 0, 128).astype(np.uint8)
+    spans = np.zeros((h, 3), np.int64)
+    for y in range(h):
+        cols = np.flatnonzero(view[y])
+        a, b = (cols[0], cols[-1] + 1) if cols.size else (w, w)
+        spans[y] = a, b, not view[y, a:b].all()
+    weight = rng.integers(0, 129, (6, w // 4), dtype=np.uint8)
+    taps = axis_taps(h, 6)
+    want, got = np.empty_like(image), np.empty_like(image)
+    _blend(image, past, _across(weight, w), *taps, border, _NO_SPANS, want)
+    _blend(image, past, _across(weight, w), *taps, border, spans, got)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got[~view], image[~view])
+    assert (got[view] != image[view]).mean() > 0.5  # the past counted inside
+
+
+def test_border_spans_agree_with_the_border_weights():
+    # Per luma row and per chroma row: ONE outside the span, and inside it the border weights
+    # are all 0 unless the row is flagged (a round view with a notch, a hole, an odd edge).
+    h, w = 40, 90
+    yy, xx = np.mgrid[:h, :w]
+    view = (yy - 20) ** 2 + ((xx - 45) / 2) ** 2 < 17**2
+    view[18:23, 40:44] = False  # a hole
+    view[2:12, 44:47] = False  # a notch from the top
+    view[30, 20:70] = True  # a one-row spur
+    border, border_c, spans, spans_c = _borders(view)
+    assert spans.shape == (h, 3) and spans_c.shape == (h // 2, 3)
+    for weights, rows in ((border, spans), (border_c, spans_c)):
+        cols = np.arange(weights.shape[1])
+        for y, (a, b, holes) in enumerate(rows):
+            inside = (cols >= a) & (cols < b)
+            assert (weights[y, ~inside] == 128).all()
+            assert holes or (weights[y, inside] == 0).all()
+    assert spans[:, 2].any() and not spans[:, 2].all()
+    assert _borders(view[1:])[2].shape == (0, 3)  # an odd height: the weights only
+
+
 @pytest.mark.parametrize("layout", ["rgb", "i420"])
 def test_blend_weights_are_the_motion_map_upsampled_bilinearly(layout):
     # With the past at 0 and the present at ONE (128) levels, each output sample is its weight
@@ -462,7 +514,7 @@ def test_blend_weights_are_the_motion_map_upsampled_bilinearly(layout):
         border[:, -5:] = 128  # e.g. the view's right edge
         for edge in (_NONE, border):
             _blend(np.full(shape, 128, np.uint8), np.zeros(shape, np.uint8), _across(weight, w, per_pixel),
-                   *axis_taps(h, weight.shape[0]), edge, got)
+                   *axis_taps(h, weight.shape[0]), edge, _NO_SPANS, got)
             want = cv2.resize(weight.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
             want = np.repeat(np.floor(want + 0.5), per_pixel, axis=1)
             if edge is border:
