@@ -189,8 +189,8 @@ class PlanarPlan:
     two threads, one frame apart (video)."""
 
     buf: np.ndarray  # the (3H/2, W) I420 input
-    luma: np.ndarray  # (4, h, W) maps, interpolated along x
-    chroma: np.ndarray  # (8, h, W/2)
+    luma: np.ndarray  # (4, h, w) low-res maps (interpolated along x by render_plan)
+    chroma: np.ndarray  # (8, h, w)
     strength: float
     keep: np.ndarray | None
     fill: np.ndarray | None = None  # the border's fill (endolight.border.border_fill_planes)
@@ -246,17 +246,17 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
                                coarse_fit=h * w >= COARSE_FIT_PIXELS)
     blur = model.cfg.guide_blur if denoise else 0.0  # without the denoiser the kernel skips the blur
     fill = None if keep is None else border_fill_planes(y, u, v, keep)
-    return PlanarPlan(buf, along_x(luma, w), along_x(chroma, w // 2), strength, keep, fill, blur,
-                      model.cfg.black_offset, spans)
+    return PlanarPlan(buf, luma, chroma, strength, keep, fill, blur, model.cfg.black_offset, spans)
 
 
 def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:
-    """The full-resolution half: the planar kernel writes the enhanced I420 frame (into ``out``
-    when given)."""
+    """The full-resolution half: the maps interpolated along x, then the planar kernel writes the
+    enhanced I420 frame (into ``out`` when given). The interpolation runs here rather than in
+    the planner: at 720p the planner's thread sets a stream's rate while this one waits for it."""
     y, u, v = i420_planes(plan.buf)
-    h, hl = y.shape[0], plan.luma.shape[1]
+    (h, w), hl = y.shape, plan.luma.shape[1]
     out = np.empty_like(plan.buf) if out is None else out
-    render_planes(y, u, v, plan.luma, plan.chroma, axis_taps(h, hl), axis_taps(h // 2, hl), EPS,
-                  plan.strength, plan.keep, plan.fill, out=i420_planes(out), blur=plan.blur,
-                  offset=plan.offset, spans=plan.spans)
+    render_planes(y, u, v, along_x(plan.luma, w), along_x(plan.chroma, w // 2), axis_taps(h, hl),
+                  axis_taps(h // 2, hl), EPS, plan.strength, plan.keep, plan.fill, out=i420_planes(out),
+                  blur=plan.blur, offset=plan.offset, spans=plan.spans)
     return out
