@@ -117,7 +117,8 @@ def test_stolen_share_of_cpu_ticks():
 def test_bench_planar_stage_row(output):
     _, md = output
     (row,) = _table(md, "| size | low-res half")
-    parts = [float(row[c]) for c in ("low-res half, with denoising", "without", "full-res kernel")]
+    columns = ("low-res half, with denoising", "without", "full-res half (maps along x, kernel)")
+    parts = [float(row[c]) for c in columns]
     assert all(p > 0 for p in parts), row
     # The whole is the two halves, each printed to 0.1 ms.
     assert abs(float(row["whole"]) - (parts[0] + parts[2])) <= 0.11, row

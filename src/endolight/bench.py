@@ -606,7 +606,8 @@ def markdown(result: BenchResult) -> str:
         lines += [f"| {r.size} | {r.render_ms:.1f} | {r.coeffs_ms:.1f} | {r.no_denoise_ms:.1f} |"
                   for r in result.stages]
         lines += ["", "Video's planar path (Y'CbCr 4:2:0 planes, 1 thread, CPU ms a frame):", "",
-                  "| size | low-res half, with denoising | without | full-res kernel | whole |",
+                  "| size | low-res half, with denoising | without | full-res half (maps along x, kernel) "
+                  "| whole |",
                   "|---|---:|---:|---:|---:|"]
         lines += [f"| {r.size} | {r.planar_plan_ms:.1f} | {r.planar_plan_no_denoise_ms:.1f} | "
                   f"{r.planar_kernel_ms:.1f} | {r.planar_plan_ms + r.planar_kernel_ms:.1f} |"
