@@ -239,7 +239,9 @@ class Enhancer:
                     small: np.ndarray | None = None) -> PlanarPlan:
         """The low-resolution half of :meth:`enhance_planes`; ``endolight.planar.render_plan``
         is the other (video runs them in two threads). ``small``: the frame's
-        ``endolight.planar.small_copy`` when the caller has made it already."""
+        ``endolight.planar.small_copy`` when the caller has made it already. What the kernel
+        derives from ``fov`` is kept while the same array comes back (a stream's mask): pass a
+        new array, not the old one changed in place, when the view changes."""
         if not self.planar:
             raise ValueError(f"the planar path needs the fused CPU path, no fidelity steps and {FITS_MAPS}")
         k = self.strength if strength is None else strength

@@ -165,6 +165,7 @@ def _span(keep, y0, y1, w):  # pragma: no cover - compiled
 
 
 ALIGN = 32  # the kernel's row loops run over whole runs of this many pixels (a vector's multiple)
+SPAN_FIELDS = 7  # view_spans' columns
 
 
 def view_spans(keep: np.ndarray) -> np.ndarray:
@@ -180,9 +181,6 @@ def view_spans(keep: np.ndarray) -> np.ndarray:
     spans = np.empty((keep.shape[0] // 2, SPAN_FIELDS), np.int64)
     _view_spans(np.ascontiguousarray(keep, dtype=np.bool_), spans)
     return spans
-
-
-SPAN_FIELDS = 7
 
 
 @njit(**JIT_OPTIONS)
