@@ -144,6 +144,22 @@ def test_border_kept_and_strength(data_root, enhancer):
     assert y[fov].mean() + 0.2 * lifted < half[fov].mean() < y[fov].mean() + 0.9 * lifted
 
 
+def test_a_new_view_array_gets_its_own_spans(data_root, enhancer):
+    # The planner keeps what it derives from a fov array while the same array comes back (a
+    # stream's mask); a new array, as a re-detected view is, is derived afresh.
+    dim = _dim(load_frame(FrameRef(expand_sources(data_root / "sinus/clip-a")[0], "sinus"), 640))
+    planes = rgb_to_i420(dim)
+    y = i420_planes(planes)[0]
+    fov = fov_mask(i420_to_rgb(planes))
+    half = fov.copy()
+    half[:, : fov.shape[1] // 2] = False  # the view's left half is border now
+    first = enhancer.enhance_planes(planes, fov=fov)
+    out = i420_planes(enhancer.enhance_planes(planes, fov=half))[0]
+    np.testing.assert_array_equal(out[~half], y[~half])  # noise-free: the border copied
+    assert (out[half] != y[half]).mean() > 0.5
+    np.testing.assert_array_equal(enhancer.enhance_planes(planes, fov=fov), first)
+
+
 def test_video_runs_on_the_decoders_planes(tmp_path, data_root):
     # An ordinary H.264 file decodes to limited-range 4:2:0: its frames carry their planes, and
     # `video` writes what the planar path gives for them (the RGB frame is never made).
