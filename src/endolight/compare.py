@@ -65,6 +65,12 @@ OURS_TEXT = {"endoscope": "the noise-aware grey-illumination model",
                       "level 0 read as the middle of what rounds to it"}
 # The command that trained each protocol's shipped weights (the default's first stage; README).
 TRAINING_CONFIG = {"endoscope": "configs/default.toml", "paper": "configs/paper-dequantise.toml"}
+# How each protocol's shipped weights are made (README, 'Training the shipped weights').
+SHIPPED_RECIPE = {
+    "endoscope": f"the chain of `endolight train` stages from `{TRAINING_CONFIG['endoscope']}`, the last "
+                 "stage's start and end averaged by `endolight soup`",
+    "paper": f"`endolight train --config {TRAINING_CONFIG['paper']}`",
+}
 # The paper's Table 1 as the project brief quotes it (PSNR dB, SSIM): its own test set, so a
 # reference point for the ordering, not a number these frames can reproduce.
 PAPER_TABLE1 = {"DeepUPE (the paper)": (24.58, 0.886), "DPED (in the paper)": (23.46, 0.885)}
@@ -569,7 +575,7 @@ def _report(cfg: CompareConfig, command: str, pairs: list[Pair], counts: dict[st
         "sees the same batches in the same order); Adam with a cosine decay to 5 % of the start rate. "
         "Zero-DCE/Zero-DCE++ see only the dim half of each pair (zero-reference).",
         f"- **{ours}**: `{shown_path.as_posix()}`{trained_for} — our model trained by "
-        f"`endolight train --config {TRAINING_CONFIG[cfg.protocol]}` "
+        f"{SHIPPED_RECIPE[cfg.protocol]} "
         "(256 px crops for many epochs: a far larger budget; README, 'Training the shipped weights'). "
         f"**{SAME_BUDGET}**: the same model ({OURS_TEXT[cfg.protocol]}) and losses retrained here under "
         "the common budget: the fair row against the comparators.",
