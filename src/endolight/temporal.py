@@ -207,20 +207,20 @@ def _blend(image, prev, across, y_lo, y_w, border, spans, out):  # pragma: no co
         a, b, holes = 0, n, use_border
         if use_spans:
             a, b, holes = spans[y, 0], spans[y, 1], use_border and spans[y, 2] != 0
-        a0, b0 = np.uint64(a), np.uint64(b)
+        va, vb = np.uint64(a), np.uint64(b)
         # Unsigned bounds: no negative-index checks, vectorised loops.
         ua, ub = np.uint64((a // ALIGN) * ALIGN), np.uint64(min(-(-b // ALIGN) * ALIGN, n))
         if a >= b:
             ua = ub
         r0, fy = y_lo[y], y_w[y]
         r1 = min(r0 + 1, hl - 1)
-        a0w, a1w = across[r0], across[r1]
+        a0, a1 = across[r0], across[r1]
         present = np.empty(n, np.float32)
         for i in range(ua, ub):
-            present[i] = np.float32(np.int32((one - fy) * a0w[i] + fy * a1w[i] + np.float32(0.5)))
+            present[i] = np.float32(np.int32((one - fy) * a0[i] + fy * a1[i] + np.float32(0.5)))
         if holes:
             edge = border[y]
-            for i in range(a0, b0):
+            for i in range(va, vb):
                 present[i] = max(present[i], np.float32(edge[i]))
         src, past, o = image[y], prev[y], out[y]
         for i in range(ua, ub):
@@ -229,10 +229,9 @@ def _blend(image, prev, across, y_lo, y_w, border, spans, out):  # pragma: no co
             q = np.int32((present[i] * abs(d) + np.float32(ONE // 2)) * np.float32(1.0 / ONE))
             o[i] = np.uint8(np.int32(p) + (q if d >= zero else -q))
         if use_spans:  # outside the view: the present
-            lo = min(a0, b0)
-            for i in range(lo):
+            for i in range(min(va, vb)):
                 o[i] = src[i]
-            for i in range(b0, np.uint64(n)):
+            for i in range(vb, np.uint64(n)):
                 o[i] = src[i]
 
 
