@@ -163,6 +163,32 @@ def test_render_uint8_is_deepupe_render_rounded(illumination, blur, strength, si
     assert np.abs(out.astype(int) - frame).max() > 20  # the grid did change the frame
 
 
+@pytest.mark.parametrize(("strength", "offset"), [(1.0, 0.0), (0.5, 0.055)])
+def test_render_uint8_chroma_curve_is_deepupe_render_rounded(strength, offset):
+    # ModelConfig.chroma_knots: the output's chroma scaled by sigma(S), a knot above 1 (the clamp
+    # at 255 comes into play) and knots below.
+    model = _model(9, denoise_factor=2, denoise_radius=1, denoise_blur=0.7, black_offset=offset,
+                   chroma_knots=4)
+    with torch.no_grad():
+        model.chroma_curve.copy_(torch.tensor([0.3, -0.4, -0.2]))
+    rng = np.random.default_rng(9)
+    frame = _frame(rng, 7, 11)
+    grid = torch.from_numpy(rng.normal(0.0, 2.0, (1, 13, 4, 2, 3)).astype(np.float32))
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        ref = model.render(grid, x, strength).output[0].permute(1, 2, 0).numpy() * 255
+        dn = model.denoise_coeffs(x)
+        gains = model.chroma_gains()
+    guide = GuideParams.from_module(model.guide)
+    kwargs = {"grey": True, "denoise": dn, "blur": 0.7, "offset": offset}
+    out = render_uint8(frame, grid, guide, EPS, strength, chroma=gains, **kwargs)
+    assert np.abs(out - ref).max() <= ROUNDED
+    plain = render_uint8(frame, grid, guide, EPS, strength, **kwargs)
+    assert np.abs(out.astype(int) - plain).max() >= 5  # the curve did change the colours
+    with pytest.raises(ValueError, match="^a chroma curve needs the grey illumination"):
+        render_uint8(frame, grid, guide, EPS, chroma=gains, denoise=dn)
+
+
 # With a blurred guide (blur > 0) a row's span also reads the luma of the rows above and below it,
 # one column beyond the span (from a luma plane made once a frame).
 @pytest.mark.parametrize(("denoise", "blur"), [(False, 0.0), (True, 0.0), (True, 0.7)])
@@ -360,7 +386,7 @@ def _sigmoid(v):
     return 1 / (1 + np.exp(-v))
 
 
-def _planes_reference(y, u, v, luma, chroma, strength, keep=None, offset=0.0):
+def _planes_reference(y, u, v, luma, chroma, strength, keep=None, offset=0.0, gains=None):
     """The planar kernel's documented formulas in float64 (kernels/planar.py's docstring), on
     maps already interpolated along x: ``luma`` (4, hl, W), ``chroma`` (8, hl, W / 2). Returns
     the unrounded Y', Cb', Cr' (before rounding and clamping)."""
@@ -394,6 +420,8 @@ def _planes_reference(y, u, v, luma, chroma, strength, keep=None, offset=0.0):
         oy = np.where(keep, y, oy)
         inv = np.where(keep, 1.0, inv)
     g = inv.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+    if gains is not None:  # the chroma curve at the block's S = 1 / mean(1 / S)
+        g = g * np.interp(np.minimum(1 / g, 1), np.linspace(0, 1, len(gains)), gains)
     ou, ov = 128 + 224 * d_cb * g, 128 + 224 * d_cr * g
     if keep is not None:
         block_kept = keep.reshape(h // 2, 2, w // 2, 2).all(axis=(1, 3))
@@ -448,6 +476,29 @@ def test_render_planes_is_the_i420_graph(seed, strength, size, low, offset):
     for want, g in zip(ref, graph, strict=True):
         rounded = np.clip(np.floor(want + 0.5), 0, 255)
         assert np.abs(rounded - g).max() <= 1 and (rounded == g).mean() > 0.95
+
+
+@pytest.mark.parametrize(("seed", "strength"), [(8, 1.0), (9, 0.5)])
+def test_render_planes_chroma_curve_is_the_i420_graph(seed, strength):
+    # ModelConfig.chroma_knots: each block's chroma gain times sigma at the block's S; the luma
+    # is untouched.
+    y, u, v, luma, chroma = _planes_case(seed, 8, 12, 3, 4)
+    gains = np.array([0.6, 1.4, 0.8, 1.0], np.float32)
+    got = _render_planes(y, u, v, luma, chroma, strength, gains=gains)
+    ref = _planes_reference(y, u, v, along_x(luma, 12), along_x(chroma, 6), strength, gains=gains)
+    for plane, want in zip(got, ref, strict=True):
+        assert np.abs(plane - np.clip(want, 0, 255)).max() <= ROUNDED
+    lum, chrom = in_levels(list(torch.from_numpy(luma.astype(np.float64))[None].split(1, dim=1)),
+                           list(torch.from_numpy(chroma.astype(np.float64))[None].split(1, dim=1)))
+    yt = torch.from_numpy(y).double()[None, None]
+    uv = torch.from_numpy(np.stack([u, v])).double()[None]
+    ry, ruv = render_i420(torch.cat(lum, 1), torch.cat(chrom, 1), yt, F.avg_pool2d(yt, 2), uv, strength,
+                          gains=torch.from_numpy(gains).double())
+    for plane, g in zip(got, (ry[0, 0].numpy(), ruv[0, 0].numpy(), ruv[0, 1].numpy()), strict=True):
+        assert np.abs(plane.astype(float) - g).max() <= 1 and (plane == g).mean() > 0.95
+    plain = _render_planes(y, u, v, luma, chroma, strength)
+    np.testing.assert_array_equal(got[0], plain[0])
+    assert min(np.abs(got[k].astype(int) - plain[k]).max() for k in (1, 2)) >= 3
 
 
 @pytest.mark.parametrize(("seed", "blur", "size", "low"), [

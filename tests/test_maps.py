@@ -102,8 +102,19 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-x))
 
 
-@pytest.mark.parametrize(("strength", "offset"), [(None, 0.0), (0.6, 0.0), (None, 0.055), (0.6, 0.1)])
-def test_render_maps_is_the_documented_formula(strength, offset):
+# A chroma curve (ModelConfig.chroma_knots) with a knot above 1, below 1 and the last at 1.
+GAINS = np.array([0.7, 1.3, 0.8, 1.0])
+
+
+def _sigma(s: np.ndarray) -> np.ndarray:
+    """The chroma curve ``GAINS`` at ``S`` (piecewise linear over ``S = 0, 1/3, 2/3, 1``)."""
+    return np.interp(np.clip(s, 0, 1), np.linspace(0, 1, len(GAINS)), GAINS)
+
+
+@pytest.mark.parametrize(("strength", "offset", "curve"), [
+    (None, 0.0, False), (0.6, 0.0, False), (None, 0.055, False), (0.6, 0.1, False), (None, 0.0, True),
+    (0.6, 0.055, True)])
+def test_render_maps_is_the_documented_formula(strength, offset, curve):
     # Maps at the frame's own size (their upsampling is then the identity), every value hand
     # computed in float64: D = A I + B_c Y + C_c clamped to [0, 1], S = max(m + (1 - m)
     # sigmoid(L . D + L0), EPS) ** k with m = (max_c D + beta) / (1 + beta),
@@ -115,20 +126,29 @@ def test_render_maps_is_the_documented_formula(strength, offset):
     maps = np.concatenate([rng.uniform(0.3, 1.3, (1, h, w)), rng.normal(0, 0.5, (3, h, w)),
                            rng.normal(0, 0.2, (3, h, w)), rng.normal(0, 2, (4, h, w))])
     maps[4:7, 0, :3] = 0.5  # D above 1 at the white pixel: the upper clamp
+    kwargs = {"offset": offset} if offset else {}
+    if curve:
+        kwargs["gains"] = torch.from_numpy(GAINS)
     got = render_maps(torch.from_numpy(maps)[None], [torch.from_numpy(p)[None, None] for p in planes],
-                      *([] if strength is None else [strength]), **({"offset": offset} if offset else {}))
+                      *([] if strength is None else [strength]), **kwargs)
     x = planes / 255
     y = LUMA[0] * x[0] + LUMA[1] * x[1] + LUMA[2] * x[2]
     d = np.clip(maps[0] * x + maps[1:4] * y + maps[4:7], 0, 1)
     assert (maps[0] * x + maps[1:4] * y + maps[4:7] > 1).any() and (d == 0).any()  # both clamps used
     m = (d.max(0) + offset) / (1 + offset)
     s = np.maximum(m + (1 - m) * _sigmoid((maps[7:10] * d).sum(0) + maps[10]), EPS)
-    want = 255 * ((d + offset) / s ** (1.0 if strength is None else strength) - offset)
+    s = s ** (1.0 if strength is None else strength)
+    want = 255 * ((d + offset) / s - offset)
+    if curve:  # the chroma (each channel minus the luma) times sigma(S), clamped to [0, 255]
+        luma = 255 * ((LUMA[0] * d[0] + LUMA[1] * d[1] + LUMA[2] * d[2] + offset) / s - offset)
+        want = np.clip(luma + _sigma(s) * (want - luma), 0, 255)
+        assert (want == 255).any() and (_sigma(s) > 1).any() and (_sigma(s) < 0.9).any()
     np.testing.assert_allclose(np.stack([g[0, 0].numpy() for g in got]), want, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize(("strength", "offset"), [(None, 0.0), (0.6, 0.0), (None, 0.055), (0.6, 0.1)])
-def test_render_i420_is_the_documented_formula(strength, offset):
+@pytest.mark.parametrize(("strength", "offset", "curve"), [
+    (None, 0.0, False), (0.6, 0.0, False), (None, 0.055, False), (0.6, 0.1, False), (None, 0.0, True)])
+def test_render_i420_is_the_documented_formula(strength, offset, curve):
     # Spatially constant maps (their upsampling is exact), random planes with sub-black and
     # super-white luma: each output level against a float64 evaluation of the docstring of
     # endolight.kernels.planar (the same formula in 8-bit levels).
@@ -144,7 +164,8 @@ def test_render_i420_is_the_documented_formula(strength, offset):
                                 torch.from_numpy(chroma)[None, :, None, None],
                                 torch.from_numpy(y)[None, None], torch.from_numpy(y2)[None, None],
                                 torch.from_numpy(uv)[None], *([] if strength is None else [strength]),
-                                **({"offset": offset} if offset else {}))
+                                **({"offset": offset} if offset else {}),
+                                **({"gains": torch.from_numpy(GAINS)} if curve else {}))
     c = chroma
     d_cb, d_cr = c[0] * uv[0] + c[1] * y2 + c[2], c[0] * uv[1] + c[3] * y2 + c[4]
     bterm = c[5] * d_cb + c[6] * d_cr + c[7]
@@ -156,6 +177,9 @@ def test_render_i420_is_the_documented_formula(strength, offset):
     gain = 219 / s ** (1.0 if strength is None else strength)
     want_y = np.clip(np.floor((d_y + offset) * gain + 16.5 - 219 * offset), 0, 255)
     g = gain.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)) * (224 / 219)
+    if curve:  # the chroma curve at each block's S: 1 / the mean of its four 1 / S
+        g = g * _sigma(224 / g)
+        assert (_sigma(224 / g) < 0.95).any()
     want_uv = np.clip(np.floor(np.stack([d_cb, d_cr]) * g + 128.5), 0, 255)
     # the clamps are used (the offset space lifts the sub-black rows a little: fewer reach 0)
     assert (d_y + np.kron(cmax, up) < 0).any() and (want_y == 0).sum() >= (1 if offset else w)

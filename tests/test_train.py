@@ -321,3 +321,29 @@ def test_a_model_grown_by_residual_blocks_starts_from_the_weights_it_was_given(t
     with pytest.raises(ValueError, match="local_blocks"):  # the grown weights into a plain model
         train_module._load_init_weights(DeepUPE(plain.cfg), str(tmp_path / "run" / "last.safetensors"),
                                         torch.device("cpu"))
+
+
+def test_a_chroma_curve_trains_alone_on_a_frozen_network(tmp_path, data_root):
+    # ModelConfig.chroma_knots grown onto weights without it: the curve starts at 1 (the same
+    # output, to float rounding); with lr = lr_min = 0 only the curve trains, at chroma_lr, and the network's
+    # weights come out exactly as they went in.
+    from dataclasses import replace
+
+    from endolight.checkpoint import load_model, save_weights
+
+    torch.manual_seed(0)
+    plain = DeepUPE(replace(load_model().cfg, local_blocks=0, chroma_knots=0)).eval()
+    path = str(tmp_path / "plain.safetensors")
+    save_weights(plain, path)
+    curved = DeepUPE(replace(plain.cfg, chroma_knots=5))
+    train_module._load_init_weights(curved, path, torch.device("cpu"))
+    frame = load_frame(list_frames("val", data_root)[0], 256)
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():  # Y + 1 (c - Y) is c up to float32 rounding
+        torch.testing.assert_close(curved.eval()(x.clone()).output, plain(x.clone()).output,
+                                   rtol=0, atol=1e-6)
+    train(_cfg(tmp_path, epochs=1, init_weights=path, model=curved.cfg, lr=0.0, lr_min=0.0, chroma_lr=0.05))
+    trained = load_file(str(tmp_path / "run" / "last.safetensors"))
+    assert trained["chroma_curve"].abs().max() > 0.01
+    for name, value in plain.state_dict().items():
+        assert torch.equal(trained[name], value), name

@@ -80,6 +80,8 @@ class Enhancer:
             raise ValueError("the fused kernel runs on CPU only")
         use_fused = self.device.type == "cpu" if fused is None else fused
         self.guide_params = GuideParams.from_module(self.model.guide) if use_fused else None
+        gains = self.model.chroma_gains()
+        self.chroma_gains = None if gains is None else gains.detach().cpu().numpy().astype(np.float32)
         self._network: Network | None = None if use_fused else self.model.coeffs
         self._view: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # see _kept
         if model is None and self.device.type == "cpu":
@@ -178,7 +180,7 @@ class Enhancer:
                                 grey=self.model.cfg.illumination == "grey", denoise=dn,
                                 blur=self.model.cfg.guide_blur, offset=self.model.cfg.black_offset,
                                 power=self.model.cfg.curve == "power",
-                                floor=LEVEL0 if self.model.cfg.dequantise else 0.0)
+                                floor=LEVEL0 if self.model.cfg.dequantise else 0.0, chroma=self.chroma_gains)
         x = to_tensor(frame)[None].to(self.device)
         out = to_uint8(self.model.render(grid, x, k).output[0])
         return out if keep is None else write_border(out, frame, keep, fill)

@@ -197,6 +197,7 @@ class PlanarPlan:
     blur: float = 0.0  # the denoiser's guide blur (ModelConfig.denoise_blur)
     offset: float = 0.0  # the division's beta (ModelConfig.black_offset)
     spans: np.ndarray | None = None  # keep's kernels.planar.view_spans (made by the kernel if None)
+    gains: np.ndarray | None = None  # the chroma curve's knots (DeepUPE.chroma_gains)
 
 
 def small_copy(model: DeepUPE, buf: np.ndarray) -> np.ndarray:
@@ -246,7 +247,9 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
                                coarse_fit=h * w >= COARSE_FIT_PIXELS)
     blur = model.cfg.guide_blur if denoise else 0.0  # without the denoiser the kernel skips the blur
     fill = None if keep is None else border_fill_planes(y, u, v, keep)
-    return PlanarPlan(buf, luma, chroma, strength, keep, fill, blur, model.cfg.black_offset, spans)
+    gains = model.chroma_gains()
+    return PlanarPlan(buf, luma, chroma, strength, keep, fill, blur, model.cfg.black_offset, spans,
+                      None if gains is None else gains.detach().cpu().numpy())
 
 
 def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:
@@ -258,5 +261,5 @@ def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:
     out = np.empty_like(plan.buf) if out is None else out
     render_planes(y, u, v, along_x(plan.luma, w), along_x(plan.chroma, w // 2), axis_taps(h, hl),
                   axis_taps(h // 2, hl), EPS, plan.strength, plan.keep, plan.fill, out=i420_planes(out),
-                  blur=plan.blur, offset=plan.offset, spans=plan.spans)
+                  blur=plan.blur, offset=plan.offset, spans=plan.spans, gains=plan.gains)
     return out

@@ -66,6 +66,10 @@ class TrainConfig:
     transpose_square: bool = False  # square frames' crops also transposed at random (90° turns)
     lr: float = 5e-4
     lr_min: float = 1e-5  # cosine schedule from lr to lr_min over all epochs
+    # The chroma curve's start rate (ModelConfig.chroma_knots; None: lr): a few log gains that
+    # move by tenths, where the network's weights move by thousandths. With lr = lr_min = 0 the
+    # network is frozen and only the curve trains (no backward pass through the network).
+    chroma_lr: float | None = None
     weight_decay: float = 0.0
     # Decay per step of an exponential moving average of the weights (0: none). With one, the
     # average is what is validated and kept as best / last (single epochs' weights scatter by
@@ -233,8 +237,9 @@ def train(
             dist.destroy_process_group()
 
 
-# What a grown model adds (ModelConfig.local_blocks, global_hist): zero updates at the start.
-GROWN = ("coeffs.local_blocks.", "coeffs.hist.")
+# What a grown model adds (ModelConfig.local_blocks, global_hist, chroma_knots): zero updates at
+# the start.
+GROWN = ("coeffs.local_blocks.", "coeffs.hist.", "chroma_curve")
 
 
 def _load_init_weights(model: DeepUPE, path: str, device: torch.device) -> None:
@@ -252,6 +257,21 @@ def _load_init_weights(model: DeepUPE, path: str, device: torch.device) -> None:
         raise ValueError(f"init_weights {path} do not fit the model: {', '.join(foreign[:4])}")
 
 
+def _param_groups(model: DeepUPE, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The optimiser's groups: the network at ``lr``, the chroma curve at ``chroma_lr``; the
+    network frozen when ``lr`` and ``lr_min`` are 0."""
+    curve = [p for n, p in model.named_parameters() if n == "chroma_curve"]
+    rest = [p for n, p in model.named_parameters() if n != "chroma_curve"]
+    if cfg.lr == 0.0 and cfg.lr_min == 0.0 and curve:
+        for p in rest:
+            p.requires_grad_(False)
+        rest = []
+    groups = [{"params": rest, "lr": cfg.lr}] if rest else []
+    if curve:
+        groups.append({"params": curve, "lr": cfg.lr if cfg.chroma_lr is None else cfg.chroma_lr})
+    return groups
+
+
 def _train(
     cfg: TrainConfig,
     out: Path,
@@ -266,7 +286,7 @@ def _train(
 ) -> list[EpochLog]:
     seed_everything(cfg.seed)
     model = DeepUPE(cfg.model).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr_min)
     start, best = 0, -float("inf")
     state_path = out / "last.state.pt"

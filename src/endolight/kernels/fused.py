@@ -72,7 +72,7 @@ def _luma_plane(frame, l0, l1, l2, out):  # pragma: no cover - compiled
 
 @njit(parallel=True, **JIT_OPTIONS)
 def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_lo, y_w, x_lo, x_w, strength,
-                   grey, keep, fill, eps, dn, dy_lo, dy_w, blur, luma, offset, power, floor,
+                   grey, keep, fill, eps, dn, dy_lo, dy_w, blur, luma, offset, power, floor, chroma,
                    out):  # pragma: no cover
     h, w = frame.shape[0], frame.shape[1]
     gh, gw, depth, nc = grid.shape[0], grid.shape[1], grid.shape[2], grid.shape[3]
@@ -101,6 +101,7 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
     use_pow = strength != one
     use_keep = keep.shape[0] == h
     use_fill = fill.shape[0] == 4
+    n_knots = chroma.shape[0]
     for y in prange(h):
         # Only the span of the row that holds field of view is computed; the rest (often half
         # an endoscope frame: the black border around a round view) is a copy of the input.
@@ -204,9 +205,12 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
             if use_pow:
                 for x in range(ua, ub):
                     s[x] = s[x] ** strength
-            for c in range(3):
-                for x in range(ua, ub):
-                    logit[c, x] = min(max((img[c, x] + beta) / s[x] - beta, zero), one)
+            if n_knots:
+                _chroma_scaled(img, s, chroma, beta, ua, ub, logit)
+            else:
+                for c in range(3):
+                    for x in range(ua, ub):
+                        logit[c, x] = min(max((img[c, x] + beta) / s[x] - beta, zero), one)
         else:
             for c in range(3):
                 if power:
@@ -233,6 +237,27 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
                     else:
                         k = 3 * x
                         dst[k], dst[k + 1], dst[k + 2] = src[k], src[k + 1], src[k + 2]
+
+
+@njit(**JIT_OPTIONS)
+def _chroma_scaled(img, s, gains, beta, ua, ub, out):  # pragma: no cover - compiled
+    """``out[c] = clamp(Y_R + sigma(S) (R_c - Y_R), 0, 1)`` over ``[ua, ub)``: the division
+    ``R = (D + beta) / S - beta`` with its chroma (each channel minus the Rec. 601 luma) scaled
+    by the chroma curve, piecewise linear over ``gains`` (K,) at ``S = i / (K - 1)``
+    (``endolight.model.slicing.chroma_gain``). ``img``: ``D`` (3, W)."""
+    one, zero = np.float32(1.0), np.float32(0.0)
+    top = gains.shape[0] - 1
+    l0, l1, l2 = np.float32(LUMA[0]), np.float32(LUMA[1]), np.float32(LUMA[2])
+    for x in range(ua, ub):
+        pos = min(max(s[x], zero), one) * np.float32(top)
+        i = min(np.int64(pos), top - 1)
+        sigma = gains[i] + (pos - np.float32(i)) * (gains[i + 1] - gains[i])
+        g = one / s[x]
+        yd = l0 * img[0, x] + l1 * img[1, x] + l2 * img[2, x]
+        yo = (yd + beta) * g - beta
+        cg = sigma * g
+        for c in range(3):
+            out[c, x] = min(max(yo + cg * (img[c, x] - yd), zero), one)
 
 
 @njit(**JIT_OPTIONS)
@@ -282,6 +307,7 @@ _NO_KEEP = np.zeros((0, 0), dtype=np.bool_)
 _NO_FILL = np.zeros(0, dtype=np.int32)
 _NO_DENOISE = np.zeros((0, 1, 1), dtype=np.float32)
 _NO_LUMA = np.zeros((0, 0), dtype=np.float32)
+_NO_CHROMA = np.zeros(0, dtype=np.float32)
 
 
 def render_uint8(
@@ -299,6 +325,7 @@ def render_uint8(
     offset: float = 0.0,
     power: bool = False,
     floor: float = 0.0,
+    chroma: Any = None,
 ) -> np.ndarray:
     """The full-res stage of ``DeepUPE.render`` in one pass, uint8 in and out.
 
@@ -322,6 +349,8 @@ def render_uint8(
         power: the illumination's power curve (``ModelConfig.curve == "power"``).
         floor: the value a channel of ``D`` at 0 takes where another channel is not
             (``endolight.model.slicing.LEVEL0`` for a ``ModelConfig.dequantise`` model; 0: none).
+        chroma: the chroma curve's ``(K,)`` knot values (``DeepUPE.chroma_gains``; grey only),
+            array-like; ``None``: none.
 
     Returns:
         ``(H, W, 3)`` uint8 RGB output ``R = (D + beta) / S - beta``, rounded like
@@ -340,6 +369,12 @@ def render_uint8(
         raise ValueError(f"frame must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
     h, w = frame.shape[:2]
     _, _, gh, gw = g.shape
+    gains = _NO_CHROMA
+    if chroma is not None:
+        gains = np.ascontiguousarray(np.asarray(chroma, dtype=np.float32).ravel())
+        if not grey or gains.shape[0] < 2:
+            raise ValueError(f"a chroma curve needs the grey illumination and 2 or more knots, "
+                             f"got {gains.shape[0]}")
     # (Gh, Gw, D, C): the coefficients of a cell are adjacent in memory.
     cells = g.transpose(2, 3, 1, 0)
     if grey:
@@ -372,6 +407,6 @@ def render_uint8(
                        guide.mix_bias, y_lo, y_w, x_lo, x_w, np.float32(strength), grey, keep,
                        _NO_FILL if fill is None else np.asarray(fill, dtype=np.int32),
                        np.float32(eps), dn, dy_lo, dy_w, np.float32(blur), luma, np.float32(offset), power,
-                       np.float32(floor), out)
+                       np.float32(floor), gains, out)
     return out
 

@@ -114,6 +114,7 @@ def map_terms(co: np.ndarray, fit: np.ndarray | None, scale: float, blur: float 
 
 
 _NO_FIT = np.zeros((6, 0, 0), np.float32)
+_NO_GAINS = np.zeros(0, np.float32)
 
 
 @njit(**JIT_OPTIONS)  # small maps: on the calling thread (waking another costs more than it saves)
@@ -227,7 +228,7 @@ def _border_chroma(ya, yb, ur, vr, uo, vo, a, b, fill):  # pragma: no cover - co
 
 @njit(parallel=True, **JIT_OPTIONS)
 def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo, lc_w, keep, spans, fill, eps,
-                   strength, blur, offset, y_out, u_out, v_out):  # pragma: no cover - compiled
+                   strength, blur, offset, gains, y_out, u_out, v_out):  # pragma: no cover - compiled
     h, w = y_in.shape
     hl = luma_maps.shape[1]
     one, zero, half = np.float32(1.0), np.float32(0.0), np.float32(0.5)
@@ -241,6 +242,7 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
     use_keep = keep.shape[0] == h
     use_fill = fill.shape[0] == 4
     use_blur = blur != zero
+    top = gains.shape[0] - 1  # the chroma curve's last knot (-1: none)
     for j in prange(h // 2):
         y0, y1 = 2 * j, 2 * j + 1
         xa, xb, holes = 0, w, False
@@ -362,6 +364,10 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
             e = i + i
             e1 = e + u1
             g = (i0[e] + i0[e1] + i1[e] + i1[e1]) * quarter
+            if top > 0:  # the chroma curve at the block's S (the harmonic mean of its four)
+                pos = min(one / g, one) * np.float32(top)
+                k = min(np.int64(pos), top - 1)
+                g *= gains[k] + (pos - np.float32(k)) * (gains[k + 1] - gains[k])
             cu = np.float32(128.0) + np.float32(224.0) * dcb[i] * g + half
             cv = np.float32(128.0) + np.float32(224.0) * dcr[i] * g + half
             uo[i] = np.uint8(min(max(cu, zero), np.float32(255.0)))
@@ -575,6 +581,7 @@ def render_planes(
     blur: float = 0.0,
     offset: float = 0.0,
     spans: np.ndarray | None = None,
+    gains: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The full-res stage on 4:2:0 planes, uint8 in and out.
 
@@ -597,6 +604,8 @@ def render_planes(
             (``ModelConfig.denoise_blur``; the luma and the 2x2 means the chroma is guided by).
         offset: the division's ``beta`` (``ModelConfig.black_offset``).
         spans: ``keep``'s :func:`view_spans` when the caller has them (made here otherwise).
+        gains: the chroma curve's ``(K,)`` knots (``DeepUPE.chroma_gains``): each block's
+            chroma gain ``mean(1 / S)`` times the curve at ``S = 1 / mean(1 / S)``; ``None``: none.
 
     Returns:
         the enhanced ``(Y′, Cb, Cr)`` planes.
@@ -625,5 +634,6 @@ def render_planes(
                        np.ascontiguousarray(chroma_maps, dtype=np.float32), luma_taps[0], luma_taps[1],
                        chroma_taps[0], chroma_taps[1], np.ascontiguousarray(keep, dtype=np.bool_),
                        np.ascontiguousarray(spans, dtype=np.int64), fill,
-                       np.float32(eps), np.float32(strength), np.float32(blur), np.float32(offset), *out)
+                       np.float32(eps), np.float32(strength), np.float32(blur), np.float32(offset),
+                       _NO_GAINS if gains is None else np.ascontiguousarray(gains, dtype=np.float32), *out)
     return out

@@ -68,6 +68,15 @@ class ModelConfig:
             weaker channels to 0 (under the ``paper`` protocol 16 % of tissue pixels have a
             channel there; ``scripts/paper_ceiling.py``). Pixels black in all channels (the
             border) stay 0.
+        chroma_knots: ``K > 0`` (grey illumination only) scales the output's chroma (each
+            channel minus the luma) by a learned curve of the illumination, ``sigma(S)``,
+            piecewise linear over ``K`` knots at ``S = 0, 1 / (K - 1), ..., 1``, ``sigma(1) = 1``
+            (``endolight.model.slicing.chroma_gain``; the other knots start at 1, so weights
+            trained without the curve load and give the same output). A grey ``S`` keeps the dim
+            frame's R'G'B' ratios, and a dimmer light (a scale in linear light) changes them:
+            the dim frame is more saturated, most in sRGB's linear toe. The offset space
+            (``black_offset``) undoes this exactly only above the toe; the curve learns how much
+            to take back at each gain. The hue stays (chroma is scaled, not turned).
     """
 
     lowres: int = 256
@@ -88,6 +97,7 @@ class ModelConfig:
     local_blocks: int = 0
     global_hist: int = 0
     dequantise: bool = False
+    chroma_knots: int = 0
 
     def __post_init__(self) -> None:
         if self.denoise_filter not in DENOISE_FILTERS:
@@ -104,6 +114,9 @@ class ModelConfig:
             raise ValueError(f"curve must be one of {CURVES}, got {self.curve!r}")
         if self.illumination not in ILLUMINATIONS:
             raise ValueError(f"illumination must be one of {ILLUMINATIONS}, got {self.illumination!r}")
+        if self.chroma_knots and not (2 <= self.chroma_knots <= 64 and self.illumination == "grey"):
+            raise ValueError(f"chroma_knots must be 0, or 2..64 with the grey illumination, "
+                             f"got {self.chroma_knots}")
         ratio = self.lowres // self.grid_size
         if self.lowres % self.grid_size or ratio & (ratio - 1) or ratio < 2:
             raise ValueError(

@@ -15,10 +15,13 @@ from endolight.model.guide import GuideMap
 from endolight.model.net import N_AFFINE, CoefficientNet
 from endolight.model.slicing import (
     apply_affine,
+    chroma_gain,
+    chroma_gains,
     dequantise,
     divide,
     grey_grid,
     illumination,
+    scale_chroma,
     slice_grid,
     slice_grid_gather,
 )
@@ -47,6 +50,9 @@ class DeepUPE(nn.Module):
         if self.cfg.denoise:
             # The filter's edge threshold (a luma variance), learned on a log scale.
             self.log_eps = nn.Parameter(torch.tensor(math.log(self.cfg.denoise_eps)))
+        if self.cfg.chroma_knots:
+            # log sigma(S) at S = i / (K - 1) below 1: zero, no change, at the start.
+            self.chroma_curve = nn.Parameter(torch.zeros(self.cfg.chroma_knots - 1))
 
     def denoise_coeffs(self, image: torch.Tensor, box: Box = box_mean) -> torch.Tensor:
         """Guided-filter coefficients ``(B, 6, h, w)`` of a ``(B, 3, H, W)`` frame (float in
@@ -67,6 +73,11 @@ class DeepUPE(nn.Module):
         """:meth:`denoise_eps` as a plain number, for inference outside autograd."""
         eps = self.denoise_eps()
         return float(eps.detach()) if isinstance(eps, torch.Tensor) else eps
+
+    def chroma_gains(self) -> torch.Tensor | None:
+        """The chroma curve's ``(K,)`` knot values (``ModelConfig.chroma_knots``), ``None``
+        without one."""
+        return chroma_gains(self.chroma_curve) if self.cfg.chroma_knots else None
 
     def lowres(self, image: torch.Tensor) -> torch.Tensor:
         """Resize ``(B, 3, H, W)`` to the network's square low-res input (antialiased)."""
@@ -103,7 +114,10 @@ class DeepUPE(nn.Module):
         s = illumination(logits, x, grey=grey, offset=self.cfg.black_offset, curve=self.cfg.curve)
         if strength != 1.0:
             s = s**strength
-        out = divide(x, s, self.cfg.black_offset).clamp(0.0, 1.0)
+        out = divide(x, s, self.cfg.black_offset)
+        if self.cfg.chroma_knots:
+            out = scale_chroma(out, chroma_gain(s, self.chroma_gains()))
+        out = out.clamp(0.0, 1.0)
         return Prediction(illumination=s, output=out, grid=grid, guide=guide, denoised=x)
 
     def forward(self, image: torch.Tensor, strength: float = 1.0, deploy: bool = False) -> Prediction:

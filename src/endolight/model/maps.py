@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from endolight.io.yuv import CB_B, CB_G, CR_G, CR_R, TO_YCC  # numeric constants only
 from endolight.kernels.planar import planar_terms
 from endolight.model.denoise import LUMA, binomial3, filter_guide, half_mean, shrink, upsample
-from endolight.model.slicing import EPS, grey_grid, offset_floor, slice_grid_gather
+from endolight.model.slicing import EPS, chroma_gain, grey_grid, offset_floor, slice_grid_gather
 
 # The maps are made at 1 / (COARSEN * cfg.denoise_factor) of each side. Measured at 1080p in
 # ONNX Runtime (RGB graph): 1/4 gives 53.5 dB from render at 158 ms a frame, 1/8 47.2 dB at 121 ms.
@@ -68,7 +68,8 @@ def rgb_maps(model: torch.nn.Module, half: torch.Tensor, strength: float = 1.0) 
 
 
 def render_maps(maps: torch.Tensor, planes: Sequence[torch.Tensor], strength: float = 1.0,
-                blur: float = 0.0, offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                blur: float = 0.0, offset: float = 0.0, gains: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``255 R = 255 ((D + beta) / S - beta)`` from a frame's :func:`rgb_maps`, one plane per colour.
 
     Args:
@@ -76,6 +77,7 @@ def render_maps(maps: torch.Tensor, planes: Sequence[torch.Tensor], strength: fl
         planes: R, G, B, each ``(B, 1, H, W)`` float in 8-bit levels (0-255).
         blur: the denoiser's guide blur (``ModelConfig.denoise_blur``).
         offset: the division's beta (``ModelConfig.black_offset``).
+        gains: the chroma curve's knots (``DeepUPE.chroma_gains``; ``None``: none).
 
     Returns:
         R, G, B of ``255 R`` in [0, 255] (``D <= max_c D_c <= S``), not rounded.
@@ -96,8 +98,14 @@ def render_maps(maps: torch.Tensor, planes: Sequence[torch.Tensor], strength: fl
     if strength != 1.0:
         s = s**strength
     gain = 255 / s
-    if offset:  # 255 beta (1 / S - 1) for each channel: the offset space's grey lift
-        lift = offset * (gain - 255)
+    # 255 beta (1 / S - 1) for each channel: the offset space's grey lift
+    lift = offset * (gain - 255) if offset else None
+    if gains is not None:  # the luma's quotient, plus each channel's chroma times sigma(S) / S
+        yd = LUMA[0] * d[0] + LUMA[1] * d[1] + LUMA[2] * d[2]
+        base = yd * gain if lift is None else yd * gain + lift
+        cg = chroma_gain(s, gains) * gain
+        return tuple((base + cg * (x - yd)).clamp(0.0, 255.0) for x in d)
+    if lift is not None:
         return d[0] * gain + lift, d[1] * gain + lift, d[2] * gain + lift
     return d[0] * gain, d[1] * gain, d[2] * gain
 
@@ -158,12 +166,13 @@ def in_levels(luma: Sequence[Any], chroma: Sequence[Any]) -> tuple[list[Any], li
 
 
 def render_i420(luma: torch.Tensor, chroma: torch.Tensor, y: torch.Tensor, y2: torch.Tensor,
-                uv: torch.Tensor, strength: float = 1.0, blur: float = 0.0, offset: float = 0.0
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                uv: torch.Tensor, strength: float = 1.0, blur: float = 0.0, offset: float = 0.0,
+                gains: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The enhanced planes from :func:`i420_maps`: ``(B, 1, H, W)`` luma and ``(B, 2, H/2, W/2)``
     chroma, rounded 8-bit levels (float; cast them). ``blur``: the denoiser's guide blur
     (``ModelConfig.denoise_blur``), as the planar kernel applies it; ``offset``: the division's
-    beta (``ModelConfig.black_offset``; grey, so only the luma carries it)."""
+    beta (``ModelConfig.black_offset``; grey, so only the luma carries it); ``gains``: the chroma
+    curve's knots (``DeepUPE.chroma_gains``), applied at each block's ``S = 1 / mean(1 / S)``."""
     h, w = y.shape[-2:]
     p, q, lc = (upsample(m, h, w) for m in luma[:, :3].split(1, dim=1))
     c = [upsample(m, h // 2, w // 2) for m in chroma.split(1, dim=1)]
@@ -186,5 +195,7 @@ def render_i420(luma: torch.Tensor, chroma: torch.Tensor, y: torch.Tensor, y2: t
     y_out = torch.floor((d_y + offset) * gain + (16.5 - 219 * offset)).clamp(0.0, 255.0)
     # A block's chroma is divided by the mean of its four 1 / S.
     g = half_mean(gain) * (224 / 219)
+    if gains is not None:
+        g = g * chroma_gain(224 / g, gains)
     uv_out = torch.floor(torch.cat([d_cb, d_cr], dim=1) * g + 128.5).clamp(0.0, 255.0)
     return y_out, uv_out

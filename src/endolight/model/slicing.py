@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from endolight.model.denoise import luma
+
 EPS = 1e-4  # smallest illumination, keeps R = I / S finite on black pixels
 LEVEL0 = 0.25 / 255  # the middle of [0, 0.5 / 255), what an 8-bit 0 stands for (ModelConfig.dequantise)
 
@@ -144,3 +146,34 @@ def divide(image: torch.Tensor, s: torch.Tensor, offset: float = 0.0) -> torch.T
         offset: beta, ``ModelConfig.black_offset``.
     """
     return (image + offset) / s - offset if offset else image / s
+
+
+def chroma_gains(log_gains: torch.Tensor) -> torch.Tensor:
+    """``(K - 1,)`` learned log gains -> the ``(K,)`` knot values of :func:`chroma_gain`:
+    ``exp(log_gains)``, then 1 at ``S = 1`` (an unlifted pixel keeps its colour, so
+    ``strength`` 0 still returns the input)."""
+    return torch.cat([log_gains.exp(), log_gains.new_ones(1)])
+
+
+def chroma_gain(s: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+    """``sigma(S)`` (``ModelConfig.chroma_knots``): piecewise linear over the ``K`` knots
+    ``gains`` (:func:`chroma_gains`) at ``S = i / (K - 1)``.
+
+    Args:
+        s: ``(B, 1, H, W)`` grey illumination in ``(0, 1]``.
+        gains: ``(K,)``.
+
+    Returns:
+        ``(B, 1, H, W)``.
+    """
+    pos = s.clamp(0.0, 1.0) * (gains.shape[0] - 1)
+    lo = pos.floor().clamp(max=gains.shape[0] - 2)
+    i = lo.long()
+    return gains[i] + (pos - lo) * (gains[i + 1] - gains[i])
+
+
+def scale_chroma(image: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` with each channel's difference from the Rec. 601 luma scaled by ``sigma``
+    ``(B, 1, H, W)``: ``Y + sigma (c - Y)``. In Y'CbCr (BT.601) it scales Cb and Cr alone."""
+    y = luma(image)
+    return y + sigma * (image - y)
