@@ -27,6 +27,7 @@ from endolight.kernels.common import (
     axis_taps,
     blurred_guide_row,
     border_span,
+    chroma_curve,
     guide_row,
     row_span,
     sigmoid,
@@ -243,21 +244,22 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
 def _chroma_scaled(img, s, gains, beta, ua, ub, out):  # pragma: no cover - compiled
     """``out[c] = clamp(Y_R + sigma(S) (R_c - Y_R), 0, 1)`` over ``[ua, ub)``: the division
     ``R = (D + beta) / S - beta`` with its chroma (each channel minus the Rec. 601 luma) scaled
-    by the chroma curve, piecewise linear over ``gains`` (K,) at ``S = i / (K - 1)``
-    (``endolight.model.slicing.chroma_gain``). ``img``: ``D`` (3, W)."""
+    by the chroma curve (:func:`~endolight.kernels.common.chroma_curve`). ``img``: ``D`` (3, W)."""
     one, zero = np.float32(1.0), np.float32(0.0)
-    top = gains.shape[0] - 1
     l0, l1, l2 = np.float32(LUMA[0]), np.float32(LUMA[1]), np.float32(LUMA[2])
+    sigma = np.empty(s.shape[0], dtype=np.float32)
+    chroma_curve(s, gains, ua, ub, sigma)
     for x in range(ua, ub):
-        pos = min(max(s[x], zero), one) * np.float32(top)
-        i = min(np.int64(pos), top - 1)
-        sigma = gains[i] + (pos - np.float32(i)) * (gains[i + 1] - gains[i])
         g = one / s[x]
         yd = l0 * img[0, x] + l1 * img[1, x] + l2 * img[2, x]
         yo = (yd + beta) * g - beta
-        cg = sigma * g
-        for c in range(3):
-            out[c, x] = min(max(yo + cg * (img[c, x] - yd), zero), one)
+        cg = sigma[x] * g
+        r = yo + cg * (img[0, x] - yd)
+        gr = yo + cg * (img[1, x] - yd)
+        b = yo + cg * (img[2, x] - yd)
+        out[0, x] = min(max(r, zero), one)
+        out[1, x] = min(max(gr, zero), one)
+        out[2, x] = min(max(b, zero), one)
 
 
 @njit(**JIT_OPTIONS)

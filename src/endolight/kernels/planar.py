@@ -41,6 +41,7 @@ from endolight.kernels.common import (
     ROW_CHUNK,
     axis_taps,
     binomial3_row,
+    chroma_curve,
     guide_row,
     row_span,
     sigmoid,
@@ -360,14 +361,19 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
                             row_out[x] = row_in[x]
                         row_inv[x] = one
         i0, i1, uo, vo = inv[0], inv[1], u_out[j], v_out[j]
+        cg = np.empty(w // 2, dtype=np.float32)  # each block's chroma gain: the mean of its 1 / S
         for i in range(uc, ud):
             e = i + i
             e1 = e + u1
-            g = (i0[e] + i0[e1] + i1[e] + i1[e1]) * quarter
-            if top > 0:  # the chroma curve at the block's S (the harmonic mean of its four)
-                pos = min(one / g, one) * np.float32(top)
-                k = min(np.int64(pos), top - 1)
-                g *= gains[k] + (pos - np.float32(k)) * (gains[k + 1] - gains[k])
+            cg[i] = (i0[e] + i0[e1] + i1[e] + i1[e1]) * quarter
+        if top > 0:  # the chroma curve at each block's S: the harmonic mean of its four
+            for i in range(uc, ud):
+                s[i] = one / cg[i]
+            chroma_curve(s, gains, uc, ud, r)
+            for i in range(uc, ud):
+                cg[i] *= r[i]
+        for i in range(uc, ud):
+            g = cg[i]
             cu = np.float32(128.0) + np.float32(224.0) * dcb[i] * g + half
             cv = np.float32(128.0) + np.float32(224.0) * dcr[i] * g + half
             uo[i] = np.uint8(min(max(cu, zero), np.float32(255.0)))

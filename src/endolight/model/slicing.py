@@ -168,8 +168,13 @@ def chroma_gain(s: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
     """
     pos = s.clamp(0.0, 1.0) * (gains.shape[0] - 1)
     lo = pos.floor().clamp(max=gains.shape[0] - 2)
-    i = lo.long()
-    return gains[i] + (pos - lo) * (gains[i + 1] - gains[i])
+    # Knot values and slopes gathered by a flat index, a plain ONNX Gather: indexing by the
+    # (B, 1, H, W) index itself exports as GatherND, which the exported graphs keep out
+    # (tests/test_export.py).
+    i = lo.long().reshape(-1)
+    base = gains.index_select(0, i).reshape(s.shape)
+    slope = (gains[1:] - gains[:-1]).index_select(0, i).reshape(s.shape)
+    return base + (pos - lo) * slope
 
 
 def scale_chroma(image: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
