@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from endolight.methods.registry import COMPARE_RUNS, LEARNED, comparator_weights, get_method
+from endolight.methods.registry import COMPARE_RUNS, get_methods
 from endolight.pairs import heldout_pairs
 
 
@@ -45,13 +45,7 @@ def main() -> None:
     ap.add_argument("--sigma", type=float, default=1 / 64)
     args = ap.parse_args()
     names = args.methods.split(",")
-
-    def weights(name: str) -> str | Path | None:
-        if name in LEARNED:
-            return comparator_weights(name, args.runs_dir)
-        return args.weights if name.startswith("endolight") else None
-
-    methods = {n: get_method(n, weights(n), "cpu") for n in names}
+    methods = get_methods(names, args.weights, args.runs_dir, "cpu")
     errors: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     for pair in heldout_pairs(args.max_side):
         sigma = args.sigma * max(pair.target.shape[:2])

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from endolight.fov import fov_mask
-from endolight.methods.registry import COMPARE_RUNS, LEARNED, comparator_weights, get_method
+from endolight.methods.registry import COMPARE_RUNS, get_methods
 from endolight.metrics import psnr, ssim
 from endolight.pairs import heldout_pairs
 
@@ -45,13 +45,7 @@ def main() -> None:
     ap.add_argument("--max-side", type=int, default=384)
     args = ap.parse_args()
     names = args.methods.split(",")
-
-    def weights(name: str) -> str | Path | None:
-        if name in LEARNED:
-            return comparator_weights(name, args.runs_dir)
-        return args.weights if name.startswith("endolight") else None
-
-    methods = {n: get_method(n, weights(n), "cpu") for n in names}
+    methods = get_methods(names, args.weights, args.runs_dir, "cpu")
     print("| frame | peak | exposure | " + " | ".join(f"{n}: PSNR / SSIM / error R, G, B" for n in names)
           + f" | {names[0]} + NL-means SSIM |")
     print("|---|---|---|" + "---|" * (len(names) + 1))

@@ -16,7 +16,8 @@ maps; per pixel this kernel only interpolates three maps (four with the blurred 
 
 with ``B`` (the chroma part of the affine row), ``cmax`` (the largest of R, G, B minus luma)
 and ``D_Cb, D_Cr`` computed once per 2x2 block at chroma resolution; the block's chroma is
-divided by the mean of its four ``1 / S`` (what averaging the RGB reference's chroma gives).
+divided by the mean of its four ``1 / S`` (what averaging the RGB reference's chroma gives), and
+with a chroma curve (``ModelConfig.chroma_knots``) multiplied by ``sigma`` at the block's ``S``.
 The division's offset ``beta`` (``ModelConfig.black_offset``: ``R = (D + beta) / S - beta``) is
 grey, so it cancels from the chroma and only the luma carries it.
 Hand-written for the same reason as :mod:`endolight.kernels.fused`: no library fuses this chain.
@@ -366,7 +367,8 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
             e = i + i
             e1 = e + u1
             cg[i] = (i0[e] + i0[e1] + i1[e] + i1[e1]) * quarter
-        if top > 0:  # the chroma curve at each block's S: the harmonic mean of its four
+        if top > 0:  # the chroma curve at each block's S, the harmonic mean of its four (s and
+            # r, the luma rows' scratch, are free again)
             for i in range(uc, ud):
                 s[i] = one / cg[i]
             chroma_curve(s, gains, uc, ud, r)

@@ -99,3 +99,15 @@ def get_method(name: str, weights: str | Path | None = None, device: str = "auto
         raise KeyError(f"unknown method {name!r}; choose from {['endolight', *METHODS, *LEARNED]} "
                        f"(endolight takes options: {'+'.join(['endolight', *FIDELITY_OPTIONS])})")
     return METHODS[name]
+
+
+def get_methods(names: list[str], ours: str | Path | None = None, runs_dir: str | Path = COMPARE_RUNS,
+                device: str = "auto") -> dict[str, Method]:
+    """:func:`get_method` of each name: learned comparators from ``runs_dir`` (``endolight
+    compare``'s cache), our model's rows (``"endolight..."``) with the weights ``ours``."""
+    def weights(name: str) -> str | Path | None:
+        if name in LEARNED:
+            return comparator_weights(name, runs_dir)
+        return ours if name.startswith("endolight") else None
+
+    return {name: get_method(name, weights(name), device) for name in names}
