@@ -36,7 +36,7 @@ from endolight.model.config import FITS_MAPS
 from endolight.model.denoise import shrink
 from endolight.model.slicing import EPS, LEVEL0
 from endolight.network_runtime import Network, onnx_network
-from endolight.planar import GridFilter, PlanarPlan, filtered_grid, plan_planes, render_plan
+from endolight.planar import GridFilter, PlanarPlan, chroma_table, filtered_grid, plan_planes, render_plan
 
 EXPOSURE_TOL = 0.005  # exposure target met to within this mean luma (data range 1)
 
@@ -80,8 +80,7 @@ class Enhancer:
             raise ValueError("the fused kernel runs on CPU only")
         use_fused = self.device.type == "cpu" if fused is None else fused
         self.guide_params = GuideParams.from_module(self.model.guide) if use_fused else None
-        gains = self.model.chroma_gains()
-        self.chroma_gains = None if gains is None else gains.detach().cpu().numpy().astype(np.float32)
+        self.chroma_gains = chroma_table(self.model)  # the kernels' copy, made once
         self._network: Network | None = None if use_fused else self.model.coeffs
         self._view: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # see _kept
         if model is None and self.device.type == "cpu":
@@ -251,7 +250,7 @@ class Enhancer:
         if self.keep_border:
             keep, spans = self._kept(fov_mask(i420_to_rgb(planes)) if fov is None else fov)
         return plan_planes(self.model, self.guide_params, planes, k, keep, grid_filter, small=small,
-                           network=self.network, spans=spans)
+                           network=self.network, spans=spans, gains=self.chroma_gains)
 
     def _kept(self, fov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The border mask of a field of view and its ``view_spans``, kept while a stream passes

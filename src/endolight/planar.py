@@ -200,6 +200,13 @@ class PlanarPlan:
     gains: np.ndarray | None = None  # the chroma curve's knots (DeepUPE.chroma_gains)
 
 
+def chroma_table(model: DeepUPE) -> np.ndarray | None:
+    """The model's chroma curve (``DeepUPE.chroma_gains``) as the kernels take it: ``(K,)``
+    float32 knot values, ``None`` without a curve."""
+    gains = model.chroma_gains()
+    return None if gains is None else gains.detach().cpu().numpy().astype(np.float32)
+
+
 def small_copy(model: DeepUPE, buf: np.ndarray) -> np.ndarray:
     """The ``(3, h, w)`` float32 RGB copy of a ``(3H/2, W)`` I420 frame that the planar path
     works from: :func:`small_planes` in RGB."""
@@ -220,7 +227,8 @@ def small_planes(model: DeepUPE, buf: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: float = 1.0,
                 keep: np.ndarray | None = None, grid_filter: GridFilter | None = None,
                 denoise: bool = True, small: np.ndarray | None = None,
-                network: Network | None = None, spans: np.ndarray | None = None) -> PlanarPlan:
+                network: Network | None = None, spans: np.ndarray | None = None,
+                gains: np.ndarray | None = None) -> PlanarPlan:
     """The low-resolution half of the planar path for one ``(3H/2, W)`` uint8 I420 frame
     (network, slice, guided-filter fit).
 
@@ -235,6 +243,7 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
         small: the frame's :func:`small_copy` when the caller has made it already.
         network: what runs ``model.coeffs`` (default: the module itself).
         spans: ``keep``'s ``view_spans`` when the caller keeps them from frame to frame.
+        gains: the model's :func:`chroma_table` when the caller keeps it (made here otherwise).
     """
     y, u, v = i420_planes(buf)
     h, w = y.shape
@@ -247,9 +256,8 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
                                coarse_fit=h * w >= COARSE_FIT_PIXELS)
     blur = model.cfg.guide_blur if denoise else 0.0  # without the denoiser the kernel skips the blur
     fill = None if keep is None else border_fill_planes(y, u, v, keep)
-    gains = model.chroma_gains()
     return PlanarPlan(buf, luma, chroma, strength, keep, fill, blur, model.cfg.black_offset, spans,
-                      None if gains is None else gains.detach().cpu().numpy())
+                      chroma_table(model) if gains is None else gains)
 
 
 def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:
