@@ -8,8 +8,8 @@ laparoscopy clip of ../shared/data, resized to WIDTH x HEIGHT, as a
 sending starts, so only the sending shares this machine), as a camera or a video processor
 would; this process enhances it with the shipped model
 (`endolight.video.enhance_video`, as `endolight video udp://... -o out.mp4` does) and prints the
-frames written and dropped, the latency from decoded to written (p50, p99), the first frames'
-latencies and which frames took over 50 ms. Stop other work first.
+frames written and dropped, the latency from decoded to written (p50, p99), the first and
+last frames' latencies and which frames took over 50 ms. Stop other work first.
 """
 
 from __future__ import annotations
@@ -124,6 +124,7 @@ def main() -> None:
         print(f"after the first second: p50 {np.percentile(steady, 50):.0f} ms, "
               f"p99 {np.percentile(steady, 99):.0f} ms, max {steady.max():.0f} ms")
     print("first 12 frames (ms):", " ".join(f"{x:.0f}" for x in lat[:12]))
+    print("last 6 frames (ms):", " ".join(f"{x:.0f}" for x in lat[-6:]))
     print("frames over 50 ms:", [i for i, x in enumerate(lat) if x > 50])
 
 

@@ -369,7 +369,7 @@ def test_cli_crf_sets_the_outputs_quality(tmp_path, sequence):
 
 def test_border_follows_the_clips_accumulated_view(tmp_path, data_root, enhancer):
     # A real clip with a round view, dimmed and noisy: every pixel outside the view of the
-    # frames seen so far (1, 3, 4, 8: the tracker's schedule) is the border's, to the byte.
+    # frames seen before it (1, 2, 4, 8: the tracker's schedule) is the border's, to the byte.
     from endolight.data import list_frames
     from endolight.degrade import DegradeConfig
     from endolight.pairs import make_pair
@@ -395,11 +395,11 @@ def _border_written(frame: np.ndarray, border: np.ndarray) -> np.ndarray:
 
 
 def _view_in_force(frames: list[np.ndarray], k: int) -> np.ndarray:
-    """The view `video` uses at frame ``k`` of a scene: FovTracker re-derives it on frames 1, 3,
-    4, 8..., from the scene's frames so far."""
+    """The view `video` uses at frame ``k`` of a scene: the first frame's own, then the one
+    FovTracker re-derived once 2, 4, 8... frames were seen, from the frame after."""
     from endolight.fov import detect_fov
 
-    seen = 1 if k < 2 else 3 if k == 2 else 1 << (k + 1).bit_length() - 1
+    seen = 1 << max(k, 1).bit_length() - 1
     return detect_fov(frames[:seen])
 
 
@@ -461,8 +461,8 @@ def test_cli_video_options_change_the_output_as_documented(tmp_path, data_root):
     plain = _cli_frames(src, tmp_path / "plain", "--no-temporal")
     # --no-keep-border: the border is brightened too; by default it is not enhanced (to the byte:
     # the input, its noise flattened by endolight.border).
-    # The video's view is accumulated over the scene's first frames (FovTracker), re-derived on
-    # frames 1, 3, 4, 8...: frame k keeps the border of the view built from its first `seen` frames.
+    # The video's view is accumulated over the scene's first frames (FovTracker), re-derived
+    # once 1, 2, 4, 8... were seen: frame k keeps the border of the view built from `seen` frames.
     for k in range(len(frames)):
         border = ~_view_in_force(frames, k)
         for outs in (plain, base):

@@ -212,31 +212,26 @@ def _items(q: queue.Queue, failed: threading.Event) -> Iterator[tuple]:
 
 
 def redetects_at(count: int) -> bool:
-    """Whether a scene's view is re-derived when its ``count``-th frame is added: frames 1, 3,
-    4, 8, 16, ...
-
-    Not on frame 2: on a live 1080p stream that detection (8-15 ms) came on top of the first
-    frame's start-up and kept frames 1-3 over 50 ms of latency; by frame 3 the start-up has
-    drained. ``scripts/live_latency.py 1920 1080 --low-latency``, four runs each: p99 47-57 ms
-    with frame 2, 42-49 with frame 3. Dropping it (1, 4, 8, ...: 41-48 ms) left frames 2 and 3
-    the first frame's view, and the temporal filter's frame 4 noisier: on the four-frame clip of
-    ``test_cli_video_options_change_the_output_as_documented`` (one scene, exposure drawn per
-    frame), inside every frame's view, 0.98 of the noise without it, against 0.75 (0.77 with
-    frame 2).
-    """
-    return count == 3 or (count != 2 and count & (count - 1) == 0)
+    """Whether a scene's view is re-derived once its ``count``-th frame is added: frames 1, 2,
+    4, 8, 16, 32 (a doubling schedule; detection costs more than enhancing)."""
+    return count & (count - 1) == 0
 
 
 class _SceneView:
     """The field of view in force for each frame of a stream, tracked per scene (a new scope
     may follow a cut). The first frames of a scene are accumulated (``FovTracker``), so a view
     edge that is dark in one frame shows in their average; the mask is re-derived on a doubling
-    schedule (:func:`redetects_at`), not per frame: detection costs more than enhancing. A cut is
-    known once the grid smoother has seen the frame that made it, so the tracker restarts on the
-    frame after it (the cut's first frame still has the previous scene's view)."""
+    schedule (:func:`redetects_at`), not per frame. A scene's first frame is detected at once
+    (there is nothing else to use); the later detections run in :meth:`refine`, once the frame
+    that calls for one has been handed on, in the planner's idle time before the next frame,
+    which is the first to use it: detection (5-15 ms at 1080p) then adds to no frame's latency
+    but a scene's first. A cut is known once the grid smoother has seen the frame that made it,
+    so the tracker restarts on the frame after it (the cut's first frame still has the previous
+    scene's view)."""
 
     def __init__(self, smoother: GridSmoother | None) -> None:
         self.smoother, self.tracker, self.scene_cuts, self.fov = smoother, FovTracker(), 0, None
+        self._due = False  # the frames added call for a detection that refine() has not run
 
     def __call__(self, frame: Frame, small: np.ndarray | None = None) -> np.ndarray | None:
         """The mask for ``frame``; ``small``: its planar small copy when made already (the
@@ -257,9 +252,18 @@ class _SceneView:
                 tracker.add(thumbnail(frame.planes, size), frame.shape)
             else:
                 tracker.add(frame.image)
-            if redetects_at(tracker.count):
-                self.fov = tracker.mask
+            if tracker.count == 1:
+                self.fov, self._due = tracker.mask, False
+            else:
+                self._due = redetects_at(tracker.count)
         return self.fov
+
+    def refine(self) -> None:
+        """Run the detection the last frame called for, for the frames after it; none after a
+        cut (the next frame starts the new scene's view)."""
+        if self._due and not (self.smoother and self.smoother.cuts > self.scene_cuts):
+            self.fov = self.tracker.mask
+        self._due = False
 
 
 def _plan(q_in: queue.Queue, q_plan: queue.Queue, enhancer: Enhancer, temporal: TemporalConfig | None,
@@ -286,6 +290,8 @@ def _plan(q_in: queue.Queue, q_plan: queue.Queue, enhancer: Enhancer, temporal: 
             # The small luma goes on to the temporal filter's motion map.
             if not _put(q_plan, (frame, work, fov, None if ycc is None else ycc[0], t0), stop):
                 return
+            if scene is not None:
+                scene.refine()
     except KeyboardInterrupt:
         report.interrupted = True
     except Exception as exc:  # noqa: BLE001 - a fault in one frame still finishes the file
@@ -301,11 +307,11 @@ def _render(q_plan: queue.Queue, q_out: queue.Queue, enhancer: Enhancer, tempora
     denoiser = TemporalDenoiser(temporal) if temporal and temporal.denoise > 0 else None
     for frame, work, fov, shrunk, t0 in _items(q_plan, failed):
         if isinstance(work, PlanarPlan):
-            out, source = render_plan(work), frame.planes
+            out, source, spans = render_plan(work), frame.planes, work.spans
         else:
-            out, source = work, frame.image
+            out, source, spans = work, frame.image, None
         if denoiser:
-            out = denoiser(source, out, fov if enhancer.keep_border else None, shrunk)
+            out = denoiser(source, out, fov if enhancer.keep_border else None, shrunk, spans)
         if side_by_side:
             out = np.concatenate([frame.image, as_rgb(out)], axis=1)
         report.enhanced += 1
