@@ -327,7 +327,8 @@ def signatures():
 enhancer = Enhancer(device="cpu")
 warm_up(enhancer)
 before = signatures()
-enhance_video(sys.argv[1], sys.argv[2], enhancer, VideoOptions(max_frames=6))
+for i, source in enumerate(sys.argv[2:]):
+    enhance_video(source, f"{sys.argv[1]}/out{i}.mp4", enhancer, VideoOptions(max_frames=6))
 print(sorted(signatures() - before))
 """
 
@@ -335,12 +336,22 @@ print(sorted(signatures() - before))
 def test_warm_up_leaves_no_kernel_to_load_during_a_stream(tmp_path, data_root):
     # A live stream warms the enhancer before its source opens: loading a compiled kernel
     # holds the GIL, so none may be left for the stream's first frames (the grid smoother's
-    # histogram was, until 6 December). The real clip's decoder planes take the planar path.
+    # histogram was, until 6 December, and its strided input at 1080p until 7 December). The
+    # real clip's decoder planes take the planar path; at 1080p its small copy is thinned.
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", NEW_SIGNATURES, str(data_root / CLIP),
-                           str(tmp_path / "out.mp4")], capture_output=True, text=True, timeout=300)
+    big = tmp_path / "1080p.mp4"
+    with av.open(str(data_root / CLIP)) as src:
+        decoded = zip(range(6), src.decode(video=0), strict=False)
+        frames = [cv2.resize(f.to_ndarray(format="rgb24"), (1920, 1080)) for _, f in decoded]
+    sink = VideoSink(big, 1920, 1080, Fraction(25), Fraction(1, 25))
+    for i, image in enumerate(frames):
+        sink.write(Frame(image, i, i, Fraction(1, 25)), image)
+    sink.close()
+    sources = [str(data_root / CLIP), str(big)]
+    proc = subprocess.run([sys.executable, "-c", NEW_SIGNATURES, str(tmp_path), *sources],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
 
