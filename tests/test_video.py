@@ -451,7 +451,7 @@ def test_cli_video_options_change_the_output_as_documented(tmp_path, data_root):
     # tests/test_fidelity.py::test_exposure_target_is_met). The temporal noise reduction then
     # blends each pixel with the past where the input is still, and these four frames' exposures
     # jump (0.1-1 apart, drawn per frame), and so does the view in force over a scene's first
-    # frames (here 52, 38, 38, 45 % of the frame; the clean view is 43 %): a frame met its target
+    # frames (here 52, 52, 38, 38 % of the frame; the clean view is 43 %): a frame met its target
     # over another view than the next one's, so the blend's mean misses it either way. Measured
     # 0.330-0.342 for 0.35 and 0.540-0.571 for 0.6 when frame 0's view was cut to 27 %, then
     # 0.349-0.406 for 0.35 and 0.598-0.670 for 0.6 since dim frames' views are found at a common
