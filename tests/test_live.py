@@ -221,7 +221,7 @@ class PacedLiveSource:
 class SleepyEnhancer:
     """Takes ``seconds`` per frame without using the CPU (so the machine's load does not matter)."""
 
-    keep_border, guide_params = False, None
+    keep_border, guide_params, planar = False, None, False
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds

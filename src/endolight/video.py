@@ -1,7 +1,8 @@
 """Enhance a video stream in real time: decode | enhance | encode, overlapped in threads.
 
-A reader thread decodes; a planner thread does the enhancer's low-resolution half (network,
-slice, denoiser fit: :func:`endolight.planar.plan_planes`) one frame ahead of the calling
+A reader thread decodes (and shrinks the decoder's planes to the planner's small copy: it has
+the time, the planner has not at 720p); a planner thread does the enhancer's low-resolution half
+(network, slice, denoiser fit: :func:`endolight.planar.plan_planes`) one frame ahead of the calling
 thread, which runs the full-resolution kernel and the temporal filter; a writer thread encodes.
 NumPy, OpenCV, PyTorch and the kernels release the GIL, so the stages share the cores. Bounded
 queues between them keep memory flat for a video of any length. Whatever happens part-way
@@ -150,12 +151,17 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
 
 
 def _read(source: Source, q: queue.Queue, stop: threading.Event, drop_late: bool,
-          max_frames: int | None, report: VideoReport) -> None:
+          max_frames: int | None, report: VideoReport,
+          shrink: Callable[[np.ndarray], tuple[np.ndarray, ...]] | None = None) -> None:
+    """The reader thread: each decoded frame, with the time it was decoded and, given
+    ``shrink``, its planes' small copy (``planar.small_planes``), which the reader makes
+    while it would otherwise wait on a full queue, off the planner's thread."""
     try:
         for frame in source:
             if stop.is_set() or (max_frames is not None and report.decoded >= max_frames):
                 break
-            item = (frame, time.perf_counter())
+            t0 = time.perf_counter()
+            item = (frame, shrink(frame.planes) if shrink and frame.planes is not None else None, t0)
             if drop_late:
                 # Live and low latency: the queue is full only when the enhancer has fallen
                 # behind by LIVE_BACKLOG_S; the oldest waiting frame makes room (counted).
@@ -274,10 +280,10 @@ def _plan(q_in: queue.Queue, q_plan: queue.Queue, enhancer: Enhancer, temporal: 
     scene = _SceneView(smoother) if enhancer.keep_border else None
     fov, planned = None, 0
     try:
-        for frame, t0 in _items(q_in, failed):
+        for frame, ycc, t0 in _items(q_in, failed):
             # The decoder's planes when it gave them (no RGB frame is ever made), else RGB.
             planar = frame.planes is not None and enhancer.planar
-            ycc = small_planes(enhancer.model, frame.planes) if planar else None
+            ycc = (ycc or small_planes(enhancer.model, frame.planes)) if planar else None
             small = None if ycc is None else ycc_to_rgb(*ycc)
             if scene is not None:
                 fov = scene(frame, small)
@@ -369,8 +375,9 @@ def process(
     stop = threading.Event()
     report, failed = VideoReport(), threading.Event()
     drop_late = opts.low_latency and source.info.live
-    reader = threading.Thread(target=_read, args=(source, q_in, stop, drop_late, opts.max_frames, report),
-                              daemon=True)
+    shrink = (lambda planes: small_planes(enhancer.model, planes)) if enhancer.planar else None
+    reader = threading.Thread(target=_read, args=(source, q_in, stop, drop_late, opts.max_frames, report,
+                                                  shrink), daemon=True)
     writer = threading.Thread(target=_write, args=(sinks, q_out, report, failed, on_frame), daemon=True)
     start = time.perf_counter()
     reader.start()
