@@ -152,9 +152,10 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
 
 def _read(source: Source, q: queue.Queue, stop: threading.Event, drop_late: bool,
           max_frames: int | None, report: VideoReport,
-          shrink: Callable[[np.ndarray], tuple[np.ndarray, ...]] | None = None) -> None:
-    """The reader thread: each decoded frame, with the time it was decoded and, given
-    ``shrink``, its planes' small copy (``planar.small_planes``), which the reader makes
+          shrink: Callable[[np.ndarray], tuple[np.ndarray, ...]] | None) -> None:
+    """The reader thread: each decoded frame, with its planes' small copy
+    (``planar.small_planes``) when the planar path takes them (``shrink`` given and the
+    decoder gave planes; else ``None``), and the time it was decoded. The reader makes the copy
     while it would otherwise wait on a full queue, off the planner's thread."""
     try:
         for frame in source:
@@ -281,10 +282,10 @@ def _plan(q_in: queue.Queue, q_plan: queue.Queue, enhancer: Enhancer, temporal: 
     fov, planned = None, 0
     try:
         for frame, ycc, t0 in _items(q_in, failed):
-            # The decoder's planes when it gave them (no RGB frame is ever made), else RGB.
-            planar = frame.planes is not None and enhancer.planar
-            ycc = (ycc or small_planes(enhancer.model, frame.planes)) if planar else None
-            small = None if ycc is None else ycc_to_rgb(*ycc)
+            # The decoder's planes when it gave them (no RGB frame is ever made), else RGB: the
+            # reader made the small copy exactly when the planar path runs.
+            planar = ycc is not None
+            small = ycc_to_rgb(*ycc) if planar else None
             if scene is not None:
                 fov = scene(frame, small)
             if planar:
@@ -294,7 +295,7 @@ def _plan(q_in: queue.Queue, q_plan: queue.Queue, enhancer: Enhancer, temporal: 
             report.cuts = smoother.cuts if smoother else 0
             planned += 1
             # The small luma goes on to the temporal filter's motion map.
-            if not _put(q_plan, (frame, work, fov, None if ycc is None else ycc[0], t0), stop):
+            if not _put(q_plan, (frame, work, fov, ycc[0] if planar else None, t0), stop):
                 return
             if scene is not None:
                 scene.refine()
