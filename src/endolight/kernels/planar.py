@@ -245,153 +245,155 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
     use_fill = fill.shape[0] == 4
     use_blur = blur != zero
     top = gains.shape[0] - 1  # the chroma curve's last knot (-1: none)
-    for j in prange(h // 2):
-        y0, y1 = 2 * j, 2 * j + 1
-        xa, xb, holes = 0, w, False
-        if use_keep:
-            xa, xb, holes = spans[j, 0], spans[j, 1], spans[j, 6] != 0
-            if xa >= xb:
-                _outside(y_in, u_in, v_in, y_out, u_out, v_out, j, spans[j], fill, use_fill)
-                continue
-        # Computed over whole runs of ALIGN pixels (what lies outside the view is overwritten
-        # after): a span starting mid-vector slowed every row loop (measured: the kernel 7.9 ->
-        # 6.9 CPU-ms a 1080p frame with the benchmark clip's border, one thread).
-        wa, wb = (xa // ALIGN) * ALIGN, min(-(-xb // ALIGN) * ALIGN, w)
-        ca, cb = xa // 2, xb // 2
-        uc, ud = np.uint64(wa // 2), np.uint64(wb // 2)
-        # Chroma resolution: the block's denoised chroma, its affine term and colour maximum.
-        r0, wy = lc_lo[j], lc_w[j]
-        r1 = min(r0 + 1, hl - 1)
+    rows = ROW_CHUNK // 2  # block rows per work item: they share one set of scratch rows
+    for c in prange(-(-(h // 2) // rows)):
         maps = np.empty((8, w // 2), dtype=np.float32)
-        for k in range(8):
-            c0, c1, mk = chroma_maps[k, r0], chroma_maps[k, r1], maps[k]
-            for i in range(uc, ud):
-                mk[i] = (one - wy) * c0[i] + wy * c1[i]
         dcb = np.empty(w // 2, dtype=np.float32)
         dcr = np.empty(w // 2, dtype=np.float32)
         bterm = np.empty(w, dtype=np.float32)  # per luma column (each block's value twice)
         cmax = np.empty(w, dtype=np.float32)
-        # The 3x3 binomial blur of Y' on both rows, in levels (the filter's blurred guide).
         blurred = np.empty((2, w), dtype=np.float32)  # read only where written (use_blur)
-        if use_blur:
-            for t in range(2):
-                y = y0 + t
-                binomial3_row(y_in[max(y - 1, 0)], y_in[y], y_in[min(y + 1, h - 1)], wa, wb, blurred[t])
-        # A block's two columns as unsigned ``e`` and ``e + u1`` of the same row: ``e + 1`` would
-        # be an int64 in numba, whose negative-index check keeps a loop scalar, and a view shifted
-        # by one hides the stride-2 pair from LLVM's interleaved loads (measured: the kernel 8.4
-        # -> 6.3 CPU-ms a 1080p frame, one thread, output byte-identical).
-        ya, yb, ur, vr = y_in[y0], y_in[y1], u_in[j], v_in[j]
-        ba, bb = blurred[0], blurred[1]
-        u1 = np.uint64(1)
-        for i in range(uc, ud):
-            e = i + i
-            e1 = e + u1
-            ybar = (np.float32(ya[e]) + np.float32(ya[e1])
-                    + np.float32(yb[e]) + np.float32(yb[e1])) * quarter
-            if use_blur:  # the block's mean guide: Ybar + blur (Bbar - Ybar)
-                ybar += blur * ((ba[e] + ba[e1] + bb[e] + bb[e1]) * quarter - ybar)
-            ybar = (ybar - np.float32(16.0)) * y_scale
-            cbn = (np.float32(ur[i]) - np.float32(128.0)) * c_scale
-            crn = (np.float32(vr[i]) - np.float32(128.0)) * c_scale
-            d_cb = maps[0, i] * cbn + maps[1, i] * ybar + maps[2, i]
-            d_cr = maps[0, i] * crn + maps[3, i] * ybar + maps[4, i]
-            dcb[i], dcr[i] = d_cb, d_cr
-            bt = maps[5, i] * d_cb + maps[6, i] * d_cr + maps[7, i]
-            cm = max(cr_r * d_cr, max(-cb_g * d_cb - cr_g * d_cr, cb_b * d_cb))
-            bterm[e], bterm[e1] = bt, bt
-            cmax[e], cmax[e1] = cm, cm
-        # Luma resolution, both rows of the block row: three maps interpolated per row.
         inv = np.empty((2, w), dtype=np.float32)  # read only where written ([wa, wb))
         p = np.empty(w, dtype=np.float32)
         q = np.empty(w, dtype=np.float32)
         lc = np.empty(w, dtype=np.float32)
         r = np.empty(w, dtype=np.float32)
         s = np.empty(w, dtype=np.float32)
-        # Unsigned bounds and 1-D row views: numba then drops its negative-index checks, whose
-        # branches would stop these loops from vectorising.
-        ua, ub = np.uint64(wa), np.uint64(wb)
-        for t in range(2):
-            y = y0 + t
-            s0, sw = ly_lo[y], ly_w[y]
-            s1 = min(s0 + 1, hl - 1)
-            p0, p1 = luma_maps[0, s0], luma_maps[0, s1]
-            q0, q1 = luma_maps[1, s0], luma_maps[1, s1]
-            l0, l1 = luma_maps[2, s0], luma_maps[2, s1]
-            row_in, row_out, row_inv, row_b = y_in[y], y_out[y], inv[t], blurred[t]
-            for x in range(ua, ub):
-                p[x] = (one - sw) * p0[x] + sw * p1[x]
-                q[x] = (one - sw) * q0[x] + sw * q1[x]
-                lc[x] = (one - sw) * l0[x] + sw * l1[x]
-            if use_blur:  # the guide's blurred part: Q + R Bn
-                r0, r1 = luma_maps[3, s0], luma_maps[3, s1]
-                for x in range(ua, ub):
-                    r[x] = (one - sw) * r0[x] + sw * r1[x]
-                for x in range(ua, ub):
-                    q[x] += r[x] * ((row_b[x] - np.float32(16.0)) * y_scale)
-            # Short loops, each over few arrays: LLVM vectorises them (one long loop over all
-            # of them stays scalar, measured 3x slower).
-            for x in range(ua, ub):
-                p[x] = p[x] * ((np.float32(row_in[x]) - np.float32(16.0)) * y_scale) + q[x]  # D_Y
-            for x in range(ua, ub):
-                q[x] = lc[x] * p[x] + bterm[x]  # the logit
-            for x in range(ua, ub):
-                s[x] = sigmoid(q[x])
-            for x in range(ua, ub):
-                m = (min(max(p[x] + cmax[x], zero), one) + beta) * lift
-                s[x] = max(m + (one - m) * s[x], eps)
-            if use_pow:  # a separate loop: the powf call would keep the common one scalar
-                for x in range(ua, ub):
-                    s[x] = s[x] ** strength
-            for x in range(ua, ub):  # one division a pixel: the quotient is times its 1 / S
-                g = one / s[x]
-                v = np.float32(16.0) + np.float32(219.0) * ((p[x] + beta) * g - beta) + half
-                row_out[x] = np.uint8(min(max(v, zero), np.float32(255.0)))
-                row_inv[x] = g
-            if use_keep:  # the row's kept pixels before and after its own span count S = 1
-                ra, rb = spans[j, 2 + 2 * t], spans[j, 3 + 2 * t]
-                row_inv[ua:min(ra, wb)] = one
-                row_inv[rb:ub] = one
-            if holes:  # kept pixels inside the span (a view that is not convex)
-                row_keep = keep[y]
-                for x in range(np.uint64(xa), np.uint64(xb)):
-                    if row_keep[x]:
-                        if use_fill:
-                            _border_luma(row_in, row_out, x, x + u1, fill)
-                        else:
-                            row_out[x] = row_in[x]
-                        row_inv[x] = one
-        i0, i1, uo, vo = inv[0], inv[1], u_out[j], v_out[j]
         cg = np.empty(w // 2, dtype=np.float32)  # each block's chroma gain: the mean of its 1 / S
-        for i in range(uc, ud):
-            e = i + i
-            e1 = e + u1
-            cg[i] = (i0[e] + i0[e1] + i1[e] + i1[e1]) * quarter
-        if top > 0:  # the chroma curve at each block's S, the harmonic mean of its four (s and
-            # r, the luma rows' scratch, are free again)
+        for j in range(c * rows, min(c * rows + rows, h // 2)):
+            y0, y1 = 2 * j, 2 * j + 1
+            xa, xb, holes = 0, w, False
+            if use_keep:
+                xa, xb, holes = spans[j, 0], spans[j, 1], spans[j, 6] != 0
+                if xa >= xb:
+                    _outside(y_in, u_in, v_in, y_out, u_out, v_out, j, spans[j], fill, use_fill)
+                    continue
+            # Computed over whole runs of ALIGN pixels (what lies outside the view is overwritten
+            # after): a span starting mid-vector slowed every row loop (measured: the kernel 7.9 ->
+            # 6.9 CPU-ms a 1080p frame with the benchmark clip's border, one thread).
+            wa, wb = (xa // ALIGN) * ALIGN, min(-(-xb // ALIGN) * ALIGN, w)
+            ca, cb = xa // 2, xb // 2
+            uc, ud = np.uint64(wa // 2), np.uint64(wb // 2)
+            # Chroma resolution: the block's denoised chroma, its affine term and colour maximum.
+            r0, wy = lc_lo[j], lc_w[j]
+            r1 = min(r0 + 1, hl - 1)
+            for k in range(8):
+                c0, c1, mk = chroma_maps[k, r0], chroma_maps[k, r1], maps[k]
+                for i in range(uc, ud):
+                    mk[i] = (one - wy) * c0[i] + wy * c1[i]
+            # The 3x3 binomial blur of Y' on both rows, in levels (the filter's blurred guide).
+            if use_blur:
+                for t in range(2):
+                    y = y0 + t
+                    binomial3_row(y_in[max(y - 1, 0)], y_in[y], y_in[min(y + 1, h - 1)], wa, wb, blurred[t])
+            # A block's two columns as unsigned ``e`` and ``e + u1`` of the same row: ``e + 1`` would
+            # be an int64 in numba, whose negative-index check keeps a loop scalar, and a view shifted
+            # by one hides the stride-2 pair from LLVM's interleaved loads (measured: the kernel 8.4
+            # -> 6.3 CPU-ms a 1080p frame, one thread, output byte-identical).
+            ya, yb, ur, vr = y_in[y0], y_in[y1], u_in[j], v_in[j]
+            ba, bb = blurred[0], blurred[1]
+            u1 = np.uint64(1)
             for i in range(uc, ud):
-                s[i] = one / cg[i]
-            chroma_curve(s, gains, uc, ud, r)
-            for i in range(uc, ud):
-                cg[i] *= r[i]
-        for i in range(uc, ud):
-            g = cg[i]
-            cu = np.float32(128.0) + np.float32(224.0) * dcb[i] * g + half
-            cv = np.float32(128.0) + np.float32(224.0) * dcr[i] * g + half
-            uo[i] = np.uint8(min(max(cu, zero), np.float32(255.0)))
-            vo[i] = np.uint8(min(max(cv, zero), np.float32(255.0)))
-        if holes:  # a block whose four pixels are kept keeps its chroma
-            k0, k1 = keep[y0], keep[y1]
-            for i in range(np.uint64(ca), np.uint64(cb)):
                 e = i + i
                 e1 = e + u1
-                if k0[e] & k0[e1] & k1[e] & k1[e1]:
-                    if use_fill:
-                        _border_chroma(ya, yb, ur, vr, uo, vo, i, i + u1, fill)
-                    else:
-                        uo[i], vo[i] = ur[i], vr[i]
-        if use_keep:
-            _outside(y_in, u_in, v_in, y_out, u_out, v_out, j, spans[j], fill, use_fill)
+                ybar = (np.float32(ya[e]) + np.float32(ya[e1])
+                        + np.float32(yb[e]) + np.float32(yb[e1])) * quarter
+                if use_blur:  # the block's mean guide: Ybar + blur (Bbar - Ybar)
+                    ybar += blur * ((ba[e] + ba[e1] + bb[e] + bb[e1]) * quarter - ybar)
+                ybar = (ybar - np.float32(16.0)) * y_scale
+                cbn = (np.float32(ur[i]) - np.float32(128.0)) * c_scale
+                crn = (np.float32(vr[i]) - np.float32(128.0)) * c_scale
+                d_cb = maps[0, i] * cbn + maps[1, i] * ybar + maps[2, i]
+                d_cr = maps[0, i] * crn + maps[3, i] * ybar + maps[4, i]
+                dcb[i], dcr[i] = d_cb, d_cr
+                bt = maps[5, i] * d_cb + maps[6, i] * d_cr + maps[7, i]
+                cm = max(cr_r * d_cr, max(-cb_g * d_cb - cr_g * d_cr, cb_b * d_cb))
+                bterm[e], bterm[e1] = bt, bt
+                cmax[e], cmax[e1] = cm, cm
+            # Luma resolution, both rows of the block row: three maps interpolated per row.
+            # Unsigned bounds and 1-D row views: numba then drops its negative-index checks, whose
+            # branches would stop these loops from vectorising.
+            ua, ub = np.uint64(wa), np.uint64(wb)
+            for t in range(2):
+                y = y0 + t
+                s0, sw = ly_lo[y], ly_w[y]
+                s1 = min(s0 + 1, hl - 1)
+                p0, p1 = luma_maps[0, s0], luma_maps[0, s1]
+                q0, q1 = luma_maps[1, s0], luma_maps[1, s1]
+                l0, l1 = luma_maps[2, s0], luma_maps[2, s1]
+                row_in, row_out, row_inv, row_b = y_in[y], y_out[y], inv[t], blurred[t]
+                for x in range(ua, ub):
+                    p[x] = (one - sw) * p0[x] + sw * p1[x]
+                    q[x] = (one - sw) * q0[x] + sw * q1[x]
+                    lc[x] = (one - sw) * l0[x] + sw * l1[x]
+                if use_blur:  # the guide's blurred part: Q + R Bn
+                    r0, r1 = luma_maps[3, s0], luma_maps[3, s1]
+                    for x in range(ua, ub):
+                        r[x] = (one - sw) * r0[x] + sw * r1[x]
+                    for x in range(ua, ub):
+                        q[x] += r[x] * ((row_b[x] - np.float32(16.0)) * y_scale)
+                # Short loops, each over few arrays: LLVM vectorises them (one long loop over all
+                # of them stays scalar, measured 3x slower).
+                for x in range(ua, ub):
+                    p[x] = p[x] * ((np.float32(row_in[x]) - np.float32(16.0)) * y_scale) + q[x]  # D_Y
+                for x in range(ua, ub):
+                    q[x] = lc[x] * p[x] + bterm[x]  # the logit
+                for x in range(ua, ub):
+                    s[x] = sigmoid(q[x])
+                for x in range(ua, ub):
+                    m = (min(max(p[x] + cmax[x], zero), one) + beta) * lift
+                    s[x] = max(m + (one - m) * s[x], eps)
+                if use_pow:  # a separate loop: the powf call would keep the common one scalar
+                    for x in range(ua, ub):
+                        s[x] = s[x] ** strength
+                for x in range(ua, ub):  # one division a pixel: the quotient is times its 1 / S
+                    g = one / s[x]
+                    v = np.float32(16.0) + np.float32(219.0) * ((p[x] + beta) * g - beta) + half
+                    row_out[x] = np.uint8(min(max(v, zero), np.float32(255.0)))
+                    row_inv[x] = g
+                if use_keep:  # the row's kept pixels before and after its own span count S = 1
+                    ra, rb = spans[j, 2 + 2 * t], spans[j, 3 + 2 * t]
+                    row_inv[ua:min(ra, wb)] = one
+                    row_inv[rb:ub] = one
+                if holes:  # kept pixels inside the span (a view that is not convex)
+                    row_keep = keep[y]
+                    for x in range(np.uint64(xa), np.uint64(xb)):
+                        if row_keep[x]:
+                            if use_fill:
+                                _border_luma(row_in, row_out, x, x + u1, fill)
+                            else:
+                                row_out[x] = row_in[x]
+                            row_inv[x] = one
+            i0, i1, uo, vo = inv[0], inv[1], u_out[j], v_out[j]
+            for i in range(uc, ud):
+                e = i + i
+                e1 = e + u1
+                cg[i] = (i0[e] + i0[e1] + i1[e] + i1[e1]) * quarter
+            if top > 0:  # the chroma curve at each block's S, the harmonic mean of its four (s and
+                # r, the luma rows' scratch, are free again)
+                for i in range(uc, ud):
+                    s[i] = one / cg[i]
+                chroma_curve(s, gains, uc, ud, r)
+                for i in range(uc, ud):
+                    cg[i] *= r[i]
+            for i in range(uc, ud):
+                g = cg[i]
+                cu = np.float32(128.0) + np.float32(224.0) * dcb[i] * g + half
+                cv = np.float32(128.0) + np.float32(224.0) * dcr[i] * g + half
+                uo[i] = np.uint8(min(max(cu, zero), np.float32(255.0)))
+                vo[i] = np.uint8(min(max(cv, zero), np.float32(255.0)))
+            if holes:  # a block whose four pixels are kept keeps its chroma
+                k0, k1 = keep[y0], keep[y1]
+                for i in range(np.uint64(ca), np.uint64(cb)):
+                    e = i + i
+                    e1 = e + u1
+                    if k0[e] & k0[e1] & k1[e] & k1[e1]:
+                        if use_fill:
+                            _border_chroma(ya, yb, ur, vr, uo, vo, i, i + u1, fill)
+                        else:
+                            uo[i], vo[i] = ur[i], vr[i]
+            if use_keep:
+                _outside(y_in, u_in, v_in, y_out, u_out, v_out, j, spans[j], fill, use_fill)
 
 
 @njit(**JIT_OPTIONS)
@@ -637,7 +639,7 @@ def render_planes(
     if out is None:
         out = (np.empty_like(y), np.empty_like(u), np.empty_like(v))
     fill = _NO_FILL if fill is None else np.asarray(fill, dtype=np.int32)
-    with numba.parallel_chunksize(ROW_CHUNK // 2):
+    with numba.parallel_chunksize(1):  # a work item is ROW_CHUNK // 2 block rows
         _planar_kernel(y, u, v, np.ascontiguousarray(luma_maps, dtype=np.float32),
                        np.ascontiguousarray(chroma_maps, dtype=np.float32), luma_taps[0], luma_taps[1],
                        chroma_taps[0], chroma_taps[1], np.ascontiguousarray(keep, dtype=np.bool_),
