@@ -44,7 +44,6 @@ STAGES: list[tuple[object, str, str]] = [
     (planar, "planar_maps", "  maps"),
     (planar, "guided_fit", "    guided-filter fit"),
     (planar, "slice_lowres", "    guide and slice"),
-    (planar, "along_x", "  maps along x"),
     (video._SceneView, "__call__", "field of view (first frames)"),
     (video, "render_plan", "full-res kernel (calling thread)"),
     (temporal.TemporalDenoiser, "__call__", "temporal noise reduction"),

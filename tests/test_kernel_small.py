@@ -445,13 +445,14 @@ def _planes_case(seed, h, w, hl, wl):
 def _render_planes(y, u, v, luma, chroma, strength=1.0, **kwargs):
     h, w = y.shape
     hl = luma.shape[1]
-    return render_planes(y, u, v, along_x(luma, w), along_x(chroma, w // 2), axis_taps(h, hl),
-                         axis_taps(h // 2, hl), EPS, strength, **kwargs)
+    return render_planes(y, u, v, luma, chroma, axis_taps(h, hl), axis_taps(h // 2, hl), EPS, strength,
+                         **kwargs)
 
 
 @pytest.mark.parametrize(("seed", "strength", "size", "low", "offset"), [
     (0, 1.0, (8, 12), (3, 4), 0.0), (1, 0.5, (6, 10), (2, 3), 0.0), (2, 2.0, (4, 6), (1, 2), 0.0),
-    (3, 1.0, (2, 14), (2, 5), 0.0), (4, 1.0, (8, 12), (3, 4), 0.055), (1, 0.5, (6, 10), (2, 3), 0.1)])
+    (3, 1.0, (2, 14), (2, 5), 0.0), (4, 1.0, (8, 12), (3, 4), 0.055), (1, 0.5, (6, 10), (2, 3), 0.1),
+    (5, 1.0, (8, 16), (3, 4), 0.0), (6, 0.7, (12, 32), (4, 4), 0.0)])  # x by an even factor: per cell
 def test_render_planes_is_the_i420_graph(seed, strength, size, low, offset):
     y, u, v, luma, chroma = _planes_case(seed, *size, *low)
     h, w = size
@@ -596,9 +597,9 @@ def test_render_planes_eps_floors_the_illumination():
     # + 219 D_Y / D_Y). Strength 0.5: S = eps ** 0.5, Y' = 16.4. Cb and Cr stay at 128.
     y = np.full((2, 4), 16, np.uint8)
     u = v = np.full((1, 2), 128, np.uint8)
-    luma = np.zeros((4, 1, 4), np.float32)
+    luma = np.zeros((4, 1, 1), np.float32)
     luma[1] = 2e-5
-    chroma = np.zeros((8, 1, 2), np.float32)
+    chroma = np.zeros((8, 1, 1), np.float32)
     chroma[0], chroma[7] = 1.0, -30.0
     taps = axis_taps(2, 1), axis_taps(1, 1)
     for k, want in ((1.0, 60), (0.5, 16)):
@@ -608,18 +609,20 @@ def test_render_planes_eps_floors_the_illumination():
 
 def test_render_planes_rejects_bad_shapes():
     y, u, v, luma, chroma = _planes_case(5, 4, 6, 2, 3)
-    lx, cx, lt, ct = along_x(luma, 6), along_x(chroma, 3), axis_taps(4, 2), axis_taps(2, 2)
+    lx, cx, lt, ct = luma, chroma, axis_taps(4, 2), axis_taps(2, 2)
     planes = r"^need even-sized 4:2:0 planes, got Y \(\d+, \d+\), Cb \(\d+, \d+\), Cr \(\d+, \d+\)$"
     for bad in ((y[:3], u, v), (y[:, :5], u, v), (y, u[:1], v), (y, u, v[:, :2]), (y, u[:, :2], v[:, :2]),
                 (y[:3], u[:1], v[:1]), (y[:, :5], u[:, :2], v[:, :2])):  # odd, with matching chroma
         with pytest.raises(ValueError, match=planes):
             render_planes(*bad, lx, cx, lt, ct, EPS)
-    with pytest.raises(ValueError, match=r"^luma maps must be \(4, h, 6\), got \(2, 2, 6\)$"):
+    with pytest.raises(ValueError, match=r"^luma maps must be \(4, h, w\), got \(2, 2, 3\)$"):
         render_planes(y, u, v, lx[:2], cx, lt, ct, EPS)
-    with pytest.raises(ValueError, match=r"^luma maps must be \(4, h, 6\), got \(4, 2, 5\)$"):
-        render_planes(y, u, v, lx[:, :, :5], cx, lt, ct, EPS)
+    with pytest.raises(ValueError, match=r"^luma maps must be \(4, h, w\), got \(4, 3\)$"):
+        render_planes(y, u, v, lx[:, 0], cx, lt, ct, EPS)
     with pytest.raises(ValueError, match=r"^chroma maps must be \(8, 2, 3\), got \(8, 1, 3\)$"):
         render_planes(y, u, v, lx, cx[:, :1], lt, ct, EPS)
+    with pytest.raises(ValueError, match=r"^chroma maps must be \(8, 2, 3\), got \(8, 2, 2\)$"):
+        render_planes(y, u, v, lx, cx[:, :, :2], lt, ct, EPS)
     with pytest.raises(ValueError, match=r"^chroma maps must be \(8, 2, 3\), got \(7, 2, 3\)$"):
         render_planes(y, u, v, lx, cx[1:], lt, ct, EPS)
 

@@ -96,9 +96,9 @@ def test_kernel_formula_on_a_uniform_frame():
     u = np.full((h // 2, w // 2), 128, np.uint8)
     v = u.copy()
     p, q, lc, l0 = 0.9, 0.02, 1.5, -0.7
-    luma = np.zeros((4, 2, w), np.float32)  # R = 0: no blurred guide
+    luma = np.zeros((4, 2, 3), np.float32)  # R = 0: no blurred guide
     luma[0], luma[1], luma[2] = p, q, lc
-    chroma = np.zeros((8, 2, w // 2), np.float32)
+    chroma = np.zeros((8, 2, 3), np.float32)
     chroma[0], chroma[7] = 1.0, l0
     oy, ou, ov = render_planes(y, u, v, luma, chroma, axis_taps(h, 2), axis_taps(h // 2, 2), EPS)
     d = p * (level - 16) / 219 + q

@@ -5,9 +5,9 @@ This path never builds the full-res RGB frame: it shrinks the planes to the deno
 size (``1 / cfg.denoise_factor``) and converts only that small copy to RGB. There the guided
 filter is fitted; the guide, the grid slice and the denoising strength are computed at half
 that size again (``COARSEN``); together they become low-res maps (:func:`planar_maps`). The
-network's own input is shrunk from the planes. The maps are interpolated along x once (OpenCV),
-and the planar kernel (:mod:`endolight.kernels.planar`) applies them per pixel: a few operations
-per luma pixel, fewer per chroma pixel. :func:`plan_planes` and :func:`render_plan` are the two
+network's own input is shrunk from the planes. The planar kernel (:mod:`endolight.kernels.planar`)
+interpolates the maps and applies them per pixel: a few operations per luma pixel, fewer per
+chroma pixel. :func:`plan_planes` and :func:`render_plan` are the two
 halves (video runs them in two threads).
 
 What differs from the RGB reference (``DeepUPE.render``): the guide and slice are evaluated on the
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from endolight.border import border_fill_planes
 from endolight.io.yuv import i420_planes, shrunk_planes, ycc_to_rgb
-from endolight.kernels.common import along_x, axis_taps
+from endolight.kernels.common import axis_taps
 from endolight.kernels.fused import GuideParams
 from endolight.kernels.planar import guided_fit, map_terms, render_planes, slice_lowres
 from endolight.model import DeepUPE
@@ -189,7 +189,7 @@ class PlanarPlan:
     two threads, one frame apart (video)."""
 
     buf: np.ndarray  # the (3H/2, W) I420 input
-    luma: np.ndarray  # (4, h, w) low-res maps (interpolated along x by render_plan)
+    luma: np.ndarray  # (4, h, w) low-res maps (the kernel interpolates them)
     chroma: np.ndarray  # (8, h, w)
     strength: float
     keep: np.ndarray | None
@@ -261,13 +261,12 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
 
 
 def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:
-    """The full-resolution half: the maps interpolated along x, then the planar kernel writes the
-    enhanced I420 frame (into ``out`` when given). The interpolation runs here rather than in
-    the planner: at 720p the planner's thread sets a stream's rate while this one waits for it."""
+    """The full-resolution half: the planar kernel writes the enhanced I420 frame (into ``out``
+    when given) from the plan's low-resolution maps."""
     y, u, v = i420_planes(plan.buf)
-    (h, w), hl = y.shape, plan.luma.shape[1]
+    h, hl = y.shape[0], plan.luma.shape[1]
     out = np.empty_like(plan.buf) if out is None else out
-    render_planes(y, u, v, along_x(plan.luma, w), along_x(plan.chroma, w // 2), axis_taps(h, hl),
+    render_planes(y, u, v, plan.luma, plan.chroma, axis_taps(h, hl),
                   axis_taps(h // 2, hl), EPS, plan.strength, plan.keep, plan.fill, out=i420_planes(out),
                   blur=plan.blur, offset=plan.offset, spans=plan.spans, gains=plan.gains)
     return out
