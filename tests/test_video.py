@@ -610,3 +610,25 @@ def test_a_stream_is_its_stages_run_frame_by_frame(tmp_path, data_root):
     assert len(sink.images) == len(want) == 6
     for got, expected in zip(sink.images, want, strict=True):
         np.testing.assert_array_equal(got, expected)
+
+
+def test_i420_frames_are_encoded_from_their_own_memory(tmp_path, data_root):
+    # A contiguous I420 frame goes to the encoder without a copy: the file must be the one the
+    # copied route writes (a view of the same frames), and decode to those frames.
+    with av.open(str(data_root / CLIP)) as src:
+        frames = [f.to_ndarray(format="yuv420p") for _, f in zip(range(4), src.decode(video=0), strict=False)]
+    h, w = frames[0].shape[0] * 2 // 3, frames[0].shape[1]
+    strided = [np.pad(f, ((0, 0), (0, 8)))[:, :w] for f in frames]  # same pixels, not contiguous
+    assert all(f.flags.c_contiguous for f in frames) and not any(f.flags.c_contiguous for f in strided)
+    files = []
+    for name, images in (("own.mp4", frames), ("copied.mp4", strided)):
+        sink = VideoSink(tmp_path / name, w, h, Fraction(25), Fraction(1, 25))
+        for i, image in enumerate(images):
+            sink.write(Frame(image, i, i, Fraction(1, 25)), image)
+        files.append(sink.close().read_bytes())
+    assert files[0] == files[1]
+    with av.open(str(tmp_path / "own.mp4")) as written:
+        decoded = [f.to_ndarray(format="yuv420p") for f in written.decode(video=0)]
+    assert len(decoded) == 4
+    for got, want in zip(decoded, frames, strict=True):
+        assert np.abs(got.astype(int) - want).mean() < 1.5  # CRF 18: near lossless
