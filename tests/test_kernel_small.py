@@ -443,10 +443,7 @@ def _planes_case(seed, h, w, hl, wl):
 
 
 def _render_planes(y, u, v, luma, chroma, strength=1.0, **kwargs):
-    h, w = y.shape
-    hl = luma.shape[1]
-    return render_planes(y, u, v, luma, chroma, axis_taps(h, hl), axis_taps(h // 2, hl), EPS, strength,
-                         **kwargs)
+    return render_planes(y, u, v, luma, chroma, EPS, strength, **kwargs)
 
 
 @pytest.mark.parametrize(("seed", "strength", "size", "low", "offset"), [
@@ -601,30 +598,29 @@ def test_render_planes_eps_floors_the_illumination():
     luma[1] = 2e-5
     chroma = np.zeros((8, 1, 1), np.float32)
     chroma[0], chroma[7] = 1.0, -30.0
-    taps = axis_taps(2, 1), axis_taps(1, 1)
     for k, want in ((1.0, 60), (0.5, 16)):
-        oy, ou, ov = render_planes(y, u, v, luma, chroma, *taps, EPS, k)
+        oy, ou, ov = render_planes(y, u, v, luma, chroma, EPS, k)
         assert np.all(oy == want) and np.all(ou == 128) and np.all(ov == 128)
 
 
 def test_render_planes_rejects_bad_shapes():
     y, u, v, luma, chroma = _planes_case(5, 4, 6, 2, 3)
-    lx, cx, lt, ct = luma, chroma, axis_taps(4, 2), axis_taps(2, 2)
+    lx, cx = luma, chroma
     planes = r"^need even-sized 4:2:0 planes, got Y \(\d+, \d+\), Cb \(\d+, \d+\), Cr \(\d+, \d+\)$"
     for bad in ((y[:3], u, v), (y[:, :5], u, v), (y, u[:1], v), (y, u, v[:, :2]), (y, u[:, :2], v[:, :2]),
                 (y[:3], u[:1], v[:1]), (y[:, :5], u[:, :2], v[:, :2])):  # odd, with matching chroma
         with pytest.raises(ValueError, match=planes):
-            render_planes(*bad, lx, cx, lt, ct, EPS)
+            render_planes(*bad, lx, cx, EPS)
     with pytest.raises(ValueError, match=r"^luma maps must be \(4, h, w\), got \(2, 2, 3\)$"):
-        render_planes(y, u, v, lx[:2], cx, lt, ct, EPS)
+        render_planes(y, u, v, lx[:2], cx, EPS)
     with pytest.raises(ValueError, match=r"^luma maps must be \(4, h, w\), got \(4, 3\)$"):
-        render_planes(y, u, v, lx[:, 0], cx, lt, ct, EPS)
+        render_planes(y, u, v, lx[:, 0], cx, EPS)
     with pytest.raises(ValueError, match=r"^chroma maps must be \(8, 2, 3\), got \(8, 1, 3\)$"):
-        render_planes(y, u, v, lx, cx[:, :1], lt, ct, EPS)
+        render_planes(y, u, v, lx, cx[:, :1], EPS)
     with pytest.raises(ValueError, match=r"^chroma maps must be \(8, 2, 3\), got \(8, 2, 2\)$"):
-        render_planes(y, u, v, lx, cx[:, :, :2], lt, ct, EPS)
+        render_planes(y, u, v, lx, cx[:, :, :2], EPS)
     with pytest.raises(ValueError, match=r"^chroma maps must be \(8, 2, 3\), got \(7, 2, 3\)$"):
-        render_planes(y, u, v, lx, cx[1:], lt, ct, EPS)
+        render_planes(y, u, v, lx, cx[1:], EPS)
 
 
 def test_a_changed_helper_clears_numba_cached_kernels(tmp_path):

@@ -18,7 +18,7 @@ from endolight.fov import fov_mask
 from endolight.io.images import expand_sources
 from endolight.io.sources import open_source
 from endolight.io.yuv import i420_planes, i420_to_rgb, rgb_thumbnail, rgb_to_i420, shrunk_plane, thumbnail
-from endolight.kernels.common import axis_taps, sigmoid
+from endolight.kernels.common import sigmoid
 from endolight.kernels.planar import guided_fit, render_planes
 from endolight.metrics import psnr
 from endolight.model import DeepUPE, ModelConfig
@@ -100,14 +100,14 @@ def test_kernel_formula_on_a_uniform_frame():
     luma[0], luma[1], luma[2] = p, q, lc
     chroma = np.zeros((8, 2, 3), np.float32)
     chroma[0], chroma[7] = 1.0, l0
-    oy, ou, ov = render_planes(y, u, v, luma, chroma, axis_taps(h, 2), axis_taps(h // 2, 2), EPS)
+    oy, ou, ov = render_planes(y, u, v, luma, chroma, EPS)
     d = p * (level - 16) / 219 + q
     s = d + (1 - d) * float(sigmoid(np.float32(lc * d + l0)))
     assert np.all(oy == int(16 + 219 * d / s + 0.5))
     assert oy[0, 0] > level + 20  # lifted
     assert np.all(ou == 128) and np.all(ov == 128)
     # Strength k: S ** k (k = 0: S = 1, only the denoising term P, Q remains).
-    oy0, _, _ = render_planes(y, u, v, luma, chroma, axis_taps(h, 2), axis_taps(h // 2, 2), EPS, strength=0.0)
+    oy0, _, _ = render_planes(y, u, v, luma, chroma, EPS, strength=0.0)
     assert np.all(oy0 == int(16 + 219 * d + 0.5))
 
 

@@ -30,7 +30,6 @@ import torch.nn.functional as F
 
 from endolight.border import border_fill_planes
 from endolight.io.yuv import i420_planes, shrunk_planes, ycc_to_rgb
-from endolight.kernels.common import axis_taps
 from endolight.kernels.fused import GuideParams
 from endolight.kernels.planar import guided_fit, map_terms, render_planes, slice_lowres
 from endolight.model import DeepUPE
@@ -264,9 +263,8 @@ def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:
     """The full-resolution half: the planar kernel writes the enhanced I420 frame (into ``out``
     when given) from the plan's low-resolution maps."""
     y, u, v = i420_planes(plan.buf)
-    h, hl = y.shape[0], plan.luma.shape[1]
     out = np.empty_like(plan.buf) if out is None else out
-    render_planes(y, u, v, plan.luma, plan.chroma, axis_taps(h, hl),
-                  axis_taps(h // 2, hl), EPS, plan.strength, plan.keep, plan.fill, out=i420_planes(out),
-                  blur=plan.blur, offset=plan.offset, spans=plan.spans, gains=plan.gains)
+    render_planes(y, u, v, plan.luma, plan.chroma, EPS, plan.strength, plan.keep, plan.fill,
+                  out=i420_planes(out), blur=plan.blur, offset=plan.offset, spans=plan.spans,
+                  gains=plan.gains)
     return out

@@ -641,8 +641,6 @@ def render_planes(
     v: np.ndarray,
     luma_maps: np.ndarray,
     chroma_maps: np.ndarray,
-    luma_taps: tuple[np.ndarray, np.ndarray],
-    chroma_taps: tuple[np.ndarray, np.ndarray],
     eps: float,
     strength: float = 1.0,
     keep: np.ndarray | None = None,
@@ -660,9 +658,7 @@ def render_planes(
         u, v: ``(H / 2, W / 2)`` uint8 Cb, Cr.
         luma_maps: ``(4, h, w)`` float32: ``P, Q, L, R`` at low resolution.
         chroma_maps: ``(8, h, w)`` float32 (see ``N_CHROMA_MAPS``), on the same grid (each is
-            interpolated bilinearly, half-pixel convention, to the plane that reads it).
-        luma_taps, chroma_taps: per luma row / chroma row, the lower map row and its weight
-            (``endolight.kernels.common.axis_taps``; along x the kernel makes its own).
+            interpolated bilinearly to the plane that reads it, as ``axis_taps`` on each axis).
         eps: the illumination's floor. strength: ``k`` in ``S ** k``.
         keep: optional ``(H, W)`` bool mask of pixels left as they are (the black border); a
             2x2 block keeps its chroma when all four of its pixels are kept.
@@ -699,11 +695,12 @@ def render_planes(
     if out is None:
         out = (np.empty_like(y), np.empty_like(u), np.empty_like(v))
     fill = _NO_FILL if fill is None else np.asarray(fill, dtype=np.int32)
-    with numba.parallel_chunksize(1):  # a work item is ROW_CHUNK // 2 block rows
+    hl, wl = luma_maps.shape[1:]
+    with numba.parallel_chunksize(1):  # one work item: one of the kernel's blocks of rows
         _planar_kernel(y, u, v, np.ascontiguousarray(luma_maps, dtype=np.float32),
-                       np.ascontiguousarray(chroma_maps, dtype=np.float32), luma_taps[0], luma_taps[1],
-                       chroma_taps[0], chroma_taps[1], x_taps(w, luma_maps.shape[2]),
-                       x_taps(w // 2, luma_maps.shape[2]), np.ascontiguousarray(keep, dtype=np.bool_),
+                       np.ascontiguousarray(chroma_maps, dtype=np.float32), *axis_taps(h, hl),
+                       *axis_taps(h // 2, hl), x_taps(w, wl), x_taps(w // 2, wl),
+                       np.ascontiguousarray(keep, dtype=np.bool_),
                        np.ascontiguousarray(spans, dtype=np.int64), fill,
                        np.float32(eps), np.float32(strength), np.float32(blur), np.float32(offset),
                        _NO_GAINS if gains is None else np.ascontiguousarray(gains, dtype=np.float32), *out)
