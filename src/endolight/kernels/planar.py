@@ -244,7 +244,7 @@ def _maps_along_x(maps, r_lo, r_hi, x_lo, x_w, phase, out):  # pragma: no cover 
     for k in range(maps.shape[0]):
         for r in range(r_lo, r_hi + 1):
             src, dst = maps[k, r], out[k, r - r_lo]
-            if s == 0 or w < 2:
+            if s == 0:  # x_taps: no phase for an odd or fractional factor, or one column
                 for x in range(n):
                     i = x_lo[x]
                     f = x_w[x]
