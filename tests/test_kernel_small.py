@@ -189,10 +189,39 @@ def test_render_uint8_chroma_curve_is_deepupe_render_rounded(strength, offset):
         render_uint8(frame, grid, guide, EPS, chroma=gains, denoise=dn)
 
 
+# The guide's Lee step (ModelConfig.denoise_lee): its threshold spans the random frames' local
+# luma variances (about 0.002-0.1), so some pixels take the 3x3 mean and some keep the guide;
+# frames of one row and of one column replicate the edges. The filter's coefficients are a = 1,
+# b = 0 at full strength, so D is the guide itself.
+@pytest.mark.parametrize(("blur", "lee", "size"), [
+    (0.7, 0.02, (8, 12)), (0.0, 0.01, (9, 7)), (1.0, 0.05, (1, 7)), (0.5, 0.02, (9, 1)),
+])
+def test_render_uint8_lee_guide_is_deepupe_render_rounded(blur, lee, size):
+    rng = np.random.default_rng(int(lee * 1000))
+    frame = _frame(rng, *size)
+    grid = torch.from_numpy(rng.normal(0.0, 2.0, (1, 13, 4, 2, 3)).astype(np.float32))
+    grid[:, 12] = 12.0
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+    small = (-(-size[0] // 2), -(-size[1] // 2))
+    dn = torch.cat([torch.ones(1, 3, *small), torch.zeros(1, 3, *small)], dim=1)
+    outs = []
+    for step in (lee, 0.0):
+        model = _model(5, denoise_factor=2, denoise_radius=1, denoise_blur=blur, denoise_lee=step)
+        model.denoise_coeffs = lambda image: dn
+        with torch.no_grad():
+            ref = model.render(grid, x).output[0].permute(1, 2, 0).numpy() * 255
+        out = render_uint8(frame, grid, GuideParams.from_module(model.guide), EPS, grey=True, denoise=dn,
+                           blur=blur, lee=step)
+        assert np.abs(out - ref).max() <= ROUNDED
+        outs.append(out.astype(int))
+    assert np.abs(outs[0] - outs[1]).max() >= 10  # the step did change the frame
+
+
 # With a blurred guide (blur > 0) a row's span also reads the luma of the rows above and below it,
 # one column beyond the span (from a luma plane made once a frame).
-@pytest.mark.parametrize(("denoise", "blur"), [(False, 0.0), (True, 0.0), (True, 0.7)])
-def test_render_uint8_keep_mask_spans(denoise, blur):
+@pytest.mark.parametrize(("denoise", "blur", "lee"), [(False, 0.0, 0.0), (True, 0.0, 0.0), (True, 0.7, 0.0),
+                                                     (True, 0.7, 0.02)])
+def test_render_uint8_keep_mask_spans(denoise, blur, lee):
     rng = np.random.default_rng(2)
     frame = _frame(rng, 6, 10)
     model = _model(2, denoise=denoise, denoise_factor=2, denoise_radius=1)
@@ -208,8 +237,8 @@ def test_render_uint8_keep_mask_spans(denoise, blur):
     # Both, and a pixel inside the computed span (columns 1-5; column 5 would join the right span).
     keep[3, :1] = keep[3, -4:] = keep[3, 4] = True
     out = np.zeros_like(frame)
-    masked = render_uint8(frame, grid, guide, EPS, keep=keep, out=out, denoise=dn, blur=blur)
-    plain = render_uint8(frame, grid, guide, EPS, denoise=dn, blur=blur)
+    masked = render_uint8(frame, grid, guide, EPS, keep=keep, out=out, denoise=dn, blur=blur, lee=lee)
+    plain = render_uint8(frame, grid, guide, EPS, denoise=dn, blur=blur, lee=lee)
     assert masked is out
     np.testing.assert_array_equal(masked[keep], frame[keep])
     np.testing.assert_array_equal(masked[~keep], plain[~keep])
@@ -499,25 +528,28 @@ def test_render_planes_chroma_curve_is_the_i420_graph(seed, strength):
     assert min(np.abs(got[k].astype(int) - plain[k]).max() for k in (1, 2)) >= 3
 
 
-@pytest.mark.parametrize(("seed", "blur", "size", "low"), [
-    (5, 0.7, (8, 12), (3, 4)), (6, 1.0, (6, 10), (2, 3)), (7, 0.5, (2, 14), (2, 5))])
-def test_render_planes_blurred_guide_is_the_i420_graph(seed, blur, size, low):
-    # The denoiser's blurred guide (ModelConfig.denoise_blur): the kernel against the I420 graph's
-    # float64 evaluation (model.maps.render_i420), and the blur must change the output.
+@pytest.mark.parametrize(("seed", "blur", "lee", "size", "low"), [
+    (5, 0.7, 0.0, (8, 12), (3, 4)), (6, 1.0, 0.0, (6, 10), (2, 3)), (7, 0.5, 0.0, (2, 14), (2, 5)),
+    (8, 0.7, 0.03, (8, 12), (3, 4)), (9, 0.0, 0.02, (6, 10), (2, 3)), (10, 0.5, 0.05, (2, 14), (2, 5))])
+def test_render_planes_blurred_guide_is_the_i420_graph(seed, blur, lee, size, low):
+    # The denoiser's blurred guide (ModelConfig.denoise_blur) and its Lee step (denoise_lee): the
+    # kernel against the I420 graph's float64 evaluation (model.maps.render_i420), and the blur
+    # (the Lee step) must change the output.
     y, u, v, luma, chroma = _planes_case(seed, *size, *low)
     chroma[1:5] *= 5  # a strong guided filter: the guide's blur shows in the chroma too
     luma[3] = np.random.default_rng(seed).normal(0, 0.5, luma.shape[1:])  # R: the blurred guide's part
-    got = _render_planes(y, u, v, luma, chroma, blur=blur)
+    got = _render_planes(y, u, v, luma, chroma, blur=blur, lee=lee)
     lum, chrom = in_levels(list(torch.from_numpy(luma.astype(np.float64))[None].split(1, dim=1)),
                            list(torch.from_numpy(chroma.astype(np.float64))[None].split(1, dim=1)))
     yt = torch.from_numpy(y).double()[None, None]
     uv = torch.from_numpy(np.stack([u, v])).double()[None]
     h, w = size
-    ry, ruv = render_i420(torch.cat(lum, 1), torch.cat(chrom, 1), yt, F.avg_pool2d(yt, 2), uv, blur=blur)
+    ry, ruv = render_i420(torch.cat(lum, 1), torch.cat(chrom, 1), yt, F.avg_pool2d(yt, 2), uv, blur=blur,
+                          lee=lee)
     graph = (ry[0, 0].numpy(), ruv[0, 0].numpy(), ruv[0, 1].numpy())
     for plane, g in zip(got, graph, strict=True):
         assert np.abs(plane.astype(float) - g).max() <= 1 and (plane == g).mean() > 0.95
-    plain = _render_planes(y, u, v, luma, chroma)
+    plain = _render_planes(y, u, v, luma, chroma, blur=blur) if lee else _render_planes(y, u, v, luma, chroma)
     for plane, p0 in zip(got, plain, strict=True):
         assert np.abs(plane.astype(int) - p0).max() >= 2
 

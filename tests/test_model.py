@@ -431,6 +431,13 @@ def test_config_rules_and_old_checkpoints():
     assert ModelConfig(lowres=512, grid_size=16).n_splat == 5
     with pytest.raises(ValueError, match="denoise_filter must be one of"):
         ModelConfig(denoise_filter="median")
+    for lee in (-1e-4, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="denoise_lee must be a finite variance >= 0"):
+            ModelConfig(denoise_lee=lee)
+    # The guide's Lee step: the kernels' guide row is then the whole guide, weighed 1.
+    assert ModelConfig(denoise_blur=0.7).guide_weight == 0.7
+    assert ModelConfig(denoise_blur=0.7, denoise_lee=4e-4).guide_weight == 1.0
+    assert ModelConfig(denoise=False, denoise_blur=0.7, denoise_lee=4e-4).guide_weight == 0.0
     assert ModelConfig().n_coeffs == 13 and ModelConfig(denoise=False).n_coeffs == 12
     # Low-res maps (planar video, fast export graph) hold one grey S through the sigmoid only.
     assert ModelConfig().fits_maps

@@ -177,8 +177,8 @@ class Enhancer:
             dn = self.denoise_coeffs(frame) if self.model.cfg.denoise else None
             return render_uint8(frame, grid, self.guide_params, EPS, k, keep=keep, fill=fill,
                                 grey=self.model.cfg.illumination == "grey", denoise=dn,
-                                blur=self.model.cfg.guide_blur, offset=self.model.cfg.black_offset,
-                                power=self.model.cfg.curve == "power",
+                                blur=self.model.cfg.guide_blur, lee=self.model.cfg.guide_lee,
+                                offset=self.model.cfg.black_offset, power=self.model.cfg.curve == "power",
                                 floor=LEVEL0 if self.model.cfg.dequantise else 0.0, chroma=self.chroma_gains)
         x = to_tensor(frame)[None].to(self.device)
         out = to_uint8(self.model.render(grid, x, k).output[0])

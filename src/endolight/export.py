@@ -113,7 +113,8 @@ class FrameModel(nn.Module):
         half = torch.cat([shrink(p, 2) for p in planes], dim=1) / 255  # 8-bit levels until here
         maps = rgb_maps(self.model, half, self.strength)
         rendered = render_maps(maps, planes, self.strength, self.model.cfg.guide_blur,
-                               self.model.cfg.black_offset, self.model.chroma_gains())
+                               self.model.cfg.black_offset, self.model.chroma_gains(),
+                               self.model.cfg.guide_lee)
         out = [torch.floor(p + 0.5).to(torch.uint8) for p in rendered]
         return torch.stack([p[:, 0] for p in out], dim=-1) if nhwc else torch.cat(out, dim=1)
 
@@ -125,7 +126,8 @@ class FrameModel(nn.Module):
         y2 = half_mean(y)
         luma, chroma = i420_maps(self.model, y2, uv, self.strength)
         y_out, uv_out = render_i420(luma, chroma, y, y2, uv, self.strength, self.model.cfg.guide_blur,
-                                     self.model.cfg.black_offset, self.model.chroma_gains())
+                                     self.model.cfg.black_offset, self.model.chroma_gains(),
+                                     self.model.cfg.guide_lee)
         return torch.cat([y_out.to(torch.uint8).reshape(n, h, w),
                           uv_out.to(torch.uint8).reshape(n, h // 2, w)], dim=1)
 

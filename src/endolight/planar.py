@@ -171,7 +171,7 @@ def planar_maps(model: DeepUPE, guide: GuideParams, grid: torch.Tensor, small: n
         fit = guided_fit(source, radius, model.denoise_threshold())  # a_rgb, b_rgb
         if fit.shape[1:] not in (size, (2 * size[0], 2 * size[1])):  # odd sizes: OpenCV's area weights
             fit = _shrink(fit, size)
-    return map_terms(co, fit, min(strength, 1.0), model.cfg.guide_blur if fit is not None else 0.0)
+    return map_terms(co, fit, min(strength, 1.0), model.cfg.guide_weight if fit is not None else 0.0)
 
 
 def _shrink(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -197,6 +197,7 @@ class PlanarPlan:
     offset: float = 0.0  # the division's beta (ModelConfig.black_offset)
     spans: np.ndarray | None = None  # keep's kernels.planar.view_spans (made by the kernel if None)
     gains: np.ndarray | None = None  # the chroma curve's knots (DeepUPE.chroma_gains)
+    lee: float = 0.0  # the guide's Lee step (ModelConfig.denoise_lee)
 
 
 def chroma_table(model: DeepUPE) -> np.ndarray | None:
@@ -253,10 +254,11 @@ def plan_planes(model: DeepUPE, guide: GuideParams, buf: np.ndarray, strength: f
     coarsen = 2 * COARSEN if h * w >= COARSER_MAPS_PIXELS else COARSEN
     luma, chroma = planar_maps(model, guide, grid, small, strength, coarsen, denoise,
                                coarse_fit=h * w >= COARSE_FIT_PIXELS)
-    blur = model.cfg.guide_blur if denoise else 0.0  # without the denoiser the kernel skips the blur
+    # Without the denoiser the kernel skips the guide.
+    blur, lee = (model.cfg.guide_blur, model.cfg.guide_lee) if denoise else (0.0, 0.0)
     fill = None if keep is None else border_fill_planes(y, u, v, keep)
     return PlanarPlan(buf, luma, chroma, strength, keep, fill, blur, model.cfg.black_offset, spans,
-                      chroma_table(model) if gains is None else gains)
+                      chroma_table(model) if gains is None else gains, lee)
 
 
 def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:
@@ -266,5 +268,5 @@ def render_plan(plan: PlanarPlan, out: np.ndarray | None = None) -> np.ndarray:
     out = np.empty_like(plan.buf) if out is None else out
     render_planes(y, u, v, plan.luma, plan.chroma, EPS, plan.strength, plan.keep, plan.fill,
                   out=i420_planes(out), blur=plan.blur, offset=plan.offset, spans=plan.spans,
-                  gains=plan.gains)
+                  gains=plan.gains, lee=plan.lee)
     return out

@@ -182,3 +182,34 @@ def blurred_guide_row(luma, y, xa, xb, blur, out):  # pragma: no cover - compile
     binomial3_row(luma[max(y - 1, 0)], here, luma[min(y + 1, h - 1)], xa, xb, out)
     for x in range(np.uint64(xa), np.uint64(xb)):
         out[x] = here[x] + blur * (out[x] - here[x])
+
+
+@njit(**JIT_OPTIONS)
+def lee_guide_rows(plane, y0, xa, xb, blur, lee, g, sq, out):  # pragma: no cover - compiled
+    """The guided filter's guide with its Lee step (``endolight.model.denoise.filter_guide``) on
+    columns ``[xa, xb)`` of rows ``y0`` to ``y0 + n - 1`` of an ``(H, W)`` plane, ``n =
+    out.shape[0]``: ``M + V / (V + lee) (G - M)``, ``G = Y + blur (B - Y)``, ``M, V`` the 3x3
+    binomial mean and variance of ``G`` (rows and columns beyond the edges replicated; ``lee``
+    in the plane's units squared). ``g`` and ``sq``: ``(n + 2, W)`` float32 scratch (``G`` and
+    ``G^2`` of rows ``y0 - 1`` to ``y0 + n``). Reads columns ``xa - 2`` to ``xb + 1`` of rows
+    ``y0 - 2`` to ``y0 + n + 1``."""
+    h, w = plane.shape
+    n = out.shape[0]
+    zero = np.float32(0.0)
+    lo, hi = max(xa - 1, 0), min(xb + 1, w)
+    for k in range(n + 2):
+        y = min(max(y0 - 1 + k, 0), h - 1)
+        here, gk, sk = plane[y], g[k], sq[k]
+        binomial3_row(plane[max(y - 1, 0)], here, plane[min(y + 1, h - 1)], lo, hi, gk)
+        for x in range(np.uint64(lo), np.uint64(hi)):
+            gk[x] = np.float32(here[x]) + blur * (gk[x] - np.float32(here[x]))
+        for x in range(np.uint64(lo), np.uint64(hi)):
+            sk[x] = gk[x] * gk[x]
+    mean = np.empty(w, dtype=np.float32)
+    for t in range(n):
+        row, mid = out[t], g[t + 1]
+        binomial3_row(g[t], mid, g[t + 2], xa, xb, mean)
+        binomial3_row(sq[t], sq[t + 1], sq[t + 2], xa, xb, row)  # the mean of G^2, then replaced
+        for x in range(np.uint64(xa), np.uint64(xb)):
+            var = max(row[x] - mean[x] * mean[x], zero)
+            row[x] = mean[x] + var / (var + lee) * (mid[x] - mean[x])

@@ -29,6 +29,7 @@ from endolight.kernels.common import (
     border_span,
     chroma_curve,
     guide_row,
+    lee_guide_rows,
     row_span,
     sigmoid,
 )
@@ -73,7 +74,7 @@ def _luma_plane(frame, l0, l1, l2, out):  # pragma: no cover - compiled
 
 @njit(parallel=True, **JIT_OPTIONS)
 def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_lo, y_w, x_lo, x_w, strength,
-                   grey, keep, fill, eps, dn, dy_lo, dy_w, blur, luma, offset, power, floor, chroma,
+                   grey, keep, fill, eps, dn, dy_lo, dy_w, blur, lee, luma, offset, power, floor, chroma,
                    out):  # pragma: no cover
     h, w = frame.shape[0], frame.shape[1]
     gh, gw, depth, nc = grid.shape[0], grid.shape[1], grid.shape[2], grid.shape[3]
@@ -164,7 +165,10 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
             wt[3, x] = wx * wz
         if use_dn:
             gl = np.empty(w, dtype=np.float32)
-            if blur == zero:
+            if lee > zero:
+                lee_guide_rows(luma, y, xa, xb, blur, lee, np.empty((3, w), dtype=np.float32),
+                               np.empty((3, w), dtype=np.float32), gl.reshape(1, w))
+            elif blur == zero:
                 for x in range(ua, ub):
                     gl[x] = l0 * img[0, x] + l1 * img[1, x] + l2 * img[2, x]
             else:
@@ -324,6 +328,7 @@ def render_uint8(
     grey: bool = False,
     denoise: Any = None,
     blur: float = 0.0,
+    lee: float = 0.0,
     offset: float = 0.0,
     power: bool = False,
     floor: float = 0.0,
@@ -347,6 +352,8 @@ def render_uint8(
         denoise: the guided filter's low-res coefficients ``(6, h, w)`` (or ``(1, 6, h, w)``,
             ``DeepUPE.denoise_coeffs``), array-like; needs a 13-channel grid.
         blur: the filter's guide is ``Y + blur * (binomial3x3(Y) - Y)`` (``ModelConfig.denoise_blur``).
+        lee: the guide's Lee step, a variance of the luma in [0, 1] (``ModelConfig.denoise_lee``;
+            0: none).
         offset: the division's ``beta`` (``ModelConfig.black_offset``).
         power: the illumination's power curve (``ModelConfig.curve == "power"``).
         floor: the value a channel of ``D`` at 0 takes where another channel is not
@@ -396,7 +403,7 @@ def render_uint8(
         raise ValueError(f"keep mask must be {(h, w)}, got {keep.shape}")
     frame, keep = np.ascontiguousarray(frame), np.ascontiguousarray(keep, dtype=np.bool_)
     luma = _NO_LUMA
-    if denoise is not None and blur != 0:
+    if denoise is not None and (blur != 0 or lee != 0):
         luma = np.empty((h, w), dtype=np.float32)
         with numba.parallel_chunksize(ROW_CHUNK):
             _luma_plane(frame, *(np.float32(v) for v in LUMA), luma)
@@ -408,7 +415,8 @@ def render_uint8(
         _render_kernel(frame, cells, guide.ccm, guide.ccm_bias, guide.shifts, guide.slopes, guide.mix,
                        guide.mix_bias, y_lo, y_w, x_lo, x_w, np.float32(strength), grey, keep,
                        _NO_FILL if fill is None else np.asarray(fill, dtype=np.int32),
-                       np.float32(eps), dn, dy_lo, dy_w, np.float32(blur), luma, np.float32(offset), power,
+                       np.float32(eps), dn, dy_lo, dy_w, np.float32(blur), np.float32(lee), luma,
+                       np.float32(offset), power,
                        np.float32(floor), gains, out)
     return out
 

@@ -44,6 +44,7 @@ from endolight.kernels.common import (
     binomial3_row,
     chroma_curve,
     guide_row,
+    lee_guide_rows,
     row_span,
     sigmoid,
 )
@@ -264,7 +265,7 @@ def _maps_along_x(maps, r_lo, r_hi, x_lo, x_w, phase, out):  # pragma: no cover 
 
 @njit(parallel=True, **JIT_OPTIONS)
 def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo, lc_w, lx, cx, keep, spans,
-                   fill, eps, strength, blur, offset, gains, y_out, u_out, v_out):  # pragma: no cover
+                   fill, eps, strength, blur, lee, offset, gains, y_out, u_out, v_out):  # pragma: no cover
     h, w = y_in.shape
     hl = luma_maps.shape[1]
     one, zero, half = np.float32(1.0), np.float32(0.0), np.float32(0.5)
@@ -277,7 +278,11 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
     use_pow = strength != one
     use_keep = keep.shape[0] == h
     use_fill = fill.shape[0] == 4
-    use_blur = blur != zero
+    use_lee = lee > zero
+    use_blur = blur != zero or use_lee
+    # What the chroma's mean guide weighs the guide row by: the row is B (blended in by blur), or
+    # with the Lee step the whole guide.
+    weight = one if use_lee else blur
     top = gains.shape[0] - 1  # the chroma curve's last knot (-1: none)
     # Block rows per work item: they share one set of scratch rows, and the map rows they read
     # are interpolated along x once per item. render_plan, one thread, 20 real frames, against
@@ -291,6 +296,8 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
         bterm = np.empty(w, dtype=np.float32)  # per luma column (each block's value twice)
         cmax = np.empty(w, dtype=np.float32)
         blurred = np.empty((2, w), dtype=np.float32)  # read only where written (use_blur)
+        lee_g = np.empty((4, w), dtype=np.float32)  # the Lee step's scratch
+        lee_sq = np.empty((4, w), dtype=np.float32)
         inv = np.empty((2, w), dtype=np.float32)  # read only where written ([wa, wb))
         p = np.empty(w, dtype=np.float32)
         q = np.empty(w, dtype=np.float32)
@@ -328,8 +335,11 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
                 c0, c1, mk = chroma_x[k, r0], chroma_x[k, r1], maps[k]
                 for i in range(uc, ud):
                     mk[i] = (one - wy) * c0[i] + wy * c1[i]
-            # The 3x3 binomial blur of Y' on both rows, in levels (the filter's blurred guide).
-            if use_blur:
+            # The 3x3 binomial blur of Y' on both rows, in levels (the filter's blurred guide), or
+            # the whole guide with its Lee step.
+            if use_lee:
+                lee_guide_rows(y_in, y0, wa, wb, blur, lee, lee_g, lee_sq, blurred)
+            elif use_blur:
                 for t in range(2):
                     y = y0 + t
                     binomial3_row(y_in[max(y - 1, 0)], y_in[y], y_in[min(y + 1, h - 1)], wa, wb, blurred[t])
@@ -345,8 +355,8 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
                 e1 = e + u1
                 ybar = (np.float32(ya[e]) + np.float32(ya[e1])
                         + np.float32(yb[e]) + np.float32(yb[e1])) * quarter
-                if use_blur:  # the block's mean guide: Ybar + blur (Bbar - Ybar)
-                    ybar += blur * ((ba[e] + ba[e1] + bb[e] + bb[e1]) * quarter - ybar)
+                if use_blur:  # the block's mean guide: Ybar + blur (Bbar - Ybar), or its row's mean
+                    ybar += weight * ((ba[e] + ba[e1] + bb[e] + bb[e1]) * quarter - ybar)
                 ybar = (ybar - np.float32(16.0)) * y_scale
                 cbn = (np.float32(ur[i]) - np.float32(128.0)) * c_scale
                 crn = (np.float32(vr[i]) - np.float32(128.0)) * c_scale
@@ -650,6 +660,7 @@ def render_planes(
     offset: float = 0.0,
     spans: np.ndarray | None = None,
     gains: np.ndarray | None = None,
+    lee: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The full-res stage on 4:2:0 planes, uint8 in and out.
 
@@ -672,6 +683,8 @@ def render_planes(
         spans: ``keep``'s :func:`view_spans` when the caller has them (made here otherwise).
         gains: the chroma curve's ``(K,)`` knots (``DeepUPE.chroma_gains``): each block's
             chroma gain ``mean(1 / S)`` times the curve at ``S = 1 / mean(1 / S)``; ``None``: none.
+        lee: the guide's Lee step, a variance of the luma in [0, 1] (``ModelConfig.denoise_lee``;
+            0: none); the maps then weigh the guide row by 1 (``ModelConfig.guide_weight``).
 
     Returns:
         the enhanced ``(Y′, Cb, Cr)`` planes.
@@ -702,6 +715,7 @@ def render_planes(
                        *axis_taps(h // 2, hl), x_taps(w, wl), x_taps(w // 2, wl),
                        np.ascontiguousarray(keep, dtype=np.bool_),
                        np.ascontiguousarray(spans, dtype=np.int64), fill,
-                       np.float32(eps), np.float32(strength), np.float32(blur), np.float32(offset),
+                       np.float32(eps), np.float32(strength), np.float32(blur),
+                       np.float32(lee * 219.0**2), np.float32(offset),  # Y' levels squared
                        _NO_GAINS if gains is None else np.ascontiguousarray(gains, dtype=np.float32), *out)
     return out

@@ -45,6 +45,9 @@ class ModelConfig:
             ``denoise_blur`` (beta) guides the filter at full resolution by
             ``Y + beta * (binomial3x3(Y) - Y)`` instead of the noisy luma ``Y`` itself: where the
             filter keeps the guide (edges, texture), less of the pixel noise passes.
+            ``denoise_lee`` (a luma variance; 0: none) adds a Lee step to that guide,
+            ``M + V / (V + lee) (G - M)`` with ``M, V`` its 3x3 binomial mean and variance: flat
+            regions take ``M``, edges keep ``G`` (``endolight.model.denoise.filter_guide``).
         local_blocks: residual blocks (conv-ReLU-conv, dilations 1, 2, 4, ...) added to the
             local path at grid resolution: a wider view of the neighbouring cells for a few
             million multiply-adds (the grid is 16x16). Their last convolution starts at zero, so
@@ -93,6 +96,7 @@ class ModelConfig:
     denoise_eps: float = 1e-3
     denoise_filter: str = "guided"
     denoise_blur: float = 0.0
+    denoise_lee: float = 0.0
     black_offset: float = 0.0
     local_blocks: int = 0
     global_hist: int = 0
@@ -104,6 +108,8 @@ class ModelConfig:
             raise ValueError(f"denoise_filter must be one of {DENOISE_FILTERS}, got {self.denoise_filter!r}")
         if not 0.0 <= self.denoise_blur <= 1.0:
             raise ValueError(f"denoise_blur must be in [0, 1], got {self.denoise_blur}")
+        if not 0.0 <= self.denoise_lee < float("inf"):
+            raise ValueError(f"denoise_lee must be a finite variance >= 0, got {self.denoise_lee}")
         if not 0.0 <= self.black_offset <= 0.5:
             raise ValueError(f"black_offset must be in [0, 0.5], got {self.black_offset}")
         if not 0 <= self.local_blocks <= 4:
@@ -139,6 +145,18 @@ class ModelConfig:
     def guide_blur(self) -> float:
         """The denoiser's guide blur in effect: ``denoise_blur``, 0 without the denoiser."""
         return self.denoise_blur if self.denoise else 0.0
+
+    @property
+    def guide_lee(self) -> float:
+        """The denoiser's guide's Lee step in effect: ``denoise_lee``, 0 without the denoiser."""
+        return self.denoise_lee if self.denoise else 0.0
+
+    @property
+    def guide_weight(self) -> float:
+        """What the low-resolution maps weigh the kernels' guide row by (``planar_terms``'
+        ``blur``): the row is ``binomial3(Y)`` blended in by :attr:`guide_blur`, or with the Lee
+        step the whole guide, weighed 1."""
+        return 1.0 if self.guide_lee else self.guide_blur
 
     @property
     def n_splat(self) -> int:

@@ -107,7 +107,8 @@ class DeepUPE(nn.Module):
         x = image
         if self.cfg.denoise:
             lam = torch.sigmoid(coeffs[:, n_affine:n_affine + 1]) * min(strength, 1.0)
-            x = denoise(image, self.denoise_coeffs(image), lam, self.cfg.denoise_blur).clamp(0.0, 1.0)
+            x = denoise(image, self.denoise_coeffs(image), lam, self.cfg.denoise_blur,
+                        self.cfg.denoise_lee).clamp(0.0, 1.0)
         if self.cfg.dequantise:
             x = dequantise(x)
         logits = apply_affine(coeffs[:, :n_affine], x)

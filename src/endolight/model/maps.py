@@ -68,8 +68,8 @@ def rgb_maps(model: torch.nn.Module, half: torch.Tensor, strength: float = 1.0) 
 
 
 def render_maps(maps: torch.Tensor, planes: Sequence[torch.Tensor], strength: float = 1.0,
-                blur: float = 0.0, offset: float = 0.0, gains: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                blur: float = 0.0, offset: float = 0.0, gains: torch.Tensor | None = None,
+                lee: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``255 R = 255 ((D + beta) / S - beta)`` from a frame's :func:`rgb_maps`, one plane per colour.
 
     Args:
@@ -78,6 +78,7 @@ def render_maps(maps: torch.Tensor, planes: Sequence[torch.Tensor], strength: fl
         blur: the denoiser's guide blur (``ModelConfig.denoise_blur``).
         offset: the division's beta (``ModelConfig.black_offset``).
         gains: the chroma curve's knots (``DeepUPE.chroma_gains``; ``None``: none).
+        lee: the guide's Lee step, a luma variance in [0, 1] (``ModelConfig.denoise_lee``).
 
     Returns:
         R, G, B of ``255 R`` in [0, 255] (``D <= max_c D_c <= S``), not rounded.
@@ -90,7 +91,7 @@ def render_maps(maps: torch.Tensor, planes: Sequence[torch.Tensor], strength: fl
     h, w = planes[0].shape[-2:]
     scale = torch.tensor([1 / 255] * 4 + [1.0] * 7, dtype=maps.dtype, device=maps.device)
     up = [upsample(m, h, w) for m in (maps * scale[:, None, None]).split(1, dim=1)]
-    y = filter_guide(LUMA[0] * planes[0] + LUMA[1] * planes[1] + LUMA[2] * planes[2], blur)
+    y = filter_guide(LUMA[0] * planes[0] + LUMA[1] * planes[1] + LUMA[2] * planes[2], blur, lee * 255**2)
     d = [(up[0] * x + up[1 + k] * y + up[4 + k]).clamp(0.0, 1.0) for k, x in enumerate(planes)]
     logit = up[7] * d[0] + up[8] * d[1] + up[9] * d[2] + up[10]
     m = offset_floor(torch.maximum(torch.maximum(d[0], d[1]), d[2]), offset)
@@ -151,7 +152,7 @@ def i420_maps(model: torch.nn.Module, y2: torch.Tensor, uv: torch.Tensor,
     else:
         a, b = _to_ycc(fit[:, :3]), _to_ycc(fit[:, 3:])
     split = (t.split(1, dim=1) for t in (a, b, affine))
-    luma, chroma = in_levels(*planar_terms(lam, *split, model.cfg.guide_blur))
+    luma, chroma = in_levels(*planar_terms(lam, *split, model.cfg.guide_weight))
     return torch.cat(luma, dim=1), torch.cat(chroma, dim=1)
 
 
@@ -167,20 +168,22 @@ def in_levels(luma: Sequence[Any], chroma: Sequence[Any]) -> tuple[list[Any], li
 
 def render_i420(luma: torch.Tensor, chroma: torch.Tensor, y: torch.Tensor, y2: torch.Tensor,
                 uv: torch.Tensor, strength: float = 1.0, blur: float = 0.0, offset: float = 0.0,
-                gains: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                gains: torch.Tensor | None = None, lee: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The enhanced planes from :func:`i420_maps`: ``(B, 1, H, W)`` luma and ``(B, 2, H/2, W/2)``
     chroma, rounded 8-bit levels (float; cast them). ``blur``: the denoiser's guide blur
     (``ModelConfig.denoise_blur``), as the planar kernel applies it; ``offset``: the division's
     beta (``ModelConfig.black_offset``; grey, so only the luma carries it); ``gains``: the chroma
-    curve's knots (``DeepUPE.chroma_gains``), applied at each block's ``S = 1 / mean(1 / S)``."""
+    curve's knots (``DeepUPE.chroma_gains``), applied at each block's ``S = 1 / mean(1 / S)``;
+    ``lee``: the guide's Lee step (``ModelConfig.denoise_lee``), whose whole guide is then the
+    fourth map's row."""
     h, w = y.shape[-2:]
     p, q, lc = (upsample(m, h, w) for m in luma[:, :3].split(1, dim=1))
     c = [upsample(m, h // 2, w // 2) for m in chroma.split(1, dim=1)]
     d_y = p * y + q
-    if blur != 0.0:  # the guide's blurred part (the fourth map), and the chroma's mean guide
-        b = binomial3(y)
+    if blur != 0.0 or lee:  # the guide's blurred part (the fourth map), and the chroma's mean guide
+        b = filter_guide(y, blur, lee * 219**2) if lee else binomial3(y)
         d_y = d_y + upsample(luma[:, 3:4], h, w) * b
-        y2 = y2 + blur * (half_mean(b) - y2)
+        y2 = y2 + (1.0 if lee else blur) * (half_mean(b) - y2)
     d_cb = c[0] * uv[:, 0:1] + c[1] * y2 + c[2]
     d_cr = c[0] * uv[:, 1:2] + c[3] * y2 + c[4]
     # Per 2x2 block: the affine row's chroma part and the largest of R, G, B minus luma.

@@ -1,0 +1,137 @@
+"""Would an edge-aware step on the denoiser's full-resolution guide close the noisy frames' gap?
+
+The guided filter's output is ``a * G + b``: where ``a`` is near 1 (edges, texture) the guide
+``G = Y + blur (B - Y)`` passes into the denoised frame noise included (``B``: the 3x3 binomial
+blur of the luma ``Y``). Each variant here replaces ``G`` at full resolution, nothing else:
+
+* ``lee``: a Lee (local Wiener) step on ``G``, ``M + k (G - M)`` with ``M, V`` the 3x3 binomial
+  mean and variance of ``G`` and ``k = V / (V + eps)``: flat regions take ``M``, edges keep ``G``.
+* ``adaptive``: the blur per pixel, ``B + k (G - B)`` with ``k`` from the binomial variance of
+  ``Y`` itself (no second pass over ``G``).
+* ``coring``: ``B + k (G - B)`` with ``k = d^2 / (d^2 + eps)``, ``d = Y - B`` (no variance at all).
+
+Prints PSNR / SSIM overall and per organ on the synthesized held-out pairs (384 px), the model
+run by its PyTorch reference (without the enhancer's border flattening, so a little below
+``endolight eval``'s figures). With ``--train OUT``, first continues the weights for 8 epochs
+as ``configs/default-stage24-blur.toml`` does but with the shipped blur (0.7) and the Lee guide
+in training and validation, then scores the result.
+
+    python scripts/guide_oracle.py
+    python scripts/guide_oracle.py --train runs/guide-lee
+    python scripts/guide_oracle.py --weights runs/guide-lee/best.safetensors --variants shipped,lee
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import endolight.model.deepupe as deepupe
+from endolight.checkpoint import load_model
+from endolight.io.tensors import to_tensor
+from endolight.metrics import psnr, ssim
+from endolight.model.denoise import binomial3, filter_guide, luma, upsample
+from endolight.pairs import heldout_pairs
+from endolight.train import load_config, train
+
+Guide = Callable[[torch.Tensor, float], torch.Tensor]
+WEIGHTS = Path("src/endolight/weights/endolight-default.safetensors")
+
+
+def _moments(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """3x3 binomial mean and variance of ``(B, 1, H, W)``."""
+    m = binomial3(torch.cat([t, t * t], dim=1))
+    return m[:, :1], (m[:, 1:] - m[:, :1] ** 2).clamp_min(0)
+
+
+def lee(y: torch.Tensor, blur: float, eps: float) -> torch.Tensor:
+    g = filter_guide(y, blur)
+    mean, var = _moments(g)
+    return mean + var / (var + eps) * (g - mean)
+
+
+def adaptive(y: torch.Tensor, blur: float, eps: float) -> torch.Tensor:
+    mean, var = _moments(y)
+    return mean + var / (var + eps) * (filter_guide(y, blur) - mean)
+
+
+def coring(y: torch.Tensor, blur: float, eps: float) -> torch.Tensor:
+    b = binomial3(y)
+    d2 = (y - b) ** 2
+    return b + d2 / (d2 + eps) * (filter_guide(y, blur) - b)
+
+
+VARIANTS: dict[str, Guide] = {
+    "shipped": filter_guide,
+    "lee": partial(lee, eps=4e-4),
+    "adaptive": partial(adaptive, eps=1.6e-3),
+    "coring": partial(coring, eps=1.6e-3),
+}
+
+
+@contextmanager
+def guided_by(guide: Guide):
+    """The model's full-resolution denoising (``endolight.model.denoise.denoise``) with ``guide``
+    in place of :func:`filter_guide` (the model calls it by its module-level name)."""
+
+    def denoise(image, coeffs, lam, blur=0.0):
+        up = upsample(coeffs, image.shape[-2], image.shape[-1])
+        return image + lam * (up[:, :3] * guide(luma(image), blur) + up[:, 3:] - image)
+
+    shipped = deepupe.denoise
+    deepupe.denoise = denoise
+    try:
+        yield
+    finally:
+        deepupe.denoise = shipped
+
+
+@torch.no_grad()
+def scores(weights: Path, guide: Guide, pairs: list) -> dict[str, tuple[float, float]]:
+    model = load_model(weights).eval()
+    per: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    with guided_by(guide):
+        for organ, dim, target in pairs:
+            out = model(dim).output
+            row = (float(psnr(out, target)[0]), float(ssim(out, target)[0]))
+            per[organ].append(row)
+            per["all"].append(row)
+    return {k: tuple(np.mean(v, axis=0)) for k, v in per.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", type=Path, default=WEIGHTS)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--train", type=Path, default=None, help="continue the weights with the Lee guide here")
+    args = ap.parse_args()
+    weights = args.weights
+    if args.train is not None:
+        cfg = load_config("configs/default-stage24-blur.toml", out_dir=str(args.train),
+                          init_weights=str(weights))
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, denoise_blur=0.7))
+        with guided_by(VARIANTS["lee"]):
+            train(cfg, resume=(args.train / "last.safetensors").is_file())
+        weights = args.train / "best.safetensors"
+    pairs = [(p.organ, to_tensor(p.dim)[None], to_tensor(p.target)[None]) for p in heldout_pairs(384)]
+    names = args.variants.split(",")
+    results = {name: scores(weights, VARIANTS[name], pairs) for name in names}
+    organs = sorted(results[names[0]], key=lambda o: (o == "all", o))
+    print(f"Weights: {weights}. PSNR / SSIM, held-out pairs at 384 px.\n")
+    print("| organ | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for organ in organs:
+        print(f"| {organ} | " + " | ".join(f"{results[n][organ][0]:.2f} / {results[n][organ][1]:.3f}"
+                                          for n in names) + " |")
+
+
+if __name__ == "__main__":
+    main()
