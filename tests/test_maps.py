@@ -270,7 +270,7 @@ def test_i420_maps_are_the_rgb_maps_in_ycbcr(model, data_root, where):
     a, b, c, (lr, lg, lb, l0) = rgb[0], to_ycc @ rgb[1:4].flatten(1), to_ycc @ rgb[4:7].flatten(1), rgb[7:11]
     b, c = b.view(3, *a.shape), c.view(3, *a.shape)
     affine_c = [CB_B * lb - CB_G * lg, CR_R * lr - CR_G * lg, l0]
-    r = model.cfg.denoise_blur * b[0]  # the blurred guide's part: blur lam a_Y
+    r = model.cfg.guide_weight * b[0]  # the guide row's part: blur lam a_Y (lam a_Y with the Lee step)
     want_luma, want_chroma = in_levels([a + b[0] - r, c[0], lr + lg + lb, r],
                                        [a, b[1], c[1], b[2], c[2], *affine_c])
     for got, want in zip([*luma[0].double(), *chroma[0].double()], [*want_luma, *want_chroma], strict=True):
