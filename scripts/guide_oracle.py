@@ -5,26 +5,23 @@ The guided filter's output is ``a * G + b``: where ``a`` is near 1 (edges, textu
 blur of the luma ``Y``). Each variant here replaces ``G`` at full resolution, nothing else:
 
 * ``lee``: a Lee (local Wiener) step on ``G``, ``M + k (G - M)`` with ``M, V`` the 3x3 binomial
-  mean and variance of ``G`` and ``k = V / (V + eps)``: flat regions take ``M``, edges keep ``G``.
+  mean and variance of ``G`` and ``k = V / (V + eps)``: flat regions take ``M``, edges keep ``G``
+  (shipped since: ``ModelConfig.denoise_lee``, ``filter_guide``'s ``lee``).
 * ``adaptive``: the blur per pixel, ``B + k (G - B)`` with ``k`` from the binomial variance of
   ``Y`` itself (no second pass over ``G``).
 * ``coring``: ``B + k (G - B)`` with ``k = d^2 / (d^2 + eps)``, ``d = Y - B`` (no variance at all).
 
 Prints PSNR / SSIM overall and per organ on the synthesized held-out pairs (384 px), the model
 run by its PyTorch reference (without the enhancer's border flattening, so a little below
-``endolight eval``'s figures). With ``--train OUT``, first continues the weights for 8 epochs
-as ``configs/default-stage24-blur.toml`` does but with the shipped blur (0.7) and the Lee guide
-in training and validation, then scores the result.
+``endolight eval``'s figures), each variant in place of the weights' own guide (weights trained
+without the Lee step: ``shipped`` is their guide).
 
-    python scripts/guide_oracle.py
-    python scripts/guide_oracle.py --train runs/guide-lee
-    python scripts/guide_oracle.py --weights runs/guide-lee/best.safetensors --variants shipped,lee
+    python scripts/guide_oracle.py --weights W [--variants shipped,lee]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -40,22 +37,14 @@ from endolight.io.tensors import to_tensor
 from endolight.metrics import psnr, ssim
 from endolight.model.denoise import binomial3, filter_guide, luma, upsample
 from endolight.pairs import heldout_pairs
-from endolight.train import load_config, train
 
 Guide = Callable[[torch.Tensor, float], torch.Tensor]
-WEIGHTS = Path("src/endolight/weights/endolight-default.safetensors")
 
 
 def _moments(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """3x3 binomial mean and variance of ``(B, 1, H, W)``."""
     m = binomial3(torch.cat([t, t * t], dim=1))
     return m[:, :1], (m[:, 1:] - m[:, :1] ** 2).clamp_min(0)
-
-
-def lee(y: torch.Tensor, blur: float, eps: float) -> torch.Tensor:
-    g = filter_guide(y, blur)
-    mean, var = _moments(g)
-    return mean + var / (var + eps) * (g - mean)
 
 
 def adaptive(y: torch.Tensor, blur: float, eps: float) -> torch.Tensor:
@@ -71,7 +60,7 @@ def coring(y: torch.Tensor, blur: float, eps: float) -> torch.Tensor:
 
 VARIANTS: dict[str, Guide] = {
     "shipped": filter_guide,
-    "lee": partial(lee, eps=4e-4),
+    "lee": partial(filter_guide, lee=4e-4),
     "adaptive": partial(adaptive, eps=1.6e-3),
     "coring": partial(coring, eps=1.6e-3),
 }
@@ -82,7 +71,7 @@ def guided_by(guide: Guide):
     """The model's full-resolution denoising (``endolight.model.denoise.denoise``) with ``guide``
     in place of :func:`filter_guide` (the model calls it by its module-level name)."""
 
-    def denoise(image, coeffs, lam, blur=0.0):
+    def denoise(image, coeffs, lam, blur=0.0, lee=0.0):  # lee: 0 for the weights this takes
         up = upsample(coeffs, image.shape[-2], image.shape[-1])
         return image + lam * (up[:, :3] * guide(luma(image), blur) + up[:, 3:] - image)
 
@@ -109,23 +98,16 @@ def scores(weights: Path, guide: Guide, pairs: list) -> dict[str, tuple[float, f
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", type=Path, default=WEIGHTS)
+    ap.add_argument("--weights", type=Path, required=True, help="weights trained without the Lee step")
     ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--train", type=Path, default=None, help="continue the weights with the Lee guide here")
     args = ap.parse_args()
-    weights = args.weights
-    if args.train is not None:
-        cfg = load_config("configs/default-stage24-blur.toml", out_dir=str(args.train),
-                          init_weights=str(weights))
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, denoise_blur=0.7))
-        with guided_by(VARIANTS["lee"]):
-            train(cfg, resume=(args.train / "last.safetensors").is_file())
-        weights = args.train / "best.safetensors"
+    if load_model(args.weights).cfg.guide_lee:
+        raise SystemExit(f"{args.weights}: its guide already takes the Lee step; give weights without it")
     pairs = [(p.organ, to_tensor(p.dim)[None], to_tensor(p.target)[None]) for p in heldout_pairs(384)]
     names = args.variants.split(",")
-    results = {name: scores(weights, VARIANTS[name], pairs) for name in names}
+    results = {name: scores(args.weights, VARIANTS[name], pairs) for name in names}
     organs = sorted(results[names[0]], key=lambda o: (o == "all", o))
-    print(f"Weights: {weights}. PSNR / SSIM, held-out pairs at 384 px.\n")
+    print(f"Weights: {args.weights}. PSNR / SSIM, held-out pairs at 384 px.\n")
     print("| organ | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for organ in organs:
