@@ -554,6 +554,26 @@ def test_render_planes_blurred_guide_is_the_i420_graph(seed, blur, lee, size, lo
         assert np.abs(plane.astype(int) - p0).max() >= 2
 
 
+def test_render_planes_lee_step_inside_the_view_is_the_whole_frames():
+    # The planar kernel makes the Lee step's source rows once per work item (64 rows), over the
+    # columns of all its rows' spans: inside a round view the output must be the unmasked run's,
+    # on a frame wider than a few ALIGN runs and taller than two work items.
+    h, w = 140, 200
+    y, u, v, luma, chroma = _planes_case(11, h, w, 5, 7)
+    chroma[1:5] *= 5
+    luma[3] = np.random.default_rng(11).normal(0, 0.5, luma.shape[1:])
+    yy, xx = np.mgrid[:h, :w]
+    keep = (yy - 70) ** 2 + (xx - 110) ** 2 > 66**2
+    got = _render_planes(y, u, v, luma, chroma, keep=keep, blur=0.7, lee=0.02)
+    plain = _render_planes(y, u, v, luma, chroma, blur=0.7, lee=0.02)
+    np.testing.assert_array_equal(got[0][~keep], plain[0][~keep])
+    inside = ~keep.reshape(h // 2, 2, w // 2, 2).any(axis=(1, 3))  # blocks with no kept pixel
+    for k in (1, 2):
+        np.testing.assert_array_equal(got[k][inside], plain[k][inside])
+    without = _render_planes(y, u, v, luma, chroma, keep=keep, blur=0.7)
+    assert np.abs(got[0][~keep].astype(int) - without[0][~keep]).max() >= 2  # the step did act
+
+
 def test_render_planes_keep_mask_and_out_planes():
     y, u, v, luma, chroma = _planes_case(4, 8, 12, 3, 4)
     keep = np.zeros((8, 12), bool)

@@ -29,7 +29,7 @@ from endolight.kernels.common import (
     border_span,
     chroma_curve,
     guide_row,
-    lee_guide_rows,
+    lee_guide_row,
     row_span,
     sigmoid,
 )
@@ -166,8 +166,7 @@ def _render_kernel(frame, grid, ccm, ccm_bias, shifts, slopes, mix, mix_bias, y_
         if use_dn:
             gl = np.empty(w, dtype=np.float32)
             if lee > zero:
-                lee_guide_rows(luma, y, xa, xb, blur, lee, np.empty((3, w), dtype=np.float32),
-                               np.empty((3, w), dtype=np.float32), gl.reshape(1, w))
+                lee_guide_row(luma, y, xa, xb, blur, lee, gl)
             elif blur == zero:
                 for x in range(ua, ub):
                     gl[x] = l0 * img[0, x] + l1 * img[1, x] + l2 * img[2, x]

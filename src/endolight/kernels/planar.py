@@ -44,7 +44,8 @@ from endolight.kernels.common import (
     binomial3_row,
     chroma_curve,
     guide_row,
-    lee_guide_rows,
+    lee_source_row,
+    lee_step_row,
     row_span,
     sigmoid,
 )
@@ -296,8 +297,13 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
         bterm = np.empty(w, dtype=np.float32)  # per luma column (each block's value twice)
         cmax = np.empty(w, dtype=np.float32)
         blurred = np.empty((2, w), dtype=np.float32)  # read only where written (use_blur)
-        lee_g = np.empty((4, w), dtype=np.float32)  # the Lee step's scratch
+        # The Lee step's source rows G, G^2, a ring keyed by row (each made once per work item,
+        # over the columns of all its rows' spans), and its column blurs.
+        lee_g = np.empty((4, w), dtype=np.float32)
         lee_sq = np.empty((4, w), dtype=np.float32)
+        lee_row = np.full(4, -9, dtype=np.int64)
+        lee_m = np.empty(w + 2, dtype=np.float32)
+        lee_s = np.empty(w + 2, dtype=np.float32)
         inv = np.empty((2, w), dtype=np.float32)  # read only where written ([wa, wb))
         p = np.empty(w, dtype=np.float32)
         q = np.empty(w, dtype=np.float32)
@@ -313,6 +319,14 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
         chroma_x = np.empty((chroma_maps.shape[0], c_hi - c_lo + 1, w // 2), dtype=np.float32)
         _maps_along_x(luma_maps, l_lo, l_hi, lx[0], lx[1], lx[2], luma_x)
         _maps_along_x(chroma_maps, c_lo, c_hi, cx[0], cx[1], cx[2], chroma_x)
+        g_lo, g_hi = 0, w
+        if use_lee and use_keep:
+            g_lo, g_hi = w, 0
+            for j in range(j0, j1):
+                if spans[j, 0] < spans[j, 1]:
+                    g_lo = min(g_lo, (spans[j, 0] // ALIGN) * ALIGN - 1)
+                    g_hi = max(g_hi, -(-spans[j, 1] // ALIGN) * ALIGN + 1)
+            g_lo, g_hi = max(g_lo, 0), min(g_hi, w)
         for j in range(j0, j1):
             y0, y1 = 2 * j, 2 * j + 1
             xa, xb, holes = 0, w, False
@@ -338,7 +352,15 @@ def _planar_kernel(y_in, u_in, v_in, luma_maps, chroma_maps, ly_lo, ly_w, lc_lo,
             # The 3x3 binomial blur of Y' on both rows, in levels (the filter's blurred guide), or
             # the whole guide with its Lee step.
             if use_lee:
-                lee_guide_rows(y_in, y0, wa, wb, blur, lee, lee_g, lee_sq, blurred)
+                for ry in range(y0 - 1, y0 + 3):
+                    slot = ry % 4
+                    if lee_row[slot] != ry:
+                        lee_source_row(y_in, ry, g_lo, g_hi, blur, lee_g[slot], lee_sq[slot])
+                        lee_row[slot] = ry
+                for t in range(2):
+                    ka, kb, kc = (y0 - 1 + t) % 4, (y0 + t) % 4, (y0 + 1 + t) % 4
+                    lee_step_row(lee_g[ka], lee_g[kb], lee_g[kc], lee_sq[ka], lee_sq[kb], lee_sq[kc], wa, wb,
+                                 lee, lee_m, lee_s, blurred[t])
             elif use_blur:
                 for t in range(2):
                     y = y0 + t
