@@ -35,20 +35,14 @@ import endolight.model.deepupe as deepupe
 from endolight.checkpoint import load_model
 from endolight.io.tensors import to_tensor
 from endolight.metrics import psnr, ssim
-from endolight.model.denoise import binomial3, filter_guide, luma, upsample
+from endolight.model.denoise import binomial3, binomial_moments, filter_guide, luma, upsample
 from endolight.pairs import heldout_pairs
 
 Guide = Callable[[torch.Tensor, float], torch.Tensor]
 
 
-def _moments(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """3x3 binomial mean and variance of ``(B, 1, H, W)``."""
-    m = binomial3(torch.cat([t, t * t], dim=1))
-    return m[:, :1], (m[:, 1:] - m[:, :1] ** 2).clamp_min(0)
-
-
 def adaptive(y: torch.Tensor, blur: float, eps: float) -> torch.Tensor:
-    mean, var = _moments(y)
+    mean, var = binomial_moments(y)
     return mean + var / (var + eps) * (filter_guide(y, blur) - mean)
 
 

@@ -174,14 +174,15 @@ def binomial3_row(above, here, below, xa, xb, out):  # pragma: no cover - compil
 @njit(**JIT_OPTIONS)
 def blurred_guide_row(luma, y, xa, xb, blur, out):  # pragma: no cover - compiled
     """The guided filter's blurred guide on columns ``[xa, xb)`` of row ``y`` of an ``(H, W)``
-    luma plane in [0, 1]: ``Y + blur * (B - Y)``, ``B`` its 3x3 binomial blur (rows beyond the
+    luma plane (in [0, 1], or Y' levels): ``Y + blur * (B - Y)``, ``B`` its 3x3 binomial blur (rows beyond the
     edges replicated; :func:`binomial3_row`; ``endolight.model.denoise.filter_guide``). Reads
     columns ``xa - 1`` to ``xb`` of rows ``y - 1`` to ``y + 1``."""
     h = luma.shape[0]
     here = luma[y]
     binomial3_row(luma[max(y - 1, 0)], here, luma[min(y + 1, h - 1)], xa, xb, out)
     for x in range(np.uint64(xa), np.uint64(xb)):
-        out[x] = here[x] + blur * (out[x] - here[x])
+        v = np.float32(here[x])  # any numeric plane (uint8 Y' in the planar kernel)
+        out[x] = v + blur * (out[x] - v)
 
 
 @njit(**JIT_OPTIONS)
@@ -189,15 +190,9 @@ def lee_source_row(plane, y, lo, hi, blur, g, sq):  # pragma: no cover - compile
     """The Lee step's source on columns ``[lo, hi)`` of row ``y`` (clamped to the plane) of an
     ``(H, W)`` plane: ``g = G = Y + blur (B - Y)`` (``B`` the 3x3 binomial blur) and ``sq = G^2``,
     float32 rows. Reads columns ``lo - 1`` to ``hi`` of rows ``y - 1`` to ``y + 1``."""
-    h = plane.shape[0]
-    y = min(max(y, 0), h - 1)
-    here = plane[y]
-    binomial3_row(plane[max(y - 1, 0)], here, plane[min(y + 1, h - 1)], lo, hi, g)
+    blurred_guide_row(plane, min(max(y, 0), plane.shape[0] - 1), lo, hi, blur, g)
     for x in range(np.uint64(lo), np.uint64(hi)):
-        v = np.float32(here[x])
-        t = v + blur * (g[x] - v)
-        g[x] = t
-        sq[x] = t * t
+        sq[x] = g[x] * g[x]
 
 
 @njit(**JIT_OPTIONS)

@@ -137,10 +137,16 @@ def filter_guide(y: torch.Tensor, blur: float, lee: float = 0.0) -> torch.Tensor
     g = y if blur == 0.0 else y + blur * (binomial3(y) - y)
     if lee == 0.0:
         return g
-    moments = binomial3(torch.cat([g, g * g], dim=1))
-    mean = moments[:, :1]
-    var = (moments[:, 1:] - mean * mean).clamp_min(0)
+    mean, var = binomial_moments(g)
     return mean + var / (var + lee) * (g - mean)
+
+
+def binomial_moments(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 3x3 binomial mean and variance (clamped at 0) of ``(B, 1, H, W)``, edges replicated
+    (:func:`binomial3`)."""
+    moments = binomial3(torch.cat([t, t * t], dim=1))
+    mean = moments[:, :1]
+    return mean, (moments[:, 1:] - mean * mean).clamp_min(0)
 
 
 def denoise(image: torch.Tensor, coeffs: torch.Tensor, lam: torch.Tensor, blur: float = 0.0,
