@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from endolight import compare
 from endolight.checkpoint import default_weights_path, read_metadata, save_weights
 from endolight.cli import app
-from endolight.compare import QUICK, CompareConfig, figure_grid, train_all, where_not_best
+from endolight.compare import QUICK, CompareConfig, figure_grid, organs_not_won, train_all, where_not_best
 from endolight.data import PairDataset, list_frames
 from endolight.enhancer import Enhancer
 from endolight.io.tensors import to_tensor
@@ -313,6 +313,29 @@ def test_where_not_best_reports_margins():
     lines = where_not_best(summary, "ours", ["ours", "a", "b"])
     assert lines == ["- PSNR: a by 1.50", "- SSIM: b by 0.1000", "- ΔE2000: a by 1.00", "- LOE: b by 50.0"]
     assert where_not_best({"ours": summary["ours"]}, "ours", ["ours"]) == []
+
+
+def test_organs_not_won_names_each_organ_and_metric_lost():
+    ours = {"psnr": 26.29, "ssim": 0.784, "delta_e": 3.09, "loe": 500.0}
+    summary = {"all": {"ours": ours, "dped": ours},
+               "sinus": {"ours": ours, "dped": {"psnr": 26.40, "ssim": 0.797, "delta_e": 3.60, "loe": 1.0}},
+               "larynx": {"ours": ours, "dped": {"psnr": 20.0, "ssim": 0.5, "delta_e": 3.00, "loe": 1.0}},
+               "gastro": {"ours": ours, "dped": {"psnr": 20.0, "ssim": 0.5, "delta_e": 9.00, "loe": 1.0}}}
+    # LOE is not a per-organ column; the overall group is not an organ; gastro is won everywhere.
+    assert organs_not_won(summary, "ours", ["ours", "dped"]) == [
+        "- larynx: ΔE2000: dped by 0.09", "- sinus: PSNR: dped by 0.11; SSIM: dped by 0.0130"]
+
+
+def test_eval_table_prints_psnr_ssim_and_delta_e_per_organ():
+    from endolight.evaluate import markdown_table, summarize
+
+    rows = [{"method": m, "organ": o, "image": "x", "psnr": p, "ssim": 0.5, "delta_e": d, "loe": 1.0}
+            for m, o, p, d in (("a", "sinus", 26.0, 3.0), ("a", "sinus", 27.0, 4.0),
+                               ("a", "larynx", 20.0, 9.0), ("b", "sinus", 25.0, 2.5),
+                               ("b", "larynx", 21.0, 8.0))]
+    md = markdown_table(summarize(rows), {"sinus": 2, "larynx": 1})
+    assert "| sinus (2) | 26.50 / 0.500 / 3.50 | 25.00 / 0.500 / 2.50 |" in md
+    assert "| larynx (1) | 20.00 / 0.500 / 9.00 | 21.00 / 0.500 / 8.00 |" in md
 
 
 def test_figure_grid_lays_out_rows_and_columns():

@@ -290,6 +290,39 @@ def test_transpose_square_turns_square_frames_crops_only(tmp_path):
     assert 5 < sum(turned) < 35
 
 
+def test_recolour_varies_targets_brightness_and_colour_in_linear_light(tmp_path):
+    # A gain alone scales the three channels alike in linear light, so a grey patch stays grey
+    # and a coloured one keeps its linear ratios; a tint moves them. (0, 0) leaves every
+    # target and every draw as before (earlier stages' crops are reproduced), and the pair's dim
+    # input is made from the recoloured target.
+    import kornia
+
+    patch = torch.tensor([0.2, 0.4, 0.1])[:, None, None].expand(3, 4, 4).clone()
+    lin = kornia.color.rgb_to_linear_rgb(patch)
+    rng = np.random.default_rng(3)
+    gains = [kornia.color.rgb_to_linear_rgb(data_module.recolour(patch, rng, 0.35, 0.0)) / lin
+             for _ in range(50)]
+    logs = np.log2([float(g.mean()) for g in gains])
+    assert all(float(g.std()) < 1e-4 for g in gains)  # one gain for the three channels
+    assert -0.35 <= logs.min() < -0.2 and 0.2 < logs.max() <= 0.35
+    tinted = [kornia.color.rgb_to_linear_rgb(data_module.recolour(patch, rng, 0.0, 0.15)) / lin
+              for _ in range(50)]
+    spread = np.log2([[float(t[c].mean()) for c in range(3)] for t in tinted])
+    assert np.abs(spread).max() <= 0.15 + 1e-4 and np.ptp(spread[:, 0] - spread[:, 1]) > 0.2
+    assert data_module.recolour(patch, rng, 0.0, 0.0) is patch
+
+    write_image(tmp_path / "f.png", (np.random.default_rng(0).uniform(40, 200, (64, 64, 3))).astype(np.uint8))
+    ref = FrameRef(tmp_path / "f.png", "sinus")
+    plain = data_module.PairDataset([ref], crop=32, max_side=64, repeats=6)
+    same = data_module.PairDataset([ref], crop=32, max_side=64, repeats=6, recolour=(0.0, 0.0))
+    varied = data_module.PairDataset([ref], crop=32, max_side=64, repeats=6, recolour=(0.35, 0.15))
+    for i in range(6):
+        assert torch.equal(plain[i][0], same[i][0]) and torch.equal(plain[i][1], same[i][1])
+        assert not torch.allclose(plain[i][1], varied[i][1], atol=0.01)
+    with pytest.raises(ValueError, match="recolour"):
+        TrainConfig(recolour=(-0.1, 0.0))
+
+
 def test_a_model_grown_by_residual_blocks_starts_from_the_weights_it_was_given(tmp_path, data_root):
     # init_weights into a model with two more blocks at grid resolution and a luma histogram fed
     # to the global path (ModelConfig.local_blocks, global_hist): they start as zero updates, so

@@ -43,6 +43,7 @@ from endolight.evaluate import (
     evaluate_no_reference,
     noref_markdown,
     noref_summary,
+    organ_cell,
     summarize,
 )
 from endolight.figures import brightness_plot, contact_sheet, figure_grid, loss_curves
@@ -385,6 +386,7 @@ def _figure_pairs(pairs: list[Pair], n: int) -> list[Pair]:
 # --------------------------------------------------------------------------- report
 
 
+PER_ORGAN = ("psnr", "ssim", "delta_e")  # the per-organ table's columns (no LOE per organ)
 FMT = {"psnr": "{:.2f}", "ssim": "{:.4f}", "delta_e": "{:.2f}", "loe": "{:.1f}", **NOREF_FMT}
 
 
@@ -412,15 +414,27 @@ def organ_markdown(summary: dict[str, dict[str, dict[str, float]]], names: list[
     lines = ["| method | " + " | ".join(f"{o} ({counts[o]})" for o in organs) + " |",
              "|---|" + "---|" * len(organs)]
     for n in names:
-        lines.append(f"| {n} | " + " | ".join(
-            f"{summary[o][n]['psnr']:.2f} / {summary[o][n]['ssim']:.3f}" for o in organs) + " |")
+        lines.append(f"| {n} | " + " | ".join(organ_cell(summary[o][n]) for o in organs) + " |")
     return "\n".join(lines) + "\n"
 
 
-def where_not_best(summary: dict[str, dict[str, float]], ours: str, names: list[str]) -> list[str]:
+def organs_not_won(summary: dict[str, dict[str, dict[str, float]]], ours: str,
+                   names: list[str]) -> list[str]:
+    """:func:`where_not_best` on each organ (PSNR, SSIM, ΔE2000: the per-organ table's
+    columns), one line per organ where some row beats ``ours``."""
+    lines = []
+    for organ in sorted(g for g in summary if g != "all"):
+        miss = where_not_best(summary[organ], ours, names, PER_ORGAN)
+        if miss:
+            lines.append(f"- {organ}: " + "; ".join(m.removeprefix("- ") for m in miss))
+    return lines
+
+
+def where_not_best(summary: dict[str, dict[str, float]], ours: str, names: list[str],
+                   metrics: tuple[str, ...] = METRICS) -> list[str]:
     """One line per metric on which some row beats ``ours``, with the margins."""
     lines = []
-    for m in METRICS:
+    for m in metrics:
         sign = 1 if HIGHER_BETTER[m] else -1
         better = [(n, sign * (summary[n][m] - summary[ours][m])) for n in names
                   if n != ours and sign * (summary[n][m] - summary[ours][m]) > 0]
@@ -615,7 +629,9 @@ def _report(cfg: CompareConfig, command: str, pairs: list[Pair], counts: dict[st
             "",
         ]
     lines += [
-        "### PSNR / SSIM per organ", "", organ_markdown(summary, names, counts),
+        "### PSNR / SSIM / ΔE2000 per organ", "", organ_markdown(summary, names, counts),
+        f"**Organs where {ours} does not win** (margin by which others beat it):", "",
+        *(organs_not_won(summary, ours, names) or ["- none: it is best on every organ."]), "",
         *[t for key in BINNED if (t := binned_markdown([r for r in rows if r["method"] in names], key))],
         "## Figure 3 — loss ablation of our model (same budget)", "",
         "Each variant is the same DeepUPE model trained under the common budget with only the loss changed: "

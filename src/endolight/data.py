@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import kornia
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -141,6 +142,20 @@ def degraded_pair(
     return degrade(target, params, gen), target, params.to_dict()
 
 
+def recolour(target: torch.Tensor, rng: np.random.Generator, gain: float, tint: float) -> torch.Tensor:
+    """A ``(3, H, W)`` target in [0, 1] scaled in linear light by ``2^(u + t_c)`` per channel,
+    ``u`` uniform in ``[-gain, gain]`` and each ``t_c`` in ``[-tint, tint]`` (log2 half-ranges;
+    clipped at white). A scene of another brightness and colour, as another clip of the same
+    organ shows: the exposure a model infers from a dim frame then leans less on the training
+    frames' own (docs/model.md, "What DPED still keeps: sinus")."""
+    if gain == 0.0 and tint == 0.0:
+        return target
+    log2 = rng.uniform(-gain, gain) + rng.uniform(-tint, tint, size=3)
+    scale = torch.from_numpy(np.exp2(log2)).to(target.dtype)[:, None, None]
+    lin = kornia.color.rgb_to_linear_rgb(target) * scale
+    return kornia.color.linear_rgb_to_rgb(lin.clamp(0.0, 1.0))
+
+
 def check_crop_area(crop_area: tuple[float, float]) -> None:
     """Raise ValueError unless ``(low, high)`` is a range of area fractions, ``0 < low <= high <= 1``."""
     low, high = crop_area
@@ -188,6 +203,7 @@ class PairDataset(Dataset):
         frame_aspect: bool = False,
         transpose_square: bool = False,
         wide_crop_area: tuple[float, float] | None = None,
+        recolour: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         if not refs:
             raise ValueError("no training frames")
@@ -197,7 +213,7 @@ class PairDataset(Dataset):
         self.frames = [load_frame(r, max_side) for r in refs]
         self.crop, self.seed, self.repeats, self.crop_area = crop, seed, repeats, crop_area
         self.frame_aspect, self.transpose_square = frame_aspect, transpose_square
-        self.wide_crop_area = wide_crop_area
+        self.wide_crop_area, self.recolour = wide_crop_area, recolour
         self.degrade_cfg = degrade_cfg or DegradeConfig()
         self.epoch = 0
 
@@ -224,6 +240,6 @@ class PairDataset(Dataset):
         # a wider frame's squash to the square input has an axis, which a transpose would turn.
         if self.transpose_square and abs(h - w) <= max(h, w) // 20 and rng.uniform() < 0.5:
             patch = patch.transpose(1, 0, 2)
-        target = to_tensor(patch)
+        target = recolour(to_tensor(patch), rng, *self.recolour)
         dim, target, _ = degraded_pair(target, seed, self.degrade_cfg)
         return dim, target

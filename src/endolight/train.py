@@ -64,6 +64,9 @@ class TrainConfig:
     frame_aspect: bool = False  # crops' aspect ratios around the frame's own (data.crop_box)
     wide_crop_area: tuple[float, float] | None = None  # crop_area for frames wider than 5:4 (None: crop_area)
     transpose_square: bool = False  # square frames' crops also transposed at random (90° turns)
+    # Targets' brightness and colour varied in linear light (data.recolour): log2 half-ranges of
+    # a gain shared by the channels and of each channel's own; (0, 0) leaves them as filmed.
+    recolour: tuple[float, float] = (0.0, 0.0)
     lr: float = 5e-4
     lr_min: float = 1e-5  # cosine schedule from lr to lr_min over all epochs
     # The chroma curve's start rate (ModelConfig.chroma_knots; None: lr): a few log gains that
@@ -91,6 +94,8 @@ class TrainConfig:
         check_crop_area(self.crop_area)  # a bad config fails when loaded, not mid-run
         if self.wide_crop_area is not None:
             check_crop_area(self.wide_crop_area)
+        if not all(0.0 <= r < float("inf") for r in self.recolour) or len(self.recolour) != 2:
+            raise ValueError(f"recolour must be two finite log2 half-ranges >= 0, got {self.recolour}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
 
@@ -324,7 +329,7 @@ def _train(
             refs = refs[:: max(1, len(refs) // cfg.max_frames)][: cfg.max_frames]
     dataset = PairDataset(refs, cfg.crop, cfg.max_side, cfg.degrade, cfg.seed, cfg.repeats, cfg.crop_area,
                           frame_aspect=cfg.frame_aspect, transpose_square=cfg.transpose_square,
-                          wide_crop_area=cfg.wide_crop_area)
+                          wide_crop_area=cfg.wide_crop_area, recolour=cfg.recolour)
     val_pairs = validation_pairs(cfg, val_refs) if main else []
     logs: list[EpochLog] = []
     if main:
