@@ -1,0 +1,135 @@
+"""Would the denoiser close the noisy frames' gap if it knew each frame's sensor noise?
+
+The held-out frames that lose SSIM to DPED are those with the most read noise (README, Results):
+a signal-independent noise in linear light, which sRGB's steep toe makes largest in the darkest
+regions, where the model's thresholds are one constant for every level. Each variant here gives
+the model's denoiser an oracle of the noise: the variance of the dim frame's luma at its local
+level ``m``, from the frame's own degradation parameters (``peak``, ``read_noise``),
+
+    var(m) = 0.446 * (d sRGB / d lin)^2 * (lin(m) / peak + read^2)
+
+(0.446: the sum of the squared luma weights, channels' noise independent), and uses it as
+
+* ``lee=K``: the guide's Lee threshold, ``max(lee, K var(M))`` per pixel (``M`` the guide's 3x3
+  binomial mean) instead of the constant ``ModelConfig.denoise_lee``;
+* ``eps=K``: the guided filter's edge threshold, ``eps + K var(m) / 16`` per shrunk pixel (the
+  shrink by 4 averages ~16 pixels' noise).
+
+Prints PSNR / SSIM overall and per organ on the synthesized held-out pairs (384 px), the model
+run by its PyTorch reference (without the enhancer's border flattening, so a little below
+``endolight eval``'s figures), no training.
+
+    python scripts/noise_oracle.py [--weights W] [--variants none,lee=1,eps=1,lee=1+eps=1]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import endolight.model.deepupe as deepupe
+from endolight.checkpoint import default_weights_path, load_model
+from endolight.io.tensors import to_tensor
+from endolight.metrics import psnr, ssim
+from endolight.model.denoise import (
+    binomial_moments,
+    box_mean,
+    filter_guide,
+    guided_coefficients,
+    luma,
+    upsample,
+)
+from endolight.pairs import heldout_pairs
+
+
+def noise_variance(m: torch.Tensor, peak: float, read: float) -> torch.Tensor:
+    """The sRGB luma's noise variance at sRGB level ``m`` of the endoscope protocol's
+    Poisson-Gaussian noise (``endolight.degrade``: ``N(0, lin / peak + read^2)`` in linear light)."""
+    m = m.clamp(0, 1)
+    lin = torch.where(m > 0.04045, ((m + 0.055) / 1.055) ** 2.4, m / 12.92).clamp_min(1e-5)
+    slope = torch.where(lin > 0.0031308, 1.055 / 2.4 * lin ** (1 / 2.4 - 1), torch.full_like(lin, 12.92))
+    return 0.446 * slope**2 * (lin / peak + read**2)
+
+
+@contextmanager
+def told_the_noise(peak_read: dict[str, float], lee_k: float, eps_k: float):
+    """The model's denoiser (``deepupe.denoise``, ``deepupe.guided_coefficients``) with thresholds
+    from :func:`noise_variance` of the frame whose ``peak`` and ``read`` are in ``peak_read``."""
+
+    def guide(y, blur, lee):
+        if lee_k == 0:
+            return filter_guide(y, blur, lee)
+        g = filter_guide(y, blur)
+        mean, var = binomial_moments(g)
+        threshold = torch.clamp_min(lee_k * noise_variance(mean, **peak_read), lee)
+        return mean + var / (var + threshold) * (g - mean)
+
+    def denoise(image, coeffs, lam, blur=0.0, lee=0.0):
+        up = upsample(coeffs, image.shape[-2], image.shape[-1])
+        return image + lam * (up[:, :3] * guide(luma(image), blur, lee) + up[:, 3:] - image)
+
+    def fit(small, radius, eps, box=box_mean):
+        if eps_k:
+            eps = eps + eps_k * noise_variance(box(luma(small), radius), **peak_read) / 16
+        return guided_coefficients(small, radius, eps, box)
+
+    shipped = deepupe.denoise, deepupe.guided_coefficients
+    deepupe.denoise, deepupe.guided_coefficients = denoise, fit
+    try:
+        yield
+    finally:
+        deepupe.denoise, deepupe.guided_coefficients = shipped
+
+
+def parse_variant(name: str) -> tuple[float, float]:
+    """``none``, ``lee=K``, ``eps=K`` or ``lee=K+eps=K`` -> ``(lee_k, eps_k)``."""
+    ks = {"lee": 0.0, "eps": 0.0}
+    for part in name.split("+"):
+        if part != "none":
+            key, _, value = part.partition("=")
+            if key not in ks:
+                raise SystemExit(f"error: unknown variant {name!r} (none, lee=K, eps=K, lee=K+eps=K)")
+            ks[key] = float(value)
+    return ks["lee"], ks["eps"]
+
+
+@torch.no_grad()
+def scores(model, pairs: list, lee_k: float, eps_k: float) -> dict[str, tuple[float, float]]:
+    per: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    peak_read: dict[str, float] = {}
+    with told_the_noise(peak_read, lee_k, eps_k):
+        for organ, params, dim, target in pairs:
+            peak_read.update(peak=params["peak"], read=params["read_noise"])
+            out = model(dim).output
+            row = (float(psnr(out, target)[0]), float(ssim(out, target)[0]))
+            per[organ].append(row)
+            per["all"].append(row)
+    return {k: tuple(np.mean(v, axis=0)) for k, v in per.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", type=Path, default=default_weights_path("default"))
+    ap.add_argument("--variants", default="none,lee=0.5,lee=1,lee=2,eps=1,eps=4,lee=1+eps=1")
+    args = ap.parse_args()
+    model = load_model(args.weights).eval()
+    pairs = [(p.organ, p.params, to_tensor(p.dim)[None], to_tensor(p.target)[None])
+             for p in heldout_pairs(384)]
+    names = args.variants.split(",")
+    results = {name: scores(model, pairs, *parse_variant(name)) for name in names}
+    organs = sorted(results[names[0]], key=lambda o: (o == "all", o))
+    print(f"Weights: {args.weights}. PSNR / SSIM, held-out pairs at 384 px.\n")
+    print("| organ | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for organ in organs:
+        print(f"| {organ} | " + " | ".join(f"{results[n][organ][0]:.2f} / {results[n][organ][1]:.3f}"
+                                          for n in names) + " |")
+
+
+if __name__ == "__main__":
+    main()
