@@ -78,16 +78,32 @@ def guided_by(guide: Guide):
 
 
 @torch.no_grad()
-def scores(weights: Path, guide: Guide, pairs: list) -> dict[str, tuple[float, float]]:
-    model = load_model(weights).eval()
+def score(model: torch.nn.Module, pairs: list, before: Callable[[tuple], None] | None = None
+          ) -> dict[str, tuple[float, float]]:
+    """Mean PSNR / SSIM of ``model``'s output per organ and ``"all"`` over ``(organ, dim,
+    target, ...)`` pairs; ``before(pair)`` runs ahead of each (scripts/noise_oracle.py)."""
     per: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    with guided_by(guide):
-        for organ, dim, target in pairs:
-            out = model(dim).output
-            row = (float(psnr(out, target)[0]), float(ssim(out, target)[0]))
-            per[organ].append(row)
-            per["all"].append(row)
+    for pair in pairs:
+        if before is not None:
+            before(pair)
+        organ, dim, target = pair[:3]
+        out = model(dim).output
+        row = (float(psnr(out, target)[0]), float(ssim(out, target)[0]))
+        per[organ].append(row)
+        per["all"].append(row)
     return {k: tuple(np.mean(v, axis=0)) for k, v in per.items()}
+
+
+def print_table(weights: Path, results: dict[str, dict[str, tuple[float, float]]]) -> None:
+    """One column per variant, one row per organ, ``"all"`` last."""
+    names = list(results)
+    organs = sorted(results[names[0]], key=lambda o: (o == "all", o))
+    print(f"Weights: {weights}. PSNR / SSIM, held-out pairs at 384 px.\n")
+    print("| organ | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for organ in organs:
+        print(f"| {organ} | " + " | ".join(f"{results[n][organ][0]:.2f} / {results[n][organ][1]:.3f}"
+                                          for n in names) + " |")
 
 
 def main() -> None:
@@ -95,18 +111,15 @@ def main() -> None:
     ap.add_argument("--weights", type=Path, required=True, help="weights trained without the Lee step")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     args = ap.parse_args()
-    if load_model(args.weights).cfg.guide_lee:
+    model = load_model(args.weights).eval()
+    if model.cfg.guide_lee:
         raise SystemExit(f"{args.weights}: its guide already takes the Lee step; give weights without it")
     pairs = [(p.organ, to_tensor(p.dim)[None], to_tensor(p.target)[None]) for p in heldout_pairs(384)]
-    names = args.variants.split(",")
-    results = {name: scores(args.weights, VARIANTS[name], pairs) for name in names}
-    organs = sorted(results[names[0]], key=lambda o: (o == "all", o))
-    print(f"Weights: {args.weights}. PSNR / SSIM, held-out pairs at 384 px.\n")
-    print("| organ | " + " | ".join(names) + " |")
-    print("|---|" + "---|" * len(names))
-    for organ in organs:
-        print(f"| {organ} | " + " | ".join(f"{results[n][organ][0]:.2f} / {results[n][organ][1]:.3f}"
-                                          for n in names) + " |")
+    results = {}
+    for name in args.variants.split(","):
+        with guided_by(VARIANTS[name]):
+            results[name] = score(model, pairs)
+    print_table(args.weights, results)
 
 
 if __name__ == "__main__":

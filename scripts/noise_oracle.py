@@ -25,17 +25,15 @@ run by its PyTorch reference (without the enhancer's border flattening, so a lit
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
+from guide_oracle import print_table, score  # this folder's sibling script
 
 import endolight.model.deepupe as deepupe
 from endolight.checkpoint import default_weights_path, load_model
 from endolight.io.tensors import to_tensor
-from endolight.metrics import psnr, ssim
 from endolight.model.denoise import (
     binomial_moments,
     box_mean,
@@ -98,37 +96,24 @@ def parse_variant(name: str) -> tuple[float, float]:
     return ks["lee"], ks["eps"]
 
 
-@torch.no_grad()
-def scores(model, pairs: list, lee_k: float, eps_k: float) -> dict[str, tuple[float, float]]:
-    per: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    peak_read: dict[str, float] = {}
-    with told_the_noise(peak_read, lee_k, eps_k):
-        for organ, params, dim, target in pairs:
-            peak_read.update(peak=params["peak"], read=params["read_noise"])
-            out = model(dim).output
-            row = (float(psnr(out, target)[0]), float(ssim(out, target)[0]))
-            per[organ].append(row)
-            per["all"].append(row)
-    return {k: tuple(np.mean(v, axis=0)) for k, v in per.items()}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=Path, default=default_weights_path("default"))
     ap.add_argument("--variants", default="none,lee=0.5,lee=1,lee=2,eps=1,eps=4,lee=1+eps=1")
     args = ap.parse_args()
     model = load_model(args.weights).eval()
-    pairs = [(p.organ, p.params, to_tensor(p.dim)[None], to_tensor(p.target)[None])
+    pairs = [(p.organ, to_tensor(p.dim)[None], to_tensor(p.target)[None], p.params)
              for p in heldout_pairs(384)]
-    names = args.variants.split(",")
-    results = {name: scores(model, pairs, *parse_variant(name)) for name in names}
-    organs = sorted(results[names[0]], key=lambda o: (o == "all", o))
-    print(f"Weights: {args.weights}. PSNR / SSIM, held-out pairs at 384 px.\n")
-    print("| organ | " + " | ".join(names) + " |")
-    print("|---|" + "---|" * len(names))
-    for organ in organs:
-        print(f"| {organ} | " + " | ".join(f"{results[n][organ][0]:.2f} / {results[n][organ][1]:.3f}"
-                                          for n in names) + " |")
+    peak_read: dict[str, float] = {}
+
+    def tell(pair: tuple) -> None:
+        peak_read.update(peak=pair[3]["peak"], read=pair[3]["read_noise"])
+
+    results = {}
+    for name in args.variants.split(","):
+        with told_the_noise(peak_read, *parse_variant(name)):
+            results[name] = score(model, pairs, tell)
+    print_table(args.weights, results)
 
 
 if __name__ == "__main__":
