@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import endolight.model.deepupe as deepupe
+import endolight.model.denoise as denoise_module
 from endolight.checkpoint import load_model
 from endolight.io.tensors import to_tensor
 from endolight.metrics import psnr, ssim
-from endolight.model.denoise import binomial3, binomial_moments, filter_guide, luma, upsample
+from endolight.model.denoise import binomial3, binomial_moments, filter_guide
 from endolight.pairs import heldout_pairs
 
 Guide = Callable[[torch.Tensor, float], torch.Tensor]
@@ -61,20 +61,16 @@ VARIANTS: dict[str, Guide] = {
 
 
 @contextmanager
-def guided_by(guide: Guide):
-    """The model's full-resolution denoising (``endolight.model.denoise.denoise``) with ``guide``
-    in place of :func:`filter_guide` (the model calls it by its module-level name)."""
-
-    def denoise(image, coeffs, lam, blur=0.0, lee=0.0):  # lee: 0 for the weights this takes
-        up = upsample(coeffs, image.shape[-2], image.shape[-1])
-        return image + lam * (up[:, :3] * guide(luma(image), blur) + up[:, 3:] - image)
-
-    shipped = deepupe.denoise
-    deepupe.denoise = denoise
+def guided_by(guide: Callable[[torch.Tensor, float, float], torch.Tensor]):
+    """The model's full-resolution denoising (``endolight.model.denoise.denoise``) with
+    ``guide(y, blur, lee)`` in place of :func:`filter_guide` (``denoise`` looks it up by its
+    module-level name at each call)."""
+    shipped = denoise_module.filter_guide
+    denoise_module.filter_guide = guide
     try:
         yield
     finally:
-        deepupe.denoise = shipped
+        denoise_module.filter_guide = shipped
 
 
 @torch.no_grad()
@@ -117,7 +113,8 @@ def main() -> None:
     pairs = [(p.organ, to_tensor(p.dim)[None], to_tensor(p.target)[None]) for p in heldout_pairs(384)]
     results = {}
     for name in args.variants.split(","):
-        with guided_by(VARIANTS[name]):
+        # lee: 0 for the weights this takes (checked above)
+        with guided_by(lambda y, blur, lee, variant=VARIANTS[name]: variant(y, blur)):
             results[name] = score(model, pairs)
     print_table(args.weights, results)
 

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from guide_oracle import print_table, score  # this folder's sibling script
+from guide_oracle import guided_by, print_table, score  # this folder's sibling script
 
 import endolight.model.deepupe as deepupe
 from endolight.checkpoint import default_weights_path, load_model
@@ -40,7 +40,6 @@ from endolight.model.denoise import (
     filter_guide,
     guided_coefficients,
     luma,
-    upsample,
 )
 from endolight.pairs import heldout_pairs
 
@@ -56,7 +55,7 @@ def noise_variance(m: torch.Tensor, peak: float, read: float) -> torch.Tensor:
 
 @contextmanager
 def told_the_noise(peak_read: dict[str, float], lee_k: float, eps_k: float):
-    """The model's denoiser (``deepupe.denoise``, ``deepupe.guided_coefficients``) with thresholds
+    """The model's denoiser (its guide, ``deepupe.guided_coefficients``) with thresholds
     from :func:`noise_variance` of the frame whose ``peak`` and ``read`` are in ``peak_read``."""
 
     def guide(y, blur, lee):
@@ -67,21 +66,18 @@ def told_the_noise(peak_read: dict[str, float], lee_k: float, eps_k: float):
         threshold = torch.clamp_min(lee_k * noise_variance(mean, **peak_read), lee)
         return mean + var / (var + threshold) * (g - mean)
 
-    def denoise(image, coeffs, lam, blur=0.0, lee=0.0):
-        up = upsample(coeffs, image.shape[-2], image.shape[-1])
-        return image + lam * (up[:, :3] * guide(luma(image), blur, lee) + up[:, 3:] - image)
-
     def fit(small, radius, eps, box=box_mean):
         if eps_k:
             eps = eps + eps_k * noise_variance(box(luma(small), radius), **peak_read) / 16
         return guided_coefficients(small, radius, eps, box)
 
-    shipped = deepupe.denoise, deepupe.guided_coefficients
-    deepupe.denoise, deepupe.guided_coefficients = denoise, fit
+    shipped = deepupe.guided_coefficients
+    deepupe.guided_coefficients = fit
     try:
-        yield
+        with guided_by(guide):
+            yield
     finally:
-        deepupe.denoise, deepupe.guided_coefficients = shipped
+        deepupe.guided_coefficients = shipped
 
 
 def parse_variant(name: str) -> tuple[float, float]:
