@@ -336,6 +336,25 @@ def test_eval_table_prints_psnr_ssim_and_delta_e_per_organ():
     md = markdown_table(summarize(rows), {"sinus": 2, "larynx": 1})
     assert "| sinus (2) | 26.50 / 0.500 / 3.50 | 25.00 / 0.500 / 2.50 |" in md
     assert "| larynx (1) | 20.00 / 0.500 / 9.00 | 21.00 / 0.500 / 8.00 |" in md
+    assert "inside the field of view" not in md  # rows without the field-of-view measures
+
+
+def test_eval_table_prints_the_field_of_view_measures_per_organ():
+    # A border that decides a whole-frame cell (sinus: b's SSIM there, a's inside the view).
+    from endolight.evaluate import TISSUE, markdown_table, summarize
+
+    def row(m, o, ssim, ssim_fov):
+        tissue = dict.fromkeys(TISSUE, 1.0) | {"psnr_fov": 22.0, "ssim_fov": ssim_fov, "delta_e_fov": 5.0}
+        return {"method": m, "organ": o, "image": "x", "psnr": 25.0, "ssim": ssim, "delta_e": 3.0, "loe": 1.0,
+                **tissue}
+
+    rows = [row("a", "sinus", 0.78, 0.82), row("b", "sinus", 0.80, 0.81),
+            row("a", "larynx", 0.70, 0.70), row("b", "larynx", 0.60, 0.60)]
+    md = markdown_table(summarize(rows), {"sinus": 1, "larynx": 1})
+    whole, _, view = md.partition("per organ inside the field of view")
+    assert "| sinus (1) | 25.00 / 0.780 / 3.00 | 25.00 / 0.800 / 3.00 |" in whole
+    assert "| sinus (1) | 22.00 / 0.820 / 5.00 | 22.00 / 0.810 / 5.00 |" in view
+    assert "| larynx (1) | 22.00 / 0.700 / 5.00 | 22.00 / 0.600 / 5.00 |" in view
 
 
 def test_figure_grid_lays_out_rows_and_columns():

@@ -29,6 +29,7 @@ NOTE = ("PSNR (dB) and SSIM with data range 1; SSIM with an 11x11 Gaussian windo
         "padding='valid' (Wang et al. settings); ΔE2000 mean over pixels (CIEDE2000 as in scikit-image); "
         "LOE against the target's lightness order, images shrunk to 50 px on the short side.")
 # Inside the field of view (endolight.metrics.reference_metrics); *_gt: the target's own values.
+FOV = "_fov"  # the suffix of the field-of-view measures
 TISSUE = ("psnr_fov", "ssim_fov", "delta_e_fov", "hue_fov", "uniformity", "noise")
 TISSUE_GT = ("uniformity_gt", "noise_gt")
 TISSUE_HIGHER = {"psnr_fov": True, "ssim_fov": True, "delta_e_fov": False, "hue_fov": False}
@@ -147,24 +148,33 @@ def markdown_table(summary: dict[str, dict[str, dict[str, float]]], counts: dict
             s = fmt[m].format(vals[m])
             cells.append(f"**{s}**" if vals[m] == best[m] else s)
         lines.append(f"| {meth} | " + " | ".join(cells) + " |")
-    organs = sorted(g for g in summary if g != "all")
-    if len(organs) > 1:
-        methods = list(overall)
-        lines += ["", "PSNR / SSIM / ΔE2000 per organ (held-out frames):", "",
-                  "| organ (n) | " + " | ".join(methods) + " |",
-                  "|---|" + "---|" * len(methods)]
-        for g in organs:
-            cells = [organ_cell(summary[g][m]) for m in methods]
-            lines.append(f"| {g} ({counts.get(g, 0)}) | " + " | ".join(cells) + " |")
+    lines += _organ_table(summary, counts, "PSNR / SSIM / ΔE2000 per organ (held-out frames):")
     lines += ["", NOTE]
     if all(m in v for v in overall.values() for m in TISSUE):
         lines += ["", *_tissue_table(overall), "", TISSUE_NOTE]
+        lines += _organ_table(summary, counts, "PSNR / SSIM / ΔE2000 per organ inside the field of view "
+                              "(a frame's border, outside it, is half of some scopes' frames):", FOV)
     return "\n".join(lines) + "\n"
 
 
-def organ_cell(means: dict[str, float]) -> str:
-    """One method's ``PSNR / SSIM / ΔE2000`` on one organ, as the per-organ tables print it."""
-    return f"{means['psnr']:.2f} / {means['ssim']:.3f} / {means['delta_e']:.2f}"
+def _organ_table(summary: dict[str, dict[str, dict[str, float]]], counts: dict[str, int], title: str,
+                 suffix: str = "") -> list[str]:
+    """The per-organ table's lines (:func:`organ_cell` of each method), none for a single organ."""
+    organs = sorted(g for g in summary if g != "all")
+    if len(organs) < 2:
+        return []
+    methods = list(summary["all"])
+    lines = ["", title, "", "| organ (n) | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for g in organs:
+        cells = [organ_cell(summary[g][m], suffix) for m in methods]
+        lines.append(f"| {g} ({counts.get(g, 0)}) | " + " | ".join(cells) + " |")
+    return lines
+
+
+def organ_cell(means: dict[str, float], suffix: str = "") -> str:
+    """One method's ``PSNR / SSIM / ΔE2000`` on one organ, as the per-organ tables print it
+    (``suffix`` :data:`FOV`: the field-of-view measures)."""
+    return f"{means['psnr' + suffix]:.2f} / {means['ssim' + suffix]:.3f} / {means['delta_e' + suffix]:.2f}"
 
 
 def _tissue_table(overall: dict[str, dict[str, float]]) -> list[str]:
