@@ -326,6 +326,20 @@ def test_organs_not_won_names_each_organ_and_metric_lost():
         "- larynx: ΔE2000: dped by 0.09", "- sinus: PSNR: dped by 0.11; SSIM: dped by 0.0130"]
 
 
+def test_organs_not_won_inside_the_view_reads_the_field_of_view_measures():
+    # Sinus: lost on the whole frame's SSIM, won inside the view; laparoscopy the other way round.
+    from endolight.evaluate import FOV
+
+    def means(ssim, ssim_fov):
+        return {"psnr": 25.0, "ssim": ssim, "delta_e": 3.0, "psnr_fov": 22.0, "ssim_fov": ssim_fov,
+                "delta_e_fov": 5.0}
+
+    summary = {"sinus": {"ours": means(0.784, 0.830), "dped": means(0.797, 0.816)},
+               "laparoscopy": {"ours": means(0.724, 0.773), "dped": means(0.694, 0.783)}}
+    assert organs_not_won(summary, "ours", ["ours", "dped"]) == ["- sinus: SSIM: dped by 0.0130"]
+    assert organs_not_won(summary, "ours", ["ours", "dped"], FOV) == ["- laparoscopy: SSIM: dped by 0.0100"]
+
+
 def test_eval_table_prints_psnr_ssim_and_delta_e_per_organ():
     from endolight.evaluate import markdown_table, summarize
 

@@ -33,6 +33,7 @@ from endolight.device import resolve_device
 from endolight.enhancer import Enhancer
 from endolight.evaluate import (
     BINNED,
+    FOV,
     HIGHER_BETTER,
     METRICS,
     NOREF_FMT,
@@ -409,22 +410,24 @@ def table1_markdown(rows: list[dict[str, Any]], timing_size: tuple[int, int]) ->
 
 
 def organ_markdown(summary: dict[str, dict[str, dict[str, float]]], names: list[str],
-                   counts: dict[str, int]) -> str:
+                   counts: dict[str, int], suffix: str = "") -> str:
+    """The per-organ table (``suffix`` :data:`~endolight.evaluate.FOV`: inside the field of view)."""
     organs = sorted(g for g in summary if g != "all")
     lines = ["| method | " + " | ".join(f"{o} ({counts[o]})" for o in organs) + " |",
              "|---|" + "---|" * len(organs)]
     for n in names:
-        lines.append(f"| {n} | " + " | ".join(organ_cell(summary[o][n]) for o in organs) + " |")
+        lines.append(f"| {n} | " + " | ".join(organ_cell(summary[o][n], suffix) for o in organs) + " |")
     return "\n".join(lines) + "\n"
 
 
 def organs_not_won(summary: dict[str, dict[str, dict[str, float]]], ours: str,
-                   names: list[str]) -> list[str]:
+                   names: list[str], suffix: str = "") -> list[str]:
     """:func:`where_not_best` on each organ (PSNR, SSIM, ΔE2000: the per-organ table's
-    columns), one line per organ where some row beats ``ours``."""
+    columns; ``suffix`` :data:`~endolight.evaluate.FOV`: inside the field of view), one line per
+    organ where some row beats ``ours``."""
     lines = []
     for organ in sorted(g for g in summary if g != "all"):
-        miss = where_not_best(summary[organ], ours, names, PER_ORGAN)
+        miss = where_not_best(summary[organ], ours, names, tuple(m + suffix for m in PER_ORGAN))
         if miss:
             lines.append(f"- {organ}: " + "; ".join(m.removeprefix("- ") for m in miss))
     return lines
@@ -432,16 +435,18 @@ def organs_not_won(summary: dict[str, dict[str, dict[str, float]]], ours: str,
 
 def where_not_best(summary: dict[str, dict[str, float]], ours: str, names: list[str],
                    metrics: tuple[str, ...] = METRICS) -> list[str]:
-    """One line per metric on which some row beats ``ours``, with the margins."""
+    """One line per metric on which some row beats ``ours``, with the margins (a metric inside
+    the field of view is named as the whole frame's)."""
     lines = []
     for m in metrics:
-        sign = 1 if HIGHER_BETTER[m] else -1
+        base = m.removesuffix(FOV)
+        sign = 1 if HIGHER_BETTER[base] else -1
         better = [(n, sign * (summary[n][m] - summary[ours][m])) for n in names
                   if n != ours and sign * (summary[n][m] - summary[ours][m]) > 0]
         if better:
             better.sort(key=lambda t: -t[1])
-            lines.append(f"- {m.upper() if m != 'delta_e' else 'ΔE2000'}: " + ", ".join(
-                f"{n} by {FMT[m].format(d)}" for n, d in better))
+            lines.append(f"- {base.upper() if base != 'delta_e' else 'ΔE2000'}: " + ", ".join(
+                f"{n} by {FMT[base].format(d)}" for n, d in better))
     return lines
 
 
@@ -467,10 +472,9 @@ def run(cfg: CompareConfig, on_progress: Progress | None = None, command: str = 
     if not pairs:
         raise FileNotFoundError("no held-out frames found")
     done = iter(range(1, len(pairs) + 1))
-    # Whole-frame metrics only: the field-of-view ones (tissue=True) double the evaluation time.
     samples: dict = {}
     rows = evaluate(methods, pairs, on_item=lambda _: progress("held-out pairs", next(done), len(pairs)),
-                    tissue=False, samples=samples)
+                    samples=samples)
     summary = summarize(rows)
     counts: dict[str, int] = defaultdict(int)
     for p in pairs:
@@ -633,6 +637,16 @@ def _report(cfg: CompareConfig, command: str, pairs: list[Pair], counts: dict[st
         f"**Organs where {ours} does not beat every comparator** (our same-budget row aside; margin "
         "by which others beat it):", "",
         *(organs_not_won(summary, ours, [n for n in names if n != SAME_BUDGET])
+          or ["- none: it is best on every organ."]), "",
+        "### The same inside the field of view", "",
+        "A frame's border, outside the view, is half of a sinus frame and a fifth to a half of a "
+        "laparoscopy one: there the target is the scope's black (1-2 levels), and SSIM follows a level "
+        "or two of it (`python scripts/border_level.py --organ all` splits each method's SSIM). "
+        "Inside the view (`endolight.fov.detect_fov` on the target):", "",
+        organ_markdown(summary, names, counts, FOV),
+        f"**Organs where {ours} does not beat every comparator inside the view** (our same-budget row "
+        "aside):", "",
+        *(organs_not_won(summary, ours, [n for n in names if n != SAME_BUDGET], FOV)
           or ["- none: it is best on every organ."]), "",
         *[t for key in BINNED if (t := binned_markdown([r for r in rows if r["method"] in names], key))],
         "## Figure 3 — loss ablation of our model (same budget)", "",
