@@ -639,10 +639,11 @@ def _report(cfg: CompareConfig, command: str, pairs: list[Pair], counts: dict[st
         *(organs_not_won(summary, ours, [n for n in names if n != SAME_BUDGET])
           or ["- none: it is best on every organ."]), "",
         "### The same inside the field of view", "",
-        "A frame's border, outside the view, is half of a sinus frame and a fifth to a half of a "
-        "laparoscopy one: there the target is the scope's black (1-2 levels), and SSIM follows a level "
-        "or two of it (`python scripts/border_level.py --organ all` splits each method's SSIM). "
-        "Inside the view (`endolight.fov.detect_fov` on the target):", "",
+        "A frame's border, outside the view, is half of a sinus frame, a quarter to a third of a "
+        "fetoscopy one and up to a fifth of the others': there the target is the scope's black (0-2 "
+        "levels where no text is written), and SSIM follows a level or two of it (`python "
+        "scripts/border_level.py --organ all` splits each method's SSIM). Inside the view "
+        "(`endolight.fov.detect_fov` on the target):", "",
         organ_markdown(summary, names, counts, FOV),
         f"**Organs where {ours} does not beat every comparator inside the view** (our same-budget row "
         "aside):", "",
