@@ -640,8 +640,8 @@ def _report(cfg: CompareConfig, command: str, pairs: list[Pair], counts: dict[st
           or ["- none: it is best on every organ."]), "",
         "### The same inside the field of view", "",
         "A frame's border, outside the view, is half of a sinus frame, a quarter to a third of a "
-        "fetoscopy one and up to a fifth of the others': there the target is the scope's black (0-2 "
-        "levels where no text is written), and SSIM follows a level or two of it (`python "
+        "fetoscopy one and up to a fifth of the others': there the target is the scope's black (a few "
+        "levels; sinus 1-2), and SSIM follows a level or two of it (`python "
         "scripts/border_level.py --organ all` splits each method's SSIM). Inside the view "
         "(`endolight.fov.detect_fov` on the target):", "",
         organ_markdown(summary, names, counts, FOV),
