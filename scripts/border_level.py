@@ -18,17 +18,14 @@ the enhancer flattens) with two other colours, ad hoc:
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import torch
-from organ_gap import _tensor  # this folder's sibling script
+from organ_gap import _tensor, organ_methods  # this folder's sibling script
 
 from endolight.border import border_fill, border_noise
 from endolight.fov import fov_mask
-from endolight.methods.registry import COMPARE_RUNS, get_methods
 from endolight.metrics import SSIM_WINDOW, ssim
 from endolight.pairs import Pair, heldout_pairs
 
@@ -60,15 +57,8 @@ def refilled(output: np.ndarray, pair: Pair, fill_from: str) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--organ", default="sinus", help="an organ of the held-out split, or 'all'")
-    ap.add_argument("--methods", default="endolight,dped", help="the first is ours (its border refilled)")
-    ap.add_argument("--runs-dir", type=Path, default=COMPARE_RUNS)
-    ap.add_argument("--weights", default=None)
-    ap.add_argument("--max-side", type=int, default=384)
-    args = ap.parse_args()
-    names = args.methods.split(",")
-    methods = get_methods(names, args.weights, args.runs_dir, "cpu")
+    args, names, methods = organ_methods(__doc__, "its border refilled",
+                                         "an organ of the held-out split, or 'all'")
     rows = [*names, *(f"{names[0]}, border {f}" for f in FILLS)]
     print("| frame | read noise | target border | " + " | ".join(
         f"{n}: SSIM whole / view / border, border level" for n in rows) + " |")

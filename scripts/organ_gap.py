@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from endolight.fov import fov_mask
-from endolight.methods.registry import COMPARE_RUNS, get_methods
+from endolight.methods.registry import COMPARE_RUNS, Method, get_methods
 from endolight.metrics import psnr, ssim
 from endolight.pairs import heldout_pairs
 
@@ -36,16 +36,24 @@ def scores(output: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     return float(psnr(out, tgt)[0]), float(ssim(out, tgt)[0])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--organ", default="sinus")
-    ap.add_argument("--methods", default="endolight,dped", help="the first is ours (denoised bound)")
+def organ_methods(doc: str, first: str, organ: str = "an organ of the held-out split"
+                  ) -> tuple[argparse.Namespace, list[str], dict[str, Method]]:
+    """The per-organ scripts' options (``--organ``, ``--methods``, ``--runs-dir``, ``--weights``,
+    ``--max-side``) parsed, the method names, and the methods (``first``: what the script does
+    with the first one, ours)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--organ", default="sinus", help=organ)
+    ap.add_argument("--methods", default="endolight,dped", help=f"the first is ours ({first})")
     ap.add_argument("--runs-dir", type=Path, default=COMPARE_RUNS)
     ap.add_argument("--weights", default=None)
     ap.add_argument("--max-side", type=int, default=384)
     args = ap.parse_args()
     names = args.methods.split(",")
-    methods = get_methods(names, args.weights, args.runs_dir, "cpu")
+    return args, names, get_methods(names, args.weights, args.runs_dir, "cpu")
+
+
+def main() -> None:
+    args, names, methods = organ_methods(__doc__, "denoised bound")
     print("| frame | peak | exposure | " + " | ".join(f"{n}: PSNR / SSIM / error R, G, B" for n in names)
           + f" | {names[0]} + NL-means SSIM |")
     print("|---|---|---|" + "---|" * (len(names) + 1))
