@@ -42,15 +42,19 @@ def split_ssim(output: np.ndarray, target: np.ndarray, view: np.ndarray) -> tupl
     return whole, within, float(ssim(out, tgt, ~inside)[0]) if centred.any() else float("nan")
 
 
-def refilled(output: np.ndarray, pair: Pair, fill_from: str) -> np.ndarray:
-    """``output`` with the pixels the enhancer flattened (its border found on the dim frame)
-    written in the median colour of those pixels in the dim frame or in the target."""
+def flattened(pair: Pair) -> np.ndarray | None:
+    """``(H, W)`` bool: the pixels the enhancer flattens (its border found on the dim frame, as
+    :func:`endolight.border.border_noise`), or None where it copies the border."""
     border = ~fov_mask(pair.dim)
     fill = border_fill(pair.dim, border)
-    if fill is None:
+    return None if fill is None else border_noise(pair.dim, border, fill)
+
+
+def refilled(output: np.ndarray, noise: np.ndarray | None, source: np.ndarray) -> np.ndarray:
+    """``output`` with the ``noise`` pixels written in their median colour in ``source`` (the dim
+    frame or the target)."""
+    if noise is None:
         return output
-    noise = border_noise(pair.dim, border, fill)
-    source = pair.dim if fill_from == "median" else pair.target
     out = output.copy()
     out[noise] = np.median(source[noise], axis=0).round().astype(np.uint8)
     return out
@@ -69,7 +73,8 @@ def main() -> None:
             continue
         view = fov_mask(pair.target)
         outs = {n: method(pair.dim) for n, method in methods.items()}
-        outs.update({f"{names[0]}, border {f}": refilled(outs[names[0]], pair, f) for f in FILLS})
+        noise, sources = flattened(pair), {"median": pair.dim, "target": pair.target}
+        outs.update({f"{names[0]}, border {f}": refilled(outs[names[0]], noise, sources[f]) for f in FILLS})
         cells = []
         for n in rows:
             s = split_ssim(outs[n], pair.target, view)

@@ -632,12 +632,12 @@ def _report(cfg: CompareConfig, command: str, pairs: list[Pair], counts: dict[st
             + "; the dim input's own: " + f"{nsum['all']['identity']['lifted_noise']:.2f}.",
             "",
         ]
+    peers = [n for n in names if n != SAME_BUDGET]  # the rows the organ lists hold ours against
     lines += [
         "### PSNR / SSIM / ΔE2000 per organ", "", organ_markdown(summary, names, counts),
         f"**Organs where {ours} does not beat every comparator** (our same-budget row aside; margin "
         "by which others beat it):", "",
-        *(organs_not_won(summary, ours, [n for n in names if n != SAME_BUDGET])
-          or ["- none: it is best on every organ."]), "",
+        *(organs_not_won(summary, ours, peers) or ["- none: it is best on every organ."]), "",
         "### The same inside the field of view", "",
         "A frame's border, outside the view, is half of a sinus frame, a quarter to a third of a "
         "fetoscopy one and up to a fifth of the others': there the target is the scope's black (a few "
@@ -647,8 +647,7 @@ def _report(cfg: CompareConfig, command: str, pairs: list[Pair], counts: dict[st
         organ_markdown(summary, names, counts, FOV),
         f"**Organs where {ours} does not beat every comparator inside the view** (our same-budget row "
         "aside):", "",
-        *(organs_not_won(summary, ours, [n for n in names if n != SAME_BUDGET], FOV)
-          or ["- none: it is best on every organ."]), "",
+        *(organs_not_won(summary, ours, peers, FOV) or ["- none: it is best on every organ."]), "",
         *[t for key in BINNED if (t := binned_markdown([r for r in rows if r["method"] in names], key))],
         "## Figure 3 — loss ablation of our model (same budget)", "",
         "Each variant is the same DeepUPE model trained under the common budget with only the loss changed: "
