@@ -5,12 +5,16 @@ target is the scope's black (1-2 levels), and SSIM's luminance term at such leve
 level or two (its constant ``C1`` is 6.5 squared 8-bit levels). For each synthesized held-out pair
 (``endolight eval``'s pairs) this prints each method's SSIM over the whole frame, inside the
 target's view and outside it, and the mean level of its border against the target's. For our
-model (the first method) it also rewrites the border's noise pixels (``endolight.border``: those
-the enhancer flattens) with two other colours, ad hoc:
+model (the first method, an ``endolight`` row) it also rewrites the border's noise pixels
+(``endolight.border``: those the enhancer flattens) with two other colours, and once more with
+the target's view, ad hoc:
 
 * ``median``: the median of those pixels in the dim frame, per channel: the border's level
   without the noise (the built fill is their mean, which noise clipped at 0 lifts);
-* ``target``: the median of the same pixels in the *target* (an oracle: the scope's own black).
+* ``target``: the median of the same pixels in the *target* (an oracle: the scope's own black);
+* ``median, target's view``: our model given the *target's* field of view (an oracle: the dark
+  ring at the view's edge, which the dim frame's detection leaves in the border, is enhanced as
+  view), its border's noise pixels written in their median colour in the dim frame.
 
     python scripts/border_level.py --organ sinus --methods endolight,dped
     python scripts/border_level.py --organ all
@@ -30,6 +34,7 @@ from endolight.metrics import SSIM_WINDOW, ssim
 from endolight.pairs import Pair, heldout_pairs
 
 FILLS = ("median", "target")
+VIEW_ORACLE = "border median, target's view"
 
 
 def split_ssim(output: np.ndarray, target: np.ndarray, view: np.ndarray) -> tuple[float, float, float]:
@@ -42,10 +47,11 @@ def split_ssim(output: np.ndarray, target: np.ndarray, view: np.ndarray) -> tupl
     return whole, within, float(ssim(out, tgt, ~inside)[0]) if centred.any() else float("nan")
 
 
-def flattened(pair: Pair) -> np.ndarray | None:
+def flattened(pair: Pair, view: np.ndarray | None = None) -> np.ndarray | None:
     """``(H, W)`` bool: the pixels the enhancer flattens (its border found on the dim frame, as
-    :func:`endolight.border.border_noise`), or None where it copies the border."""
-    border = ~fov_mask(pair.dim)
+    :func:`endolight.border.border_noise`, or outside ``view``), or None where it copies the
+    border."""
+    border = ~(fov_mask(pair.dim) if view is None else view)
     fill = border_fill(pair.dim, border)
     return None if fill is None else border_noise(pair.dim, border, fill)
 
@@ -63,7 +69,7 @@ def refilled(output: np.ndarray, noise: np.ndarray | None, source: np.ndarray) -
 def main() -> None:
     args, names, methods = organ_methods(__doc__, "its border refilled",
                                          "an organ of the held-out split, or 'all'")
-    rows = [*names, *(f"{names[0]}, border {f}" for f in FILLS)]
+    rows = [*names, *(f"{names[0]}, border {f}" for f in FILLS), f"{names[0]}, {VIEW_ORACLE}"]
     print("| frame | read noise | target border | " + " | ".join(
         f"{n}: SSIM whole / view / border, border level" for n in rows) + " |")
     print("|---|---|---|" + "---|" * len(rows))
@@ -75,6 +81,9 @@ def main() -> None:
         outs = {n: method(pair.dim) for n, method in methods.items()}
         noise, sources = flattened(pair), {"median": pair.dim, "target": pair.target}
         outs.update({f"{names[0]}, border {f}": refilled(outs[names[0]], noise, sources[f]) for f in FILLS})
+        # the first method is an Enhancer's enhance_array (get_method), which takes a view
+        oracle = methods[names[0]](pair.dim, fov=view)
+        outs[f"{names[0]}, {VIEW_ORACLE}"] = refilled(oracle, flattened(pair, view), pair.dim)
         cells = []
         for n in rows:
             s = split_ssim(outs[n], pair.target, view)
