@@ -12,7 +12,7 @@ the target's view, ad hoc:
 * ``median``: the median of those pixels in the dim frame, per channel: the border's level
   without the noise (the built fill is their mean, which noise clipped at 0 lifts);
 * ``target``: the median of the same pixels in the *target* (an oracle: the scope's own black);
-* ``median, target's view``: our model given the *target's* field of view (an oracle: the dark
+* ``border median, target's view``: our model given the *target's* field of view (an oracle: the dark
   ring at the view's edge, which the dim frame's detection leaves in the border, is enhanced as
   view), its border's noise pixels written in their median colour in the dim frame.
 
