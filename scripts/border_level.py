@@ -69,6 +69,8 @@ def refilled(output: np.ndarray, noise: np.ndarray | None, source: np.ndarray) -
 def main() -> None:
     args, names, methods = organ_methods(__doc__, "its border refilled",
                                          "an organ of the held-out split, or 'all'")
+    if not names[0].startswith("endolight"):
+        raise SystemExit(f"error: the first method must be an endolight row (ours), got {names[0]!r}")
     rows = [*names, *(f"{names[0]}, border {f}" for f in FILLS), f"{names[0]}, {VIEW_ORACLE}"]
     print("| frame | read noise | target border | " + " | ".join(
         f"{n}: SSIM whole / view / border, border level" for n in rows) + " |")
@@ -81,7 +83,7 @@ def main() -> None:
         outs = {n: method(pair.dim) for n, method in methods.items()}
         noise, sources = flattened(pair), {"median": pair.dim, "target": pair.target}
         outs.update({f"{names[0]}, border {f}": refilled(outs[names[0]], noise, sources[f]) for f in FILLS})
-        # the first method is an Enhancer's enhance_array (get_method), which takes a view
+        # an endolight row is an Enhancer's enhance_array (get_method), which takes a view
         oracle = methods[names[0]](pair.dim, fov=view)
         outs[f"{names[0]}, {VIEW_ORACLE}"] = refilled(oracle, flattened(pair, view), pair.dim)
         cells = []
