@@ -80,19 +80,17 @@ def main() -> None:
     for organ in sorted(set(train_organs)):
         picked = np.array(train_organs) == organ
         print(f"  {organ}: {y_train[picked].mean():.2f}")
-    print("\n| features | predictor | " + " | ".join(sorted(set(organs))) + " |\n|---|---|"
-          + "---|" * len(set(organs)))
+    held = {organ: np.array(organs) == organ for organ in sorted(set(organs))}
+    print("\n| features | predictor | " + " | ".join(held) + " |\n|---|---|" + "---|" * len(held))
+    predictors = {**{f"ridge {lam:g}": (ridge, lam) for lam in RIDGE},
+                  **{f"{k} nearest": (neighbours, k) for k in NEIGHBOURS}}
     for name, x in x_train.items():
         mu, sd = x.mean(0), x.std(0) + 1e-6
         z, z_held = (x - mu) / sd, (x_held[name] - mu) / sd
-        predictors = {**{f"ridge {lam:g}": (ridge, lam) for lam in RIDGE},
-                      **{f"{k} nearest": (neighbours, k) for k in NEIGHBOURS}}
         for label, (fit, arg) in predictors.items():
             pred = fit(z, y_train, z_held, arg)
-            cells = []
-            for organ in sorted(set(organs)):
-                p, y = pred[np.array(organs) == organ], y_held[np.array(organs) == organ]
-                cells.append(f"{p.mean():.2f} [{p.min():.1f}, {p.max():.1f}] (target {y.mean():.2f})")
+            cells = [f"{pred[m].mean():.2f} [{pred[m].min():.1f}, {pred[m].max():.1f}] "
+                     f"(target {y_held[m].mean():.2f})" for m in held.values()]
             print(f"| {name} | {label} | " + " | ".join(cells) + " |")
 
 
