@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from endolight.border import BORDER_NOISE, border_fill, border_fill_planes, border_noise, fill_border
+from endolight.border import (
+    BORDER_BLACK,
+    BORDER_NOISE,
+    Y_BLACK,
+    border_fill,
+    border_fill_planes,
+    border_noise,
+    fill_border,
+)
 from endolight.degrade import protocol_config
 from endolight.enhancer import Enhancer
 from endolight.fov import fov_mask
@@ -37,15 +45,17 @@ def _with_overlay(dim: np.ndarray, border: np.ndarray) -> tuple[np.ndarray, np.n
     return dim, text
 
 
-def test_fill_is_the_noises_mean_colour_and_the_threshold_sits_above_it():
+def test_fill_is_the_noises_median_colour_and_the_threshold_sits_above_it():
     rng = np.random.default_rng(0)
     image = np.clip(rng.normal((6, 3, 9), 2, (96, 128, 3)), 0, 255).astype(np.uint8)
+    image[:, :40] += (rng.random((96, 40, 1)) < 0.2).astype(np.uint8) * 8  # a skewed noise
     border = np.zeros((96, 128), bool)
     border[:, :40] = True
-    noise_mean = image[border].mean(0)
+    noise_median, noise_mean = np.median(image[border], 0), image[border].mean(0)
+    assert np.all(noise_mean - noise_median > 1)  # the skew parts the two
     image[:20, :40] = 220  # an overlay: in neither the colour nor the threshold
     fill = border_fill(image, border)
-    np.testing.assert_allclose(fill[:3], noise_mean, atol=1)  # sampled every 4th pixel
+    np.testing.assert_allclose(fill[:3], noise_median, atol=0.5)  # sampled every 4th pixel
     luma = image[border].astype(np.float64) @ (0.299, 0.587, 0.114)
     assert abs(fill[3] / 256 - (np.median(luma) + BORDER_NOISE)) < 1
     noise = border_noise(image, border, fill)
@@ -54,10 +64,27 @@ def test_fill_is_the_noises_mean_colour_and_the_threshold_sits_above_it():
     # The planes' fill: the same colour in Y'CbCr, the threshold in Y' levels.
     y, u, v = i420_planes(rgb_to_i420(image))
     fy, fu, fv, below = border_fill_planes(y, u, v, border)
-    assert abs(fy - y[20:, :40].mean()) <= 1
-    assert abs(below - np.median(y[border]) - BORDER_NOISE * 219 / 255) <= 1
-    assert abs(fu - u[10:, :20].mean()) <= 1 and abs(fv - v[10:, :20].mean()) <= 1
+    assert abs(fy - np.median(y[20:, :40])) <= 0.5
+    assert abs(below - np.median(y[border]) - BORDER_NOISE * 219 / 255) <= 2  # sampled
+    assert abs(fu - np.median(u[10:, :20])) <= 0.5 and abs(fv - np.median(v[10:, :20])) <= 0.5
     assert np.all(y[:20, :40] >= below) and np.all(y[20:, :40] < below)
+
+
+def test_a_black_borders_noise_is_written_at_the_floor_not_lifted_to_grey():
+    # Noise clipped at 0 lifts a black border's mean to ~3 levels; its median stays 0, and the
+    # fill is the floor: BORDER_BLACK levels in RGB, its Y' in planes.
+    rng = np.random.default_rng(1)
+    image = np.full((96, 128, 3), 120, np.uint8)
+    image[:, :40] = np.clip(rng.normal(0, 8, (96, 40, 3)), 0, 255).astype(np.uint8)
+    border = np.zeros((96, 128), bool)
+    border[:, :40] = True
+    assert image[border].mean() > 2.5 and np.median(image[border]) == 0
+    np.testing.assert_array_equal(border_fill(image, border)[:3], [BORDER_BLACK] * 3)
+    y, u, v = i420_planes(rgb_to_i420(image))
+    y[:, :40] = np.clip(rng.normal(16, 8, (96, 40)), 0, 255).astype(np.uint8)  # the sensor's noise in Y'
+    assert np.median(y[:, :40]) <= 16
+    fy, fu, fv, _ = border_fill_planes(y, u, v, border)
+    assert fy == Y_BLACK == 17 and abs(fu - 128) <= 1 and abs(fv - 128) <= 1
 
 
 def test_a_clean_border_is_copied():
@@ -96,7 +123,8 @@ def test_border_noise_is_flattened_and_overlays_kept_on_real_frames(sinus_pairs,
         spread_in = dim[noise].astype(np.float32).std(0)
         spread_out = out[noise].astype(np.float32).std(0)
         assert np.all(spread_out < 0.5 * spread_in), (spread_in, spread_out)
-        np.testing.assert_allclose(out[noise].mean(0), dim[noise].mean(0), atol=1.5)  # same level
+        level = np.maximum(np.median(dim[noise], 0), BORDER_BLACK)  # the noise's own, floored
+        np.testing.assert_allclose(out[noise].mean(0), level, atol=1)
 
 
 def test_flattened_border_is_closer_to_the_target_than_the_copied_one(sinus_pairs, enhancer):

@@ -50,7 +50,8 @@ class Enhancer:
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         strength: 0 returns the input, 1 the full model (illumination ``S ** strength``).
         keep_border: leave pixels outside the field of view (black borders) unenhanced: a
-            noisy border's noise flattened to its mean colour, overlays kept
+            noisy border's noise flattened to its median colour (at least
+            ``endolight.border.BORDER_BLACK`` levels), overlays kept
             (:mod:`endolight.border`).
         fused: render uint8 frames with the fused CPU kernel; default: on CPU only.
         fidelity: optional steps around the model for uint8 frames (highlights, hue,
