@@ -128,8 +128,8 @@ def test_border_noise_is_flattened_and_overlays_kept_on_real_frames(sinus_pairs,
 
 
 def test_flattened_border_is_closer_to_the_target_than_the_copied_one(sinus_pairs, enhancer):
-    # Per frame the gain is -0.04 (the least noisy frame) to +0.12; over the 12 sinus pairs
-    # measured +0.064 SSIM.
+    # Per frame the gain is 0.00 (a clean border, copied) to +0.27; over the 12 sinus pairs
+    # measured +0.125 SSIM (+0.064 with the noise's mean colour: noise clipped at 0 lifts it).
     gains = []
     for pair in sinus_pairs:
         border = ~fov_mask(pair.dim)
@@ -138,7 +138,7 @@ def test_flattened_border_is_closer_to_the_target_than_the_copied_one(sinus_pair
         copied[border] = pair.dim[border]
         target = to_tensor(pair.target)[None]
         gains.append(float(ssim(to_tensor(out)[None], target)[0] - ssim(to_tensor(copied)[None], target)[0]))
-    assert len(gains) == 12 and np.mean(gains) > 0.04, gains
+    assert len(gains) == 12 and np.mean(gains) > 0.1 and min(gains) > -0.005, gains
 
 
 def test_every_path_writes_the_same_border(sinus_pairs, enhancer):
