@@ -58,8 +58,10 @@ def main() -> None:
                  else synthesized_pairs(list_frames(split), args.seed, max_side=args.max_side))
         scores: dict[tuple[str, str], list[tuple[float, float, float]]] = defaultdict(list)
         for pair in pairs:
-            out, view = enhancer.enhance_array(pair.dim), fov_mask(pair.target)
-            for name, rendered in refills(pair, out, floors).items():
+            # the dim frame's view found once, for the enhancer and for the pixels it flattens
+            dim_view, view = fov_mask(pair.dim), fov_mask(pair.target)
+            out = enhancer.enhance_array(pair.dim, fov=dim_view)
+            for name, rendered in refills(pair, out, dim_view, floors).items():
                 whole, inside, _ = split_ssim(rendered, pair.target, view)
                 row = (float(psnr(_tensor(rendered), _tensor(pair.target))[0]), whole, inside)
                 scores[(pair.organ, name)].append(row)
@@ -81,16 +83,17 @@ def print_table(split: str, scores: dict[tuple[str, str], list[tuple[float, floa
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
-def refills(pair: Pair, out: np.ndarray, floors: list[int]) -> dict[str, np.ndarray]:
-    """The enhancer's output and its refilled twins (module docstring), by name."""
-    noise = flattened(pair)
-    rendered = {SHIPPED: out}
+def refills(pair: Pair, out: np.ndarray, dim_view: np.ndarray, floors: list[int]) -> dict[str, np.ndarray]:
+    """The enhancer's output (given ``dim_view``, the dim frame's view) and its refilled twins
+    (module docstring), by name."""
+    noise = flattened(pair, dim_view)
+    names = ["mean", *(f"median, floor {f}" for f in floors)]
     if noise is None:  # a clean border (or none): every candidate copies it, as the enhancer does
-        return {SHIPPED: out, "mean": out, **{f"median, floor {f}": out for f in floors}}
+        return {SHIPPED: out, **dict.fromkeys(names, out)}
     pixels = pair.dim[noise]
-    colours = {"mean": pixels.mean(axis=0), **{
-        f"median, floor {f}": np.maximum(np.median(pixels, axis=0), f) for f in floors}}
-    for name, colour in colours.items():
+    colours = [pixels.mean(axis=0), *(np.maximum(np.median(pixels, axis=0), f) for f in floors)]
+    rendered = {SHIPPED: out}
+    for name, colour in zip(names, colours, strict=True):
         rendered[name] = out.copy()
         rendered[name][noise] = np.floor(colour + 0.5).astype(np.uint8)
     return rendered
